@@ -1,0 +1,177 @@
+//! The encoder: records in, one uncompressed RecordBatch v2 out.
+
+use super::varint::{varint_len, varlong_len, write_varint, write_varlong};
+use super::*;
+
+/// A record to encode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRecord<'a> {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, or `None` for a null key.
+    pub key: Option<&'a [u8]>,
+    /// The value, or `None` for a null value.
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order.
+    pub headers: &'a [Header<'a>],
+}
+
+/// Encodes records into one uncompressed batch with base offset 0.
+///
+/// The broker assigns the real base offset when it appends the batch.
+#[derive(Debug, Clone)]
+pub struct RecordBatchBuilder {
+    buf: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl Default for RecordBatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RecordBatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty builder that reserves room for `bytes` of encoded records.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(BATCH_HEADER_BYTES + bytes);
+        buf.resize(BATCH_HEADER_BYTES, 0);
+        RecordBatchBuilder {
+            buf,
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
+
+    /// Records appended so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True before the first record.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the batch [`build`](Self::build) would return now, in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes `record` would add to the batch.
+    pub fn record_size(&self, record: &NewRecord<'_>) -> usize {
+        let body = self.body_size(record);
+        varint_len(body as i32) + body
+    }
+
+    fn body_size(&self, record: &NewRecord<'_>) -> usize {
+        let timestamp_delta = self.timestamp_delta(record.timestamp);
+        let mut size = 1 + varlong_len(timestamp_delta) + varint_len(self.count);
+        size += nullable_len(record.key) + nullable_len(record.value);
+        size += varint_len(record.headers.len() as i32);
+        for header in record.headers {
+            size += varint_len(header.key.len() as i32) + header.key.len();
+            size += nullable_len(header.value);
+        }
+        size
+    }
+
+    fn timestamp_delta(&self, timestamp: i64) -> i64 {
+        if self.count == 0 {
+            0
+        } else {
+            timestamp.wrapping_sub(self.base_timestamp)
+        }
+    }
+
+    /// Appends one record; fails if the batch would pass the codec's size limit.
+    pub fn append(&mut self, record: &NewRecord<'_>) -> Result<(), BatchError> {
+        let body = self.body_size(record);
+        let added = varint_len(body as i32) + body;
+        let limit = MAX_BATCH_BYTES_CODEC;
+        if body > i32::MAX as usize || self.buf.len().saturating_add(added) > limit {
+            return Err(BatchError::TooLarge {
+                bytes: self.buf.len().saturating_add(added),
+                limit,
+            });
+        }
+        if self.count == 0 {
+            self.base_timestamp = record.timestamp;
+        }
+        let before = self.buf.len();
+        let buf = &mut self.buf;
+        write_varint(buf, body as i32);
+        buf.push(0); // record attributes: unused in v2
+        write_varlong(buf, record.timestamp.wrapping_sub(self.base_timestamp));
+        write_varint(buf, self.count);
+        write_nullable(buf, record.key);
+        write_nullable(buf, record.value);
+        write_varint(buf, record.headers.len() as i32);
+        for header in record.headers {
+            write_varint(buf, header.key.len() as i32);
+            buf.extend_from_slice(header.key);
+            write_nullable(buf, header.value);
+        }
+        debug_assert_eq!(
+            self.buf.len() - before,
+            added,
+            "record_size disagrees with the encoder"
+        );
+        self.count += 1;
+        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        Ok(())
+    }
+
+    /// Fills in the header and CRC and returns the batch (base offset 0).
+    pub fn build(mut self) -> Result<Vec<u8>, BatchError> {
+        if self.count == 0 {
+            return Err(BatchError::Empty);
+        }
+        let batch_length = (self.buf.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
+        let h = &mut self.buf[..BATCH_HEADER_BYTES];
+        h[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
+        h[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+        h[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
+        h[MAGIC_AT] = MAGIC_V2 as u8;
+        h[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&0i16.to_be_bytes());
+        h[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(self.count - 1).to_be_bytes());
+        h[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+            .copy_from_slice(&self.base_timestamp.to_be_bytes());
+        h[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+            .copy_from_slice(&self.max_timestamp.to_be_bytes());
+        h[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&NO_PRODUCER_ID.to_be_bytes());
+        h[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
+        h[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        h[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32c::crc32c(&self.buf[ATTRIBUTES_AT..]);
+        self.buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        Ok(self.buf)
+    }
+}
+
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_len(-1),
+        Some(b) => varint_len(b.len() as i32) + b.len(),
+    }
+}
+
+fn write_nullable(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => write_varint(buf, -1),
+        Some(b) => {
+            write_varint(buf, b.len() as i32);
+            buf.extend_from_slice(b);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+use super::*;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct OwnedRecord {
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+fn encode(records: &[OwnedRecord]) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new();
+    for r in records {
+        let headers: Vec<Header<'_>> = r
+            .headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: k,
+                value: v.as_deref(),
+            })
+            .collect();
+        let record = NewRecord {
+            timestamp: r.timestamp,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: &headers,
+        };
+        let before = builder.size_bytes();
+        let predicted = builder.record_size(&record);
+        builder.append(&record).expect("small records fit");
+        assert_eq!(builder.size_bytes() - before, predicted);
+    }
+    builder.build().expect("non-empty")
+}
+
+fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
+    let bytes = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64));
+    let header = (
+        proptest::collection::vec(any::<u8>(), 0..16),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+    );
+    (
+        any::<i64>(),
+        bytes.clone(),
+        bytes,
+        proptest::collection::vec(header, 0..4),
+    )
+        .prop_map(|(timestamp, key, value, headers)| OwnedRecord {
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+}
+
+fn one_record_batch() -> Vec<u8> {
+    encode(&[OwnedRecord {
+        timestamp: 1_700_000_000_000,
+        key: Some(b"k".to_vec()),
+        value: Some(b"value".to_vec()),
+        headers: vec![(b"h".to_vec(), Some(b"v".to_vec()))],
+    }])
+}
+
+#[test]
+fn layout_matches_kafka_record_batch_v2() {
+    let batch = one_record_batch();
+    // The record, by hand from Kafka's spec: length, attributes, timestamp
+    // delta, offset delta, key, value, one header; all varints zigzag.
+    let record: &[u8] = &[
+        0x00, // attributes
+        0x00, // timestamp delta 0
+        0x00, // offset delta 0
+        0x02, b'k', // key length 1
+        0x0a, b'v', b'a', b'l', b'u', b'e', // value length 5
+        0x02, // one header
+        0x02, b'h', 0x02, b'v',
+    ];
+    let mut expected = Vec::new();
+    expected.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    let batch_length = (BATCH_HEADER_BYTES - 12 + 1 + record.len()) as i32;
+    expected.extend_from_slice(&batch_length.to_be_bytes());
+    expected.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    expected.push(2); // magic
+    expected.extend_from_slice(&[0; 4]); // crc, filled below
+    expected.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    expected.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes()); // base timestamp
+    expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes()); // max timestamp
+    expected.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    expected.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    expected.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    expected.extend_from_slice(&1i32.to_be_bytes()); // record count
+    assert_eq!(expected.len(), BATCH_HEADER_BYTES);
+    expected.push((record.len() as u8) << 1); // record length varint
+    expected.extend_from_slice(record);
+    let crc = crc32c::crc32c(&expected[ATTRIBUTES_AT..]);
+    expected[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(batch, expected);
+}
+
+#[test]
+fn reads_back_fields_and_records() {
+    let batch = one_record_batch();
+    let parsed = RecordBatch::parse_exact(&batch).expect("valid");
+    parsed.validate().expect("valid records");
+    let records: Vec<_> = parsed
+        .records()
+        .expect("uncompressed")
+        .collect::<Result<_, _>>()
+        .expect("valid");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key, Some(&b"k"[..]));
+    assert_eq!(records[0].value, Some(&b"value"[..]));
+    let headers: Vec<_> = records[0].headers.iter().collect();
+    assert_eq!(
+        headers,
+        vec![Header {
+            key: b"h",
+            value: Some(b"v")
+        }]
+    );
+}
+
+#[test]
+fn base_offset_rewrite_keeps_the_crc_valid() {
+    let mut batch = one_record_batch();
+    set_base_offset(&mut batch, 42);
+    let parsed = RecordBatch::parse_exact(&batch).expect("crc excludes base offset");
+    assert_eq!(parsed.base_offset(), 42);
+    let first = parsed
+        .records()
+        .expect("uncompressed")
+        .next()
+        .expect("one")
+        .expect("valid");
+    assert_eq!(first.offset, 42);
+}
+
+#[test]
+fn compressed_batches_get_codec_not_supported() {
+    let mut batch = one_record_batch();
+    batch[ATTRIBUTES_AT + 1] = 4; // zstd
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let parsed = RecordBatch::parse_exact(&batch).expect("header and crc valid");
+    let err = parsed.records().expect_err("zstd is not decoded");
+    assert_eq!(
+        err,
+        BatchError::UnsupportedCodec {
+            codec: 4,
+            name: "zstd"
+        }
+    );
+    assert!(err.to_string().contains("codec not supported"));
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let batch = one_record_batch();
+    for len in 0..batch.len() {
+        assert!(
+            RecordBatch::parse(&batch[..len]).is_err(),
+            "prefix of {len} bytes accepted"
+        );
+    }
+}
+
+#[test]
+fn empty_builder_refuses_to_build() {
+    assert_eq!(RecordBatchBuilder::new().build(), Err(BatchError::Empty));
+}
+
+#[test]
+fn validate_rejects_wrong_max_timestamp() {
+    let mut batch = one_record_batch();
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&5i64.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let parsed = RecordBatch::parse_exact(&batch).expect("crc valid");
+    assert!(matches!(
+        parsed.validate(),
+        Err(BatchError::HeaderMismatch {
+            field: "max_timestamp",
+            ..
+        })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn random_batches_round_trip(records in proptest::collection::vec(record_strategy(), 1..20), base in 0i64..i64::MAX / 2) {
+        let mut batch = encode(&records);
+        set_base_offset(&mut batch, base);
+        let parsed = RecordBatch::parse_exact(&batch).expect("builder output parses");
+        parsed.validate().expect("builder output validates");
+        prop_assert_eq!(parsed.record_count() as usize, records.len());
+        prop_assert_eq!(parsed.last_offset(), base + records.len() as i64 - 1);
+        let decoded: Vec<_> = parsed.records().expect("uncompressed").collect::<Result<_, _>>().expect("valid");
+        for (i, (got, want)) in decoded.iter().zip(&records).enumerate() {
+            prop_assert_eq!(got.offset, base + i as i64);
+            prop_assert_eq!(got.timestamp, want.timestamp);
+            prop_assert_eq!(got.key, want.key.as_deref());
+            prop_assert_eq!(got.value, want.value.as_deref());
+            let headers: Vec<_> = got.headers.iter().map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec))).collect();
+            prop_assert_eq!(&headers, &want.headers);
+        }
+        prop_assert_eq!(parsed.header().max_timestamp, records.iter().map(|r| r.timestamp).max().expect("non-empty"));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        exercise(&bytes);
+    }
+
+    #[test]
+    fn corrupted_batches_never_panic(
+        records in proptest::collection::vec(record_strategy(), 1..6),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        fix_crc in any::<bool>(),
+    ) {
+        let mut batch = encode(&records);
+        for (at, byte) in &flips {
+            let i = at.index(batch.len());
+            batch[i] ^= byte | 1;
+        }
+        if fix_crc && batch.len() >= BATCH_HEADER_BYTES {
+            // Past the CRC, so the record parser itself meets the damage.
+            let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+            batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+        exercise(&batch);
+    }
+}
+
+/// Runs every reader entry point over `bytes`; only a panic fails.
+fn exercise(bytes: &[u8]) {
+    let _ = BatchHeader::parse(bytes);
+    if let Ok((batch, _)) = RecordBatch::parse(bytes) {
+        let _ = batch.validate();
+        if let Ok(records) = batch.records() {
+            for record in records.flatten() {
+                for header in record.headers.iter() {
+                    let _ = (header.key.len(), header.value.map(<[u8]>::len));
+                }
+            }
+        }
+    }
+}
