@@ -1,1 +1,42 @@
-//! placeholder
+//! Carteiro's storage engine: durable, segmented, memory-mapped partition
+//! logs and the topic store that holds them.
+//!
+//! It knows nothing of gRPC or async runtimes. Modules, one concept each:
+//! - [`config`]: a log's limits and defaults; [`clock`]: injected time.
+//! - [`medium`]: the file system as the log uses it; [`simulated`]: one
+//!   that loses unsynced bytes on a simulated power loss.
+//! - `region` (private): mapped bytes with one writer and many readers —
+//!   the crate's only `unsafe`.
+//! - `segment`, `active`, `index`, `checkpoint` (private): the segment
+//!   files, the writer of the active segment, the sparse indexes, and the
+//!   recovery checkpoint and clean-shutdown marker.
+//! - [`recovery`]: opening a log after any shutdown.
+//! - [`log`]: the partition log — append, read, sync, roll, retention.
+//! - [`store`]: topics, their partitions and config, persisted atomically.
+//!
+//! File layouts are in `docs/format.md`.
+
+mod active;
+mod checkpoint;
+pub mod clock;
+pub mod config;
+pub mod error;
+mod index;
+pub mod log;
+pub mod medium;
+mod metadata;
+pub mod recovery;
+mod region;
+mod segment;
+pub mod simulated;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
+pub use log::{AppendInfo, Log, LogOptions, LogRead, LogStats, RetentionReport};
+pub use medium::{Medium, OsMedium};
+pub use recovery::RecoveryReport;
+pub use segment::LOG_HEADER_BYTES;
+pub use simulated::SimulatedMedium;
+pub use store::{Store, StoreOptions, Topic, TopicConfig};

@@ -1,0 +1,216 @@
+//! The write side of the active segment: the only code that appends bytes
+//! to a segment and its indexes.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use carteiro::record::{BASE_OFFSET_AT, BatchHeader};
+
+use crate::config::LogConfig;
+use crate::index::{Index, IndexWriter, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
+use crate::medium::Medium;
+use crate::region::RegionWriter;
+use crate::segment::{IndexCadence, LOG_HEADER_BYTES, Segment, encode_log_header};
+
+/// The active segment with its writers. Owned by the log's writer lock.
+pub(crate) struct ActiveSegment {
+    pub segment: Arc<Segment>,
+    log: RegionWriter,
+    offset_index: IndexWriter<OffsetKind>,
+    time_index: IndexWriter<TimeKind>,
+    cadence: IndexCadence,
+}
+
+/// What a reopened active segment starts from.
+pub(crate) struct Resume {
+    pub base_offset: u64,
+    pub created_ms: i64,
+    pub next_offset: u64,
+    pub offset_entries: Vec<OffsetEntry>,
+    pub time_entries: Vec<TimeEntry>,
+    pub cadence: IndexCadence,
+}
+
+fn capacity(config: &LogConfig) -> usize {
+    config.segment_bytes as usize
+}
+
+impl ActiveSegment {
+    /// Creates the three files of a new segment at `base_offset`; the log
+    /// header is synced before this returns.
+    pub(crate) fn create(
+        medium: &dyn Medium,
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let (_, log) = medium.create_region(&log_path, capacity(config))?;
+        let mut log = log.0;
+        log.append(&[&encode_log_header(base_offset, now_ms)]);
+        log.publish();
+        log.region().sync(0, LOG_HEADER_BYTES)?;
+        let resume = Resume {
+            base_offset,
+            created_ms: now_ms,
+            next_offset: base_offset,
+            offset_entries: Vec::new(),
+            time_entries: Vec::new(),
+            cadence: IndexCadence::new(config.index_interval_bytes),
+        };
+        Self::assemble(
+            medium,
+            base_offset,
+            config,
+            log,
+            (&index_path, &time_path),
+            resume,
+            log_path,
+        )
+    }
+
+    /// Reopens the segment at `base_offset`, whose first `valid_len` bytes are
+    /// its content, for appending; its indexes are written anew from `resume`.
+    pub(crate) fn reopen(
+        medium: &dyn Medium,
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        resume: Resume,
+    ) -> io::Result<Self> {
+        let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+        let (_, log) = medium.open_region(&log_path, Some(capacity(config)))?;
+        Self::assemble(
+            medium,
+            base_offset,
+            config,
+            log.0,
+            (&index_path, &time_path),
+            resume,
+            log_path,
+        )
+    }
+
+    fn assemble(
+        medium: &dyn Medium,
+        base_offset: u64,
+        config: &LogConfig,
+        log: RegionWriter,
+        (index_path, time_path): (&Path, &Path),
+        resume: Resume,
+        log_path: std::path::PathBuf,
+    ) -> io::Result<Self> {
+        let entries = config.max_index_entries();
+        let (offset_index, mut offset_writer) =
+            Index::<OffsetKind>::create(medium, index_path, base_offset, entries)?;
+        let (time_index, mut time_writer) =
+            Index::<TimeKind>::create(medium, time_path, base_offset, entries)?;
+        for entry in resume.offset_entries {
+            offset_writer.append(&offset_index, entry);
+        }
+        for entry in resume.time_entries {
+            time_writer.append(&time_index, entry);
+        }
+        let segment = Arc::new(Segment {
+            base_offset,
+            created_ms: resume.created_ms,
+            log_path,
+            log: log.region(),
+            offset_index,
+            time_index,
+            next_offset: AtomicU64::new(resume.next_offset),
+            max_timestamp: AtomicI64::new(resume.cadence.max_timestamp()),
+        });
+        Ok(ActiveSegment {
+            segment,
+            log,
+            offset_index: offset_writer,
+            time_index: time_writer,
+            cadence: resume.cadence,
+        })
+    }
+
+    /// Bytes still free in the segment.
+    pub(crate) fn remaining(&self) -> usize {
+        self.log.remaining()
+    }
+
+    /// True if a batch of `count` records starting at `base_offset` would
+    /// overflow the 32-bit relative offsets of the indexes.
+    pub(crate) fn offsets_exhausted(&self, base_offset: u64, count: u32) -> bool {
+        base_offset - self.segment.base_offset + u64::from(count) > u64::from(u32::MAX)
+    }
+
+    /// Appends `batch` (validated, with `header`) at `base_offset` and
+    /// publishes it with its index entries. The caller checked the room.
+    pub(crate) fn append(&mut self, base_offset: u64, batch: &[u8], header: &BatchHeader) {
+        debug_assert_eq!(
+            base_offset,
+            self.segment.next_offset(),
+            "offsets must be contiguous"
+        );
+        let position = self.log.written();
+        let mut header = *header;
+        header.base_offset = base_offset as i64;
+        let (offset_entry, time_entry) =
+            self.cadence
+                .observe(self.segment.base_offset, position, &header);
+        // The broker's base offset replaces the producer's; the CRC does not cover it.
+        self.log.append(&[
+            &(base_offset as i64).to_be_bytes(),
+            &batch[BASE_OFFSET_AT + 8..],
+        ]);
+        self.log.publish();
+        if let Some(entry) = offset_entry {
+            self.offset_index.append(&self.segment.offset_index, entry);
+        }
+        if let Some(entry) = time_entry {
+            self.time_index.append(&self.segment.time_index, entry);
+        }
+        self.segment
+            .max_timestamp
+            .fetch_max(header.max_timestamp, Ordering::AcqRel);
+        self.segment
+            .next_offset
+            .store(header.next_offset() as u64, Ordering::Release);
+    }
+
+    /// Closes the segment: a last time-index entry for its largest timestamp,
+    /// both indexes sealed, the log synced and cut to its used length.
+    pub(crate) fn seal(mut self) -> io::Result<Arc<Segment>> {
+        let next = self.segment.next_offset();
+        if next > self.segment.base_offset {
+            let last_relative = self.last_batch_relative_offset();
+            if let Some(entry) = self.cadence.time_entry(last_relative) {
+                self.time_index.append(&self.segment.time_index, entry);
+            }
+        }
+        self.log.seal()?;
+        self.offset_index.seal()?;
+        self.time_index.seal()?;
+        Ok(self.segment)
+    }
+
+    fn last_batch_relative_offset(&self) -> u32 {
+        let end = self.log.written();
+        let mut position = self
+            .segment
+            .offset_index
+            .last_where(|_| true)
+            .map_or(LOG_HEADER_BYTES, |e| e.position as usize);
+        let mut last = 0;
+        while position < end {
+            match self.segment.header_at(position, end) {
+                Ok(header) => {
+                    last = (header.base_offset as u64 - self.segment.base_offset) as u32;
+                    position += header.total_bytes();
+                }
+                Err(_) => break,
+            }
+        }
+        last
+    }
+}

@@ -1,0 +1,205 @@
+//! The storage crate's errors, one enum per operation.
+
+use std::io;
+use std::path::PathBuf;
+
+use carteiro::record::BatchError;
+
+/// A configuration value outside its limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `field` is `value`, outside `min..=max`.
+    #[error("{field} is {value}, outside the allowed range {min}..={max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+}
+
+/// Why a log could not be opened or recovered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is invalid.
+    #[error("invalid log config: {0}")]
+    Config(#[from] ConfigError),
+    /// A file-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Data that had been acknowledged as durable (before the recovery
+    /// checkpoint) is damaged. Nothing was changed; opening with repair
+    /// truncates the log at `position`.
+    #[error(
+        "corrupt durable data in {file} at byte {position}: {reason}; refusing to open (repair would truncate here)"
+    )]
+    CorruptDurableData {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte position of the damaged batch in the file.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why an append failed. A failed append leaves the log as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The batch is larger than the log's `max_batch_bytes`.
+    #[error("batch of {bytes} bytes exceeds max_batch_bytes {limit}")]
+    BatchTooLarge {
+        /// The batch's size.
+        bytes: usize,
+        /// The limit.
+        limit: u32,
+    },
+    /// The batch is not a valid uncompressed RecordBatch v2.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// A file-system call failed; the append is not acknowledged.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier sync failed, so the log takes no more appends until reopened:
+    /// after a failed fsync the page cache can no longer be trusted.
+    #[error("log {dir} stopped after a failed sync: {reason}")]
+    Failed {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The first failure.
+        reason: String,
+    },
+    /// The log was closed.
+    #[error("log {dir} is closed")]
+    Closed {
+        /// The partition directory.
+        dir: PathBuf,
+    },
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The offset is outside the log; the valid range is `start..=end`
+    /// (`end` is the next offset to be written, where a read returns nothing yet).
+    #[error("offset {requested} out of range: the log holds {start}..{end}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The log start offset.
+        start: u64,
+        /// The log end offset.
+        end: u64,
+    },
+    /// A stored batch header is damaged.
+    #[error("corrupt batch in {file} at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte position in the file.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a topic operation on the [`Store`](crate::Store) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The topic name is not 1 to 249 characters of `[a-zA-Z0-9._-]`.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The partition count is outside its limits.
+    #[error("partitions is {partitions}, outside the allowed range 1..={max}")]
+    InvalidPartitionCount {
+        /// The count given.
+        partitions: u32,
+        /// The largest allowed.
+        max: u32,
+    },
+    /// A topic of that name exists.
+    #[error("topic {name:?} already exists")]
+    TopicExists {
+        /// The name.
+        name: String,
+    },
+    /// No topic of that name.
+    #[error("unknown topic {name:?}")]
+    UnknownTopic {
+        /// The name.
+        name: String,
+    },
+    /// The topic has no such partition.
+    #[error("unknown partition {partition} of topic {topic:?}: it has partitions 0..{count}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many it has.
+        count: u32,
+    },
+    /// The topic configuration is invalid.
+    #[error("invalid topic config: {0}")]
+    Config(#[from] ConfigError),
+    /// A partition log failed to open.
+    #[error("opening partition {partition} of topic {topic:?}: {source}")]
+    Open {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Why.
+        #[source]
+        source: OpenError,
+    },
+    /// The metadata file is damaged.
+    #[error("corrupt metadata file {path}: {reason}")]
+    CorruptMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,690 @@
+//! A partition log: an ordered list of segments with one writer and many
+//! readers.
+//!
+//! Appends take the writer lock only to copy the batch into the map and
+//! publish it; syncs happen outside it, and concurrent appends waiting to
+//! be durable share one sync (group commit). Readers never take the writer
+//! lock: they see batches once published, as zero-copy views that keep
+//! their segment mapped however the log changes afterwards.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use carteiro::record::RecordBatch;
+use event_listener::{Event, Listener};
+
+use crate::active::ActiveSegment;
+use crate::checkpoint::{self, CheckpointKind};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{FlushPolicy, LogConfig, ms_i64};
+use crate::error::{AppendError, OpenError, ReadError};
+use crate::medium::{Medium, OsMedium};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::Segment;
+
+/// How a log is opened: where its bytes live, its clock, and whether
+/// recovery may cut damaged durable data.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The file system.
+    pub medium: Arc<dyn Medium>,
+    /// The clock for rolling, retention and append times.
+    pub clock: Arc<dyn Clock>,
+    /// Cut the log at damaged data even if it had been acknowledged as
+    /// durable (logged at error level), instead of refusing to open.
+    pub repair: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            medium: Arc::new(OsMedium),
+            clock: Arc::new(SystemClock),
+            repair: false,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the batch's first record.
+    pub base_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// The log's time when it was appended, in ms since the Unix epoch.
+    pub append_time_ms: i64,
+    /// True if it was synced before this returned.
+    pub durable: bool,
+}
+
+/// Batches read from a log, with the log's bounds at the time of the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// Whole batches, back to back, viewing the segment's map (no copy).
+    /// Empty when nothing is available at the offset yet.
+    pub batches: Bytes,
+    /// Base offset of the first batch; it may be below the offset asked for,
+    /// which lies inside that batch.
+    pub first_offset: u64,
+    /// The offset after the last batch returned: where the next read starts.
+    pub next_offset: u64,
+    /// The first offset in the log.
+    pub log_start_offset: u64,
+    /// The next offset to be written.
+    pub log_end_offset: u64,
+    /// Offsets below this are synced.
+    pub durable_offset: u64,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Base offsets of the deleted segments.
+    pub deleted_segments: Vec<u64>,
+    /// Bytes freed.
+    pub deleted_bytes: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: u64,
+}
+
+/// A snapshot of a log's size and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// The first offset in the log.
+    pub start_offset: u64,
+    /// The next offset to be written.
+    pub end_offset: u64,
+    /// Offsets below this are synced.
+    pub durable_offset: u64,
+    /// Bytes of segment files in use.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segment_count: usize,
+}
+
+struct SyncState {
+    segment_base: u64,
+    synced_bytes: usize,
+    last_checkpoint_ms: i64,
+    last_sync_ms: i64,
+}
+
+/// One partition's log. See the module documentation.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    medium: Arc<dyn Medium>,
+    clock: Arc<dyn Clock>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Option<ActiveSegment>>,
+    end_offset: AtomicU64,
+    durable_offset: AtomicU64,
+    sync: Mutex<SyncState>,
+    failure: OnceLock<String>,
+    growth: Event,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not wedge the log; the state under these locks
+    // is only changed by code that cannot panic midway.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering after an
+    /// unclean shutdown. See [`crate::recovery`] for what is checked.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        options: &LogOptions,
+    ) -> Result<Log, OpenError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let medium = options.medium.clone();
+        let now = options.clock.now_ms();
+        let loaded = recovery::load(medium.as_ref(), &dir, &config, now, options.repair)?;
+        let end = loaded.end_offset;
+        // From here on the log may change: a crash must not find a stale marker.
+        let marker = dir.join(CheckpointKind::CleanShutdown.file_name());
+        medium
+            .remove_file(&marker)
+            .map_err(|source| OpenError::Io {
+                op: "removing",
+                path: marker.clone(),
+                source,
+            })?;
+        medium.sync_dir(&dir).map_err(|source| OpenError::Io {
+            op: "syncing",
+            path: dir.clone(),
+            source,
+        })?;
+        let active_base = loaded.active.segment.base_offset;
+        let active_len = loaded.active.segment.log.published();
+        // Recovered bytes may still sit only in the page cache: sync them first.
+        loaded
+            .active
+            .segment
+            .log
+            .sync(0, active_len)
+            .map_err(|source| OpenError::Io {
+                op: "syncing",
+                path: loaded.active.segment.log_path.clone(),
+                source,
+            })?;
+        let log = Log {
+            config,
+            medium,
+            clock: options.clock.clone(),
+            segments: RwLock::new(loaded.segments),
+            writer: Mutex::new(Some(loaded.active)),
+            end_offset: AtomicU64::new(end),
+            durable_offset: AtomicU64::new(end),
+            sync: Mutex::new(SyncState {
+                segment_base: active_base,
+                synced_bytes: active_len,
+                last_checkpoint_ms: now,
+                last_sync_ms: now,
+            }),
+            failure: OnceLock::new(),
+            growth: Event::new(),
+            recovery: loaded.report,
+            dir,
+        };
+        log.write_checkpoint(CheckpointKind::RecoveryPoint, end)
+            .map_err(|source| OpenError::Io {
+                op: "writing checkpoint in",
+                path: log.dir.clone(),
+                source,
+            })?;
+        tracing::debug!(dir = %log.dir.display(), end, report = ?log.recovery, "log opened");
+        Ok(log)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The next offset to be written.
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are synced and survive a power loss.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// The first offset in the log.
+    pub fn start_offset(&self) -> u64 {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .map_or(0, |s| s.base_offset)
+    }
+
+    /// Sizes and bounds.
+    pub fn stats(&self) -> LogStats {
+        let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        LogStats {
+            start_offset: segments.first().map_or(0, |s| s.base_offset),
+            end_offset: self.end_offset(),
+            durable_offset: self.durable_offset(),
+            size_bytes: segments.iter().map(|s| s.size_bytes()).sum(),
+            segment_count: segments.len(),
+        }
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
+    fn check_failed(&self) -> Result<(), AppendError> {
+        match self.failure.get() {
+            Some(reason) => Err(AppendError::Failed {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&self, op: &'static str, path: &Path, source: std::io::Error) -> AppendError {
+        let reason = format!("{op} {}: {source}", path.display());
+        if self.failure.set(reason.clone()).is_ok() {
+            tracing::error!(dir = %self.dir.display(), %reason, "log stopped: a sync failed");
+        }
+        AppendError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Appends one batch and, under [`FlushPolicy::Always`], returns only
+    /// once it is synced. The batch must be a valid uncompressed
+    /// RecordBatch v2 no larger than `max_batch_bytes`; its base offset is
+    /// replaced by the log's next offset.
+    pub fn append(&self, batch: &[u8]) -> Result<AppendInfo, AppendError> {
+        let mut info = self.append_unsynced(batch)?;
+        if self.config.flush == FlushPolicy::Always {
+            self.sync_to(info.last_offset + 1)?;
+            info.durable = true;
+        }
+        Ok(info)
+    }
+
+    /// Appends one batch without waiting for a sync, whatever the policy;
+    /// [`sync_to`](Self::sync_to) makes it durable.
+    pub fn append_unsynced(&self, batch: &[u8]) -> Result<AppendInfo, AppendError> {
+        let limit = self.config.max_batch_bytes;
+        if batch.len() > limit as usize {
+            return Err(AppendError::BatchTooLarge {
+                bytes: batch.len(),
+                limit,
+            });
+        }
+        let parsed = RecordBatch::parse_exact(batch)?;
+        parsed.validate()?;
+        let header = *parsed.header();
+        let count = header.record_count as u32;
+        let now = self.clock.now_ms();
+        let mut guard = lock(&self.writer);
+        self.check_failed()?;
+        let Some(active) = guard.as_mut() else {
+            return Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            });
+        };
+        let base_offset = active.segment.next_offset();
+        let aged = base_offset > active.segment.base_offset
+            && now.saturating_sub(active.segment.created_ms) >= ms_i64(self.config.segment_ms);
+        if active.remaining() < batch.len() || aged || active.offsets_exhausted(base_offset, count)
+        {
+            self.roll(&mut guard, now)?;
+        }
+        let Some(active) = guard.as_mut() else {
+            return Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            });
+        };
+        active.append(base_offset, batch, &header);
+        let next = base_offset + u64::from(count);
+        self.end_offset.store(next, Ordering::Release);
+        drop(guard);
+        self.growth.notify(usize::MAX);
+        if let FlushPolicy::IntervalMs(_) = self.config.flush {
+            self.flush_if_due()?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            append_time_ms: now,
+            durable: false,
+        })
+    }
+
+    /// Closes the active segment and starts a new one at the next offset.
+    /// Called with the writer lock held.
+    fn roll(
+        &self,
+        guard: &mut MutexGuard<'_, Option<ActiveSegment>>,
+        now: i64,
+    ) -> Result<(), AppendError> {
+        let Some(active) = guard.as_ref() else {
+            return Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            });
+        };
+        let base = active.segment.next_offset();
+        // Create the new segment first: if that fails, the old one stays active.
+        let next = ActiveSegment::create(self.medium.as_ref(), &self.dir, base, &self.config, now)
+            .map_err(|e| AppendError::Io {
+                op: "creating segment in",
+                path: self.dir.clone(),
+                source: e,
+            })?;
+        let Some(old) = guard.take() else {
+            return Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            });
+        };
+        let old_path = old.segment.log_path.clone();
+        if let Err(e) = old.seal() {
+            return Err(self.fail("sealing", &old_path, e));
+        }
+        self.segments
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(next.segment.clone());
+        **guard = Some(next);
+        // Everything before the new segment is synced now.
+        self.durable_offset.fetch_max(base, Ordering::AcqRel);
+        self.growth.notify(usize::MAX);
+        tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
+        if let Err(e) = self.write_checkpoint(CheckpointKind::RecoveryPoint, base) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
+        }
+        Ok(())
+    }
+
+    /// Returns once every offset below `offset` is synced. Concurrent callers
+    /// share one sync: whoever syncs covers everything published so far.
+    pub fn sync_to(&self, offset: u64) -> Result<(), AppendError> {
+        if self.durable_offset() >= offset {
+            return Ok(());
+        }
+        let mut state = lock(&self.sync);
+        if self.durable_offset() >= offset {
+            return Ok(());
+        }
+        self.sync_locked(&mut state)
+    }
+
+    fn sync_locked(&self, state: &mut SyncState) -> Result<(), AppendError> {
+        self.check_failed()?;
+        // Read the end first: all offsets below it are then in closed segments
+        // (synced when they rolled) or in the active one's published bytes.
+        let end = self.end_offset();
+        let active = {
+            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            segments.last().cloned()
+        };
+        let Some(active) = active else {
+            return Ok(());
+        };
+        let published = active.log.published();
+        if state.segment_base != active.base_offset {
+            state.segment_base = active.base_offset;
+            state.synced_bytes = 0;
+        }
+        if published > state.synced_bytes {
+            if let Err(e) = active.log.sync(state.synced_bytes, published) {
+                return Err(self.fail("syncing", &active.log_path, e));
+            }
+            state.synced_bytes = published;
+        }
+        let now = self.clock.now_ms();
+        state.last_sync_ms = now;
+        self.durable_offset.fetch_max(end, Ordering::AcqRel);
+        self.growth.notify(usize::MAX);
+        if now.saturating_sub(state.last_checkpoint_ms)
+            >= ms_i64(self.config.checkpoint_interval_ms)
+        {
+            state.last_checkpoint_ms = now;
+            if let Err(e) =
+                self.write_checkpoint(CheckpointKind::RecoveryPoint, self.durable_offset())
+            {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs everything appended so far.
+    pub fn flush(&self) -> Result<(), AppendError> {
+        self.sync_to(self.end_offset())
+    }
+
+    /// Under [`FlushPolicy::IntervalMs`], syncs if the interval has passed
+    /// since the last sync and something is unsynced. A no-op otherwise.
+    pub fn flush_if_due(&self) -> Result<(), AppendError> {
+        let FlushPolicy::IntervalMs(interval) = self.config.flush else {
+            return Ok(());
+        };
+        if self.durable_offset() >= self.end_offset() {
+            return Ok(());
+        }
+        let mut state = lock(&self.sync);
+        if self.clock.now_ms().saturating_sub(state.last_sync_ms) < ms_i64(interval) {
+            return Ok(());
+        }
+        self.sync_locked(&mut state)
+    }
+
+    fn write_checkpoint(&self, kind: CheckpointKind, offset: u64) -> std::io::Result<()> {
+        let path = self.dir.join(kind.file_name());
+        self.medium
+            .write_file_atomic(&path, &checkpoint::encode(kind, offset))
+    }
+
+    /// Reads whole batches from the one holding `from_offset`, up to
+    /// `max_bytes` (but always at least one batch, so a reader makes
+    /// progress), from a single segment.
+    pub fn read(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
+        self.read_up_to(from_offset, max_bytes, self.end_offset())
+    }
+
+    /// As [`read`](Self::read), but only batches already synced: what a
+    /// crash cannot take back.
+    pub fn read_durable(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
+        self.read_up_to(from_offset, max_bytes, self.durable_offset())
+    }
+
+    fn read_up_to(&self, from: u64, max_bytes: usize, limit: u64) -> Result<LogRead, ReadError> {
+        let end = self.end_offset();
+        let durable = self.durable_offset();
+        let (start, candidates) = {
+            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            let start = segments.first().map_or(0, |s| s.base_offset);
+            let at = segments
+                .partition_point(|s| s.base_offset <= from)
+                .saturating_sub(1);
+            (
+                start,
+                segments
+                    .iter()
+                    .skip(at)
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if from < start || from > end {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: from,
+                start,
+                end,
+            });
+        }
+        let empty = LogRead {
+            batches: Bytes::new(),
+            first_offset: from,
+            next_offset: from,
+            log_start_offset: start,
+            log_end_offset: end,
+            durable_offset: durable,
+        };
+        if from >= limit {
+            return Ok(empty);
+        }
+        for segment in candidates {
+            if let Some(read) = segment.read(from, max_bytes, limit)? {
+                return Ok(LogRead {
+                    batches: read.data,
+                    first_offset: read.first_offset,
+                    next_offset: read.next_offset,
+                    ..empty
+                });
+            }
+        }
+        Ok(empty)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`,
+    /// or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, ReadError> {
+        let segments = self
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for segment in segments {
+            if let Some(offset) = segment.offset_for_timestamp(timestamp_ms)? {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Blocks until the log end (or, with `durable`, the durable offset)
+    /// passes `offset`, or `timeout` elapses; returns whether it did.
+    pub fn wait_past(&self, offset: u64, durable: bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let reached = || {
+            if durable {
+                self.durable_offset() > offset
+            } else {
+                self.end_offset() > offset
+            }
+        };
+        loop {
+            if reached() {
+                return true;
+            }
+            let listener = self.growth.listen();
+            if reached() {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return reached();
+            }
+        }
+    }
+
+    /// Resolves once the log end (or, with `durable`, the durable offset)
+    /// passes `offset`. Runtime-agnostic: wrap it in your runtime's timeout.
+    pub async fn grown_past(&self, offset: u64, durable: bool) {
+        let reached = || {
+            if durable {
+                self.durable_offset() > offset
+            } else {
+                self.end_offset() > offset
+            }
+        };
+        loop {
+            if reached() {
+                return;
+            }
+            let listener = self.growth.listen();
+            if reached() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Deletes closed segments whose newest record is older than
+    /// `retention_ms`, and the oldest closed segments while the log is larger
+    /// than `retention_bytes`. The active segment is never deleted; readers
+    /// of a deleted segment keep it mapped until they drop their views.
+    pub fn apply_retention(&self) -> RetentionReport {
+        let now = self.clock.now_ms();
+        let mut victims = Vec::new();
+        let start = {
+            let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            let mut remaining: u64 = segments.iter().map(|s| s.size_bytes()).sum();
+            while segments.len() > 1 {
+                let oldest = &segments[0];
+                let newest_ms = match oldest.max_timestamp.load(Ordering::Acquire) {
+                    i64::MIN => oldest.created_ms,
+                    ts => ts,
+                };
+                let expired = self
+                    .config
+                    .retention_ms
+                    .is_some_and(|ms| now.saturating_sub(newest_ms) > ms_i64(ms));
+                let oversize = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|max| remaining - oldest.size_bytes() >= max);
+                if !expired && !oversize {
+                    break;
+                }
+                remaining -= oldest.size_bytes();
+                victims.push(segments.remove(0));
+            }
+            segments.first().map_or(0, |s| s.base_offset)
+        };
+        let mut report = RetentionReport {
+            log_start_offset: start,
+            ..RetentionReport::default()
+        };
+        for segment in victims {
+            report.deleted_segments.push(segment.base_offset);
+            report.deleted_bytes += segment.size_bytes();
+            for path in Segment::paths(&self.dir, segment.base_offset) {
+                if let Err(e) = self.medium.remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete segment file");
+                }
+            }
+        }
+        if !report.deleted_segments.is_empty() {
+            if let Err(e) = self.medium.sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync directory after retention");
+            }
+            tracing::info!(dir = %self.dir.display(), deleted = ?report.deleted_segments, start, "retention deleted segments");
+        }
+        report
+    }
+
+    /// Closes the log cleanly: syncs, seals the active segment, writes the
+    /// recovery checkpoint and the clean-shutdown marker. Appends fail
+    /// afterwards; reads still work. Closing twice is a no-op.
+    pub fn close(&self) -> Result<(), AppendError> {
+        let mut guard = lock(&self.writer);
+        let Some(active) = guard.take() else {
+            return Ok(());
+        };
+        self.check_failed()?;
+        let end = active.segment.next_offset();
+        let path = active.segment.log_path.clone();
+        active.seal().map_err(|e| self.fail("sealing", &path, e))?;
+        self.durable_offset.fetch_max(end, Ordering::AcqRel);
+        let io = |source| AppendError::Io {
+            op: "writing checkpoint in",
+            path: self.dir.clone(),
+            source,
+        };
+        self.write_checkpoint(CheckpointKind::RecoveryPoint, end)
+            .map_err(io)?;
+        self.write_checkpoint(CheckpointKind::CleanShutdown, end)
+            .map_err(io)?;
+        self.growth.notify(usize::MAX);
+        tracing::debug!(dir = %self.dir.display(), end, "log closed cleanly");
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! The store's metadata file, `topics.meta`: every topic with its partition
+//! count and config. The only module that uses bincode (2.0.1, frozen):
+//! a 16-byte header with magic, version, length and CRC-32 guards the
+//! bincode payload, so a damaged file is an error, never a wrong config.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::LogConfig;
+
+/// File name of the metadata file in the data directory.
+pub(crate) const METADATA_FILE: &str = "topics.meta";
+const MAGIC: [u8; 4] = *b"CRTM";
+/// Version of the metadata format.
+pub(crate) const METADATA_VERSION: u16 = 1;
+/// Size of the metadata header, in bytes.
+pub(crate) const METADATA_HEADER_BYTES: usize = 16;
+/// Largest metadata payload accepted, in bytes (far above any real topic list).
+pub(crate) const METADATA_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// One topic as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TopicRecord {
+    pub name: String,
+    pub partitions: u32,
+    pub config: LogConfig,
+    pub created_ms: i64,
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<METADATA_MAX_BYTES>()
+}
+
+/// Encodes the topic list with its header.
+pub(crate) fn encode(topics: &[TopicRecord]) -> Result<Vec<u8>, String> {
+    let payload =
+        bincode::serde::encode_to_vec(topics, bincode_config()).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(METADATA_HEADER_BYTES + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&METADATA_VERSION.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes a metadata file; `Err` says what is wrong with it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TopicRecord>, String> {
+    let header = bytes
+        .get(..METADATA_HEADER_BYTES)
+        .ok_or("shorter than its header")?;
+    if header[0..4] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = u16::from_be_bytes([header[4], header[5]]);
+    if version != METADATA_VERSION {
+        return Err(format!(
+            "version {version} not supported (this build reads {METADATA_VERSION})"
+        ));
+    }
+    let len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    let payload = &bytes[METADATA_HEADER_BYTES..];
+    if payload.len() != len {
+        return Err(format!(
+            "header says {len} bytes of payload, file holds {}",
+            payload.len()
+        ));
+    }
+    let stored = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
+    let actual = crc32fast::hash(payload);
+    if stored != actual {
+        return Err(format!(
+            "checksum mismatch: stored {stored:#010x}, bytes give {actual:#010x}"
+        ));
+    }
+    let (topics, used) =
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err(format!(
+            "{} bytes after the topic list",
+            payload.len() - used
+        ));
+    }
+    Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FlushPolicy;
+
+    fn sample() -> Vec<TopicRecord> {
+        vec![
+            TopicRecord {
+                name: "orders".into(),
+                partitions: 3,
+                config: LogConfig::default(),
+                created_ms: 1,
+            },
+            TopicRecord {
+                name: "audit.log".into(),
+                partitions: 1,
+                config: LogConfig {
+                    flush: FlushPolicy::IntervalMs(50),
+                    retention_bytes: Some(1 << 30),
+                    ..LogConfig::default()
+                },
+                created_ms: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        let bytes = encode(&sample()).expect("encodes");
+        assert_eq!(decode(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn every_flipped_byte_and_truncation_is_an_error() {
+        let bytes = encode(&sample()).expect("encodes");
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at {i} accepted");
+            assert!(decode(&bytes[..i]).is_err(), "truncation to {i} accepted");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! A segment: one `.log` file of batches starting at a base offset, with its
+//! offset and time indexes. Closed segments are immutable; the active one is
+//! appended to by the log's single writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use carteiro::record::{BatchHeader, RecordBatch};
+
+use crate::error::ReadError;
+use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
+use crate::region::Region;
+
+/// Size of the header at the start of every `.log` file, in bytes.
+pub const LOG_HEADER_BYTES: usize = 32;
+/// Magic at the start of every `.log` file.
+pub(crate) const LOG_MAGIC: [u8; 4] = *b"CRTL";
+/// Version of the `.log` file format.
+pub(crate) const LOG_VERSION: u16 = 1;
+
+/// Suffix of segment files.
+pub(crate) const LOG_SUFFIX: &str = ".log";
+/// Suffix of offset index files.
+pub(crate) const INDEX_SUFFIX: &str = ".index";
+/// Suffix of time index files.
+pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+
+/// The file name of a segment's file: the base offset in 20 digits, then `suffix`.
+pub(crate) fn file_name(base_offset: u64, suffix: &str) -> String {
+    format!("{base_offset:020}{suffix}")
+}
+
+/// The base offset a segment file name carries, if it is one of ours with `suffix`.
+pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes the `.log` file header.
+pub(crate) fn encode_log_header(base_offset: u64, created_ms: i64) -> [u8; LOG_HEADER_BYTES] {
+    let mut h = [0u8; LOG_HEADER_BYTES];
+    h[0..4].copy_from_slice(&LOG_MAGIC);
+    h[4..6].copy_from_slice(&LOG_VERSION.to_be_bytes());
+    // 6..8: flags, none defined.
+    h[8..16].copy_from_slice(&base_offset.to_be_bytes());
+    h[16..24].copy_from_slice(&created_ms.to_be_bytes());
+    // 24..28: reserved.
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
+/// Decodes and checks a `.log` file header; returns the creation time in ms.
+pub(crate) fn decode_log_header(bytes: &[u8], base_offset: u64) -> Result<i64, String> {
+    let h = bytes
+        .get(..LOG_HEADER_BYTES)
+        .ok_or("file shorter than its header")?;
+    let stored = u32::from_be_bytes([h[28], h[29], h[30], h[31]]);
+    let actual = crc32fast::hash(&h[..28]);
+    if stored != actual {
+        return Err(format!(
+            "header checksum mismatch: stored {stored:#010x}, bytes give {actual:#010x}"
+        ));
+    }
+    if h[0..4] != LOG_MAGIC {
+        return Err("not a segment file (bad magic)".into());
+    }
+    let version = u16::from_be_bytes([h[4], h[5]]);
+    if version != LOG_VERSION {
+        return Err(format!(
+            "segment format version {version} not supported (this build reads {LOG_VERSION})"
+        ));
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[8..16]);
+    let stored_base = u64::from_be_bytes(b);
+    if stored_base != base_offset {
+        return Err(format!(
+            "header says base offset {stored_base}, file name says {base_offset}"
+        ));
+    }
+    b.copy_from_slice(&h[16..24]);
+    Ok(i64::from_be_bytes(b))
+}
+
+/// One segment, shared by the writer and any number of readers.
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub created_ms: i64,
+    pub log_path: PathBuf,
+    pub log: Region,
+    pub offset_index: Index<OffsetKind>,
+    pub time_index: Index<TimeKind>,
+    /// Offset after the last published batch.
+    pub next_offset: AtomicU64,
+    /// Largest batch max-timestamp published, `i64::MIN` while empty.
+    pub max_timestamp: AtomicI64,
+}
+
+/// Batches read from one segment.
+pub(crate) struct SegmentRead {
+    pub data: Bytes,
+    pub first_offset: u64,
+    pub next_offset: u64,
+}
+
+impl Segment {
+    /// Paths of the three files of the segment at `base_offset` in `dir`.
+    pub(crate) fn paths(dir: &Path, base_offset: u64) -> [PathBuf; 3] {
+        [
+            dir.join(file_name(base_offset, LOG_SUFFIX)),
+            dir.join(file_name(base_offset, INDEX_SUFFIX)),
+            dir.join(file_name(base_offset, TIME_INDEX_SUFFIX)),
+        ]
+    }
+
+    /// Bytes of the segment file in use, header included.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.log.published() as u64
+    }
+
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    fn corrupt(&self, position: usize, reason: impl ToString) -> ReadError {
+        ReadError::Corrupt {
+            file: self.log_path.clone(),
+            position: position as u64,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Reads the batch header at `position`, if it lies within `end`.
+    pub(crate) fn header_at(&self, position: usize, end: usize) -> Result<BatchHeader, ReadError> {
+        let bytes = self
+            .log
+            .read(position, end)
+            .ok_or_else(|| self.corrupt(position, "position past the published end"))?;
+        let header = BatchHeader::parse(bytes).map_err(|e| self.corrupt(position, e))?;
+        if header.total_bytes() > bytes.len() {
+            return Err(self.corrupt(position, "batch runs past the end of the segment"));
+        }
+        Ok(header)
+    }
+
+    /// Position of the batch that holds `offset`, or `None` if the segment
+    /// ends (within `end` bytes) before it.
+    pub(crate) fn position_of(
+        &self,
+        offset: u64,
+        end: usize,
+    ) -> Result<Option<(usize, BatchHeader)>, ReadError> {
+        let relative = offset.saturating_sub(self.base_offset);
+        let mut position = match self.offset_index.last_where(|k| k as u64 <= relative) {
+            Some(entry) => entry.position as usize,
+            None => LOG_HEADER_BYTES,
+        };
+        while position < end {
+            let header = self.header_at(position, end)?;
+            if header.last_offset() >= offset as i64 {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_bytes();
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset`: at least one, then more
+    /// while the total stays within `max_bytes` and each ends before `limit_offset`.
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit_offset: u64,
+    ) -> Result<Option<SegmentRead>, ReadError> {
+        let end = self.log.published();
+        let Some((start, first)) = self.position_of(offset, end)? else {
+            return Ok(None);
+        };
+        if first.next_offset() as u64 > limit_offset {
+            return Ok(None);
+        }
+        let mut position = start + first.total_bytes();
+        let mut next_offset = first.next_offset() as u64;
+        while position < end {
+            let header = self.header_at(position, end)?;
+            let batch_end = position + header.total_bytes();
+            if batch_end - start > max_bytes || header.next_offset() as u64 > limit_offset {
+                break;
+            }
+            position = batch_end;
+            next_offset = header.next_offset() as u64;
+        }
+        let data = self
+            .log
+            .bytes(start, position)
+            .ok_or_else(|| self.corrupt(start, "unreadable range"))?;
+        Ok(Some(SegmentRead {
+            data,
+            first_offset: first.base_offset as u64,
+            next_offset,
+        }))
+    }
+
+    /// The first offset at or after `timestamp`, if this segment holds one.
+    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, ReadError> {
+        if self.max_timestamp.load(Ordering::Acquire) < timestamp {
+            return Ok(None);
+        }
+        let end = self.log.published();
+        // Every batch up to the entry's has timestamps below `timestamp`.
+        let from = match self.time_index.last_where(|ts| ts < timestamp) {
+            Some(entry) => self.base_offset + u64::from(entry.relative_offset),
+            None => self.base_offset,
+        };
+        let Some((mut position, _)) = self.position_of(from, end)? else {
+            return Ok(None);
+        };
+        while position < end {
+            let header = self.header_at(position, end)?;
+            if header.max_timestamp >= timestamp {
+                let bytes = self
+                    .log
+                    .read(position, position + header.total_bytes())
+                    .unwrap_or(&[]);
+                let (batch, _) =
+                    RecordBatch::parse(bytes).map_err(|e| self.corrupt(position, e))?;
+                let records = batch.records().map_err(|e| self.corrupt(position, e))?;
+                for record in records {
+                    let record = record.map_err(|e| self.corrupt(position, e))?;
+                    if record.timestamp >= timestamp {
+                        return Ok(Some(record.offset as u64));
+                    }
+                }
+            }
+            position += header.total_bytes();
+        }
+        Ok(None)
+    }
+}
+
+/// Decides which batches get index entries. Appending and rebuilding use
+/// this one rule, so a rebuilt index equals the one appends wrote.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexCadence {
+    interval_bytes: usize,
+    bytes_since_entry: usize,
+    max_timestamp: i64,
+    last_time_entry: Option<i64>,
+}
+
+impl IndexCadence {
+    /// A cadence for an empty segment.
+    pub(crate) fn new(interval_bytes: u32) -> Self {
+        IndexCadence {
+            interval_bytes: interval_bytes as usize,
+            bytes_since_entry: 0,
+            max_timestamp: i64::MIN,
+            last_time_entry: None,
+        }
+    }
+
+    /// A cadence resumed from a segment's sealed indexes: `bytes_since_entry`
+    /// of log follow the last offset entry, and `last_time_entry` is the last
+    /// time entry's timestamp (also the segment's largest).
+    pub(crate) fn resume(
+        interval_bytes: u32,
+        bytes_since_entry: usize,
+        last_time_entry: Option<i64>,
+    ) -> Self {
+        IndexCadence {
+            interval_bytes: interval_bytes as usize,
+            bytes_since_entry,
+            max_timestamp: last_time_entry.unwrap_or(i64::MIN),
+            last_time_entry,
+        }
+    }
+
+    /// The largest timestamp observed.
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Observes the batch `header` at `position` of a segment based at
+    /// `base_offset`; returns the index entries it gets. Once
+    /// `interval_bytes` of log have passed since the last entry, the next
+    /// batch gets an offset entry, and a time entry if the segment's largest
+    /// timestamp grew.
+    pub(crate) fn observe(
+        &mut self,
+        base_offset: u64,
+        position: usize,
+        header: &BatchHeader,
+    ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        let relative_offset = (header.base_offset as u64 - base_offset) as u32;
+        let mut entries = (None, None);
+        if self.bytes_since_entry >= self.interval_bytes {
+            entries.0 = Some(OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            });
+            entries.1 = self.time_entry(relative_offset);
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += header.total_bytes();
+        entries
+    }
+
+    /// The time entry that records the segment's largest timestamp at the
+    /// batch `relative_offset`, if it grew since the last entry.
+    pub(crate) fn time_entry(&mut self, relative_offset: u32) -> Option<TimeEntry> {
+        if self.max_timestamp == i64::MIN
+            || self
+                .last_time_entry
+                .is_some_and(|ts| ts >= self.max_timestamp)
+        {
+            return None;
+        }
+        self.last_time_entry = Some(self.max_timestamp);
+        Some(TimeEntry {
+            timestamp: self.max_timestamp,
+            relative_offset,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_header_round_trips_and_checks() {
+        let h = encode_log_header(42, 1_700_000_000_000);
+        assert_eq!(decode_log_header(&h, 42), Ok(1_700_000_000_000));
+        assert!(
+            decode_log_header(&h, 43)
+                .expect_err("base offset checked")
+                .contains("base offset")
+        );
+        let mut bad = h;
+        bad[10] ^= 1;
+        assert!(
+            decode_log_header(&bad, 42)
+                .expect_err("crc")
+                .contains("checksum")
+        );
+    }
+
+    #[test]
+    fn file_names_are_twenty_digits() {
+        assert_eq!(file_name(7, LOG_SUFFIX), "00000000000000000007.log");
+        assert_eq!(
+            parse_file_name("00000000000000000007.log", LOG_SUFFIX),
+            Some(7)
+        );
+        assert_eq!(parse_file_name("7.log", LOG_SUFFIX), None);
+        assert_eq!(
+            parse_file_name("00000000000000000007.index", LOG_SUFFIX),
+            None
+        );
+    }
+}

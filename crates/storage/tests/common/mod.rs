@@ -1,0 +1,122 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro_storage::{Clock, FlushPolicy, Log, LogConfig, LogOptions, Medium, SimulatedMedium};
+
+/// A batch of `count` records whose values are `"{tag}-{i}"`, all at `timestamp`.
+pub fn batch(tag: &str, count: usize, timestamp: i64) -> Vec<u8> {
+    let values: Vec<String> = (0..count).map(|i| format!("{tag}-{i}")).collect();
+    batch_of(
+        &values
+            .iter()
+            .map(|v| (v.as_bytes(), timestamp))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A batch with one record per `(value, timestamp)`.
+pub fn batch_of(records: &[(&[u8], i64)]) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new();
+    for (value, timestamp) in records {
+        builder
+            .append(&NewRecord {
+                timestamp: *timestamp,
+                key: None,
+                value: Some(value),
+                headers: &[],
+            })
+            .expect("small record");
+    }
+    builder.build().expect("non-empty")
+}
+
+/// A small config that rolls often and indexes densely.
+pub fn small_config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        max_batch_bytes: (segment_bytes as u32 - 64).min(64 * 1024),
+        index_interval_bytes: 256,
+        retention_ms: None,
+        checkpoint_interval_ms: u64::MAX,
+        ..LogConfig::default()
+    }
+}
+
+/// Options over a simulated medium.
+pub fn sim_options(medium: &SimulatedMedium) -> LogOptions {
+    LogOptions {
+        medium: Arc::new(medium.clone()),
+        ..LogOptions::default()
+    }
+}
+
+/// Options over the real file system with `clock`.
+pub fn os_options_with_clock(clock: Arc<dyn Clock>) -> LogOptions {
+    LogOptions {
+        clock,
+        ..LogOptions::default()
+    }
+}
+
+/// Every record in the log as `(offset, value, timestamp)`, read batch by batch from the start.
+pub fn all_records(log: &Log) -> Vec<(u64, Vec<u8>, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.start_offset();
+    loop {
+        let read = log.read(offset, 64 * 1024).expect("readable");
+        if read.batches.is_empty() {
+            return out;
+        }
+        let mut rest = &read.batches[..];
+        while !rest.is_empty() {
+            let (batch, tail) = RecordBatch::parse(rest).expect("stored batches are valid");
+            for record in batch.records().expect("uncompressed") {
+                let record = record.expect("valid record");
+                out.push((
+                    record.offset as u64,
+                    record.value.unwrap_or_default().to_vec(),
+                    record.timestamp,
+                ));
+            }
+            rest = tail;
+        }
+        offset = read.next_offset;
+    }
+}
+
+/// Values only.
+pub fn all_values(log: &Log) -> Vec<Vec<u8>> {
+    all_records(log).into_iter().map(|(_, v, _)| v).collect()
+}
+
+/// Values of the records of `batches`, in order.
+pub fn values_of(batches: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let batch = RecordBatch::parse_exact(b).expect("valid");
+        for record in batch.records().expect("uncompressed") {
+            out.push(record.expect("valid").value.unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+/// The segment `.log` file of base offset `base` in `dir`.
+pub fn segment_path(dir: &Path, base: u64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// Reads a whole file through a medium.
+pub fn read_file(medium: &dyn Medium, path: &Path) -> Vec<u8> {
+    medium.read_file(path).expect("readable").expect("exists")
+}
+
+/// Config with the given flush policy.
+pub fn with_flush(mut config: LogConfig, flush: FlushPolicy) -> LogConfig {
+    config.flush = flush;
+    config
+}
