@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use carteiro::record::{BASE_OFFSET_AT, BatchHeader};
+use carteiro::record::{BATCH_LENGTH_AT, BatchHeader, MAGIC_AT, PARTITION_LEADER_EPOCH_AT};
 
 use crate::config::LogConfig;
 use crate::index::{Index, IndexWriter, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::medium::Medium;
 use crate::region::RegionWriter;
-use crate::segment::{IndexCadence, LOG_HEADER_BYTES, Segment, encode_log_header};
+use crate::segment::{IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, Segment, encode_log_header};
 
 /// The active segment with its writers. Owned by the log's writer lock.
 pub(crate) struct ActiveSegment {
@@ -158,10 +158,13 @@ impl ActiveSegment {
         let (offset_entry, time_entry) =
             self.cadence
                 .observe(self.segment.base_offset, position, &header);
-        // The broker's base offset replaces the producer's; the CRC does not cover it.
+        // The log's base offset and leader epoch replace the producer's; the
+        // CRC covers neither, so the batch stays valid.
         self.log.append(&[
             &(base_offset as i64).to_be_bytes(),
-            &batch[BASE_OFFSET_AT + 8..],
+            &batch[BATCH_LENGTH_AT..PARTITION_LEADER_EPOCH_AT],
+            &LEADER_EPOCH.to_be_bytes(),
+            &batch[MAGIC_AT..],
         ]);
         self.log.publish();
         if let Some(entry) = offset_entry {

@@ -1,6 +1,7 @@
 //! The store's metadata file, `topics.meta`: every topic with its partition
 //! count and config. The only module that uses bincode (2.0.1, frozen):
-//! a 16-byte header with magic, version, length and CRC-32 guards the
+//! a 16-byte header with magic, version, length and a CRC-32 (of the
+//! header and payload) guards the
 //! bincode payload, so a damaged file is an error, never a wrong config.
 
 use serde::{Deserialize, Serialize};
@@ -39,9 +40,17 @@ pub(crate) fn encode(topics: &[TopicRecord]) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&METADATA_VERSION.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
+    out.extend_from_slice(&checksum(&out, &payload).to_be_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+/// CRC-32 of the header's first 12 bytes and the payload.
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..12]);
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 /// Decodes a metadata file; `Err` says what is wrong with it.
@@ -67,7 +76,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TopicRecord>, String> {
         ));
     }
     let stored = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
-    let actual = crc32fast::hash(payload);
+    let actual = checksum(header, payload);
     if stored != actual {
         return Err(format!(
             "checksum mismatch: stored {stored:#010x}, bytes give {actual:#010x}"

@@ -21,8 +21,8 @@ use crate::error::OpenError;
 use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::medium::Medium;
 use crate::segment::{
-    INDEX_SUFFIX, IndexCadence, LOG_HEADER_BYTES, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX,
-    decode_log_header, parse_file_name,
+    INDEX_SUFFIX, IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, LOG_SUFFIX, Segment,
+    TIME_INDEX_SUFFIX, decode_log_header, parse_file_name,
 };
 
 /// What recovery found and did, for logs and tests.
@@ -121,6 +121,13 @@ fn scan(
                 let reason = format!(
                     "batch base offset {} does not follow offset {}",
                     header.base_offset, next
+                );
+                return (position, next, Some(damage(reason)));
+            }
+            if header.partition_leader_epoch != LEADER_EPOCH {
+                let reason = format!(
+                    "partition leader epoch {} is not {LEADER_EPOCH}",
+                    header.partition_leader_epoch
                 );
                 return (position, next, Some(damage(reason)));
             }

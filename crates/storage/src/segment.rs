@@ -19,6 +19,11 @@ pub(crate) const LOG_MAGIC: [u8; 4] = *b"CRTL";
 /// Version of the `.log` file format.
 pub(crate) const LOG_VERSION: u16 = 1;
 
+/// The partition leader epoch stamped on every stored batch. A single
+/// broker leads every partition in epoch 0. The batch CRC does not cover
+/// this field, so recovery checks it against this value instead.
+pub const LEADER_EPOCH: i32 = 0;
+
 /// Suffix of segment files.
 pub(crate) const LOG_SUFFIX: &str = ".log";
 /// Suffix of offset index files.

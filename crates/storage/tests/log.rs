@@ -38,12 +38,14 @@ fn appended_batches_read_back_byte_for_byte_with_assigned_offsets() {
     assert_eq!(offsets, (0..60).collect::<Vec<_>>());
 
     // A read from inside a batch starts at that batch; the bytes are the
-    // producer's batch with only the base offset changed.
+    // producer's batch with only the base offset and leader epoch changed.
     let read = log.read(31, 1).expect("read");
     assert_eq!(read.first_offset, 30);
     assert_eq!(read.next_offset, 33);
-    assert_eq!(&read.batches[8..], &written[10][8..]);
     assert_eq!(&read.batches[..8], &30i64.to_be_bytes());
+    assert_eq!(&read.batches[8..12], &written[10][8..12]);
+    assert_eq!(&read.batches[12..16], &0i32.to_be_bytes());
+    assert_eq!(&read.batches[16..], &written[10][16..]);
 }
 
 #[test]

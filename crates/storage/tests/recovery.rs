@@ -1,0 +1,425 @@
+//! Recovery after an unclean shutdown: torn tails, garbage, flipped bits
+//! after and before the recovery checkpoint, missing and damaged indexes.
+//! Each case opens to exactly the expected prefix or refuses with the
+//! named error, changing nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use carteiro_storage::{LOG_HEADER_BYTES, Log, LogOptions, Medium, OpenError, SimulatedMedium};
+use common::*;
+use proptest::prelude::*;
+
+const DIR: &str = "/data/topic-0";
+
+/// A crashed log: `durable` batches closed cleanly (so the recovery
+/// checkpoint sits after them), then `tail` more appended and acknowledged
+/// before the crash. Returns the crash image, the batches and their positions.
+struct Crashed {
+    image: SimulatedMedium,
+    batches: Vec<Vec<u8>>,
+    positions: Vec<usize>,
+    durable: usize,
+}
+
+impl Crashed {
+    fn new(durable: usize, tail: usize) -> Crashed {
+        let medium = SimulatedMedium::new();
+        let mut batches = Vec::new();
+        {
+            let log =
+                Log::open(DIR, small_config(64 * 1024), &sim_options(&medium)).expect("opens");
+            for i in 0..durable {
+                let b = batch(&format!("d{i}"), 2 + i % 3, i as i64);
+                log.append(&b).expect("append");
+                batches.push(b);
+            }
+            log.close().expect("close");
+        }
+        {
+            let log =
+                Log::open(DIR, small_config(64 * 1024), &sim_options(&medium)).expect("reopens");
+            for i in 0..tail {
+                let b = batch(&format!("t{i}"), 1 + i % 4, 100 + i as i64);
+                log.append(&b).expect("append");
+                batches.push(b);
+            }
+            // Dropped without close: no clean-shutdown marker.
+        }
+        let mut positions = vec![LOG_HEADER_BYTES];
+        for b in &batches {
+            positions.push(positions.last().copied().unwrap_or_default() + b.len());
+        }
+        Crashed {
+            image: medium.after_power_loss(),
+            batches,
+            positions,
+            durable,
+        }
+    }
+
+    /// A fresh copy of the crash image to damage.
+    fn copy(&self) -> SimulatedMedium {
+        self.image.after_power_loss()
+    }
+
+    fn segment(&self) -> PathBuf {
+        segment_path(Path::new(DIR), 0)
+    }
+
+    fn open(medium: &SimulatedMedium) -> Result<Log, OpenError> {
+        Log::open(DIR, small_config(64 * 1024), &sim_options(medium))
+    }
+
+    fn open_repair(medium: &SimulatedMedium) -> Result<Log, OpenError> {
+        Log::open(
+            DIR,
+            small_config(64 * 1024),
+            &LogOptions {
+                repair: true,
+                ..sim_options(medium)
+            },
+        )
+    }
+
+    fn prefix(&self, n: usize) -> Vec<Vec<u8>> {
+        values_of(&self.batches[..n])
+    }
+
+    fn records_before(&self, n: usize) -> u64 {
+        self.prefix(n).len() as u64
+    }
+}
+
+#[test]
+fn an_uncut_crash_image_keeps_every_acknowledged_batch() {
+    let crashed = Crashed::new(3, 3);
+    let medium = crashed.copy();
+    let log = Crashed::open(&medium).expect("opens");
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(
+        log.recovery_report().recovery_point,
+        crashed.records_before(3)
+    );
+    assert_eq!(
+        log.recovery_report().truncated_bytes,
+        0,
+        "preallocated zeros are not data"
+    );
+    assert_eq!(all_values(&log), crashed.prefix(6));
+}
+
+#[test]
+fn tail_cut_at_every_byte_of_the_last_batch_opens_to_the_prefix() {
+    let crashed = Crashed::new(3, 3);
+    let last_start = crashed.positions[5];
+    let last_end = crashed.positions[6];
+    let stored = read_file(&crashed.copy(), &crashed.segment());
+    for cut in last_start..last_end {
+        let medium = crashed.copy();
+        medium
+            .truncate(&crashed.segment(), cut as u64)
+            .expect("cut");
+        let log = Crashed::open(&medium).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(all_values(&log), crashed.prefix(5), "cut at {cut}");
+        assert_eq!(log.end_offset(), crashed.records_before(5));
+        // What was cut is reported, up to its last non-zero byte (zeros are
+        // indistinguishable from the preallocated end of the segment).
+        let fragment = &stored[last_start..cut];
+        let data = fragment.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
+        assert_eq!(log.recovery_report().truncated_bytes, data, "cut at {cut}");
+        if data > 0 {
+            assert_eq!(
+                log.recovery_report().truncated_at_offset,
+                Some(crashed.records_before(5))
+            );
+        }
+        // The log goes on from the cut, and a second open agrees.
+        log.append(&batch("next", 1, 9))
+            .expect("append after recovery");
+        drop(log);
+        let again = Crashed::open(&medium).expect("reopens");
+        assert_eq!(
+            all_values(&again).len() as u64,
+            crashed.records_before(5) + 1
+        );
+    }
+}
+
+#[test]
+fn zeros_after_the_last_batch_are_ignored() {
+    let crashed = Crashed::new(2, 2);
+    let medium = crashed.copy();
+    let end = crashed.positions[4] as u64;
+    medium
+        .truncate(&crashed.segment(), end)
+        .expect("cut to the data");
+    medium
+        .truncate(&crashed.segment(), end + 10_000)
+        .expect("grow with zeros");
+    let log = Crashed::open(&medium).expect("opens");
+    assert_eq!(all_values(&log), crashed.prefix(4));
+    assert_eq!(log.recovery_report().truncated_bytes, 0);
+}
+
+#[test]
+fn garbage_after_the_last_batch_is_cut_and_reported() {
+    let crashed = Crashed::new(2, 2);
+    let medium = crashed.copy();
+    let garbage: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+    medium
+        .corrupt(&crashed.segment(), crashed.positions[4], &garbage)
+        .expect("append garbage");
+    let log = Crashed::open(&medium).expect("opens");
+    assert_eq!(all_values(&log), crashed.prefix(4));
+    assert_eq!(log.recovery_report().truncated_bytes, 300);
+    assert_eq!(
+        log.recovery_report().truncated_at_offset,
+        Some(crashed.records_before(4))
+    );
+}
+
+#[test]
+fn a_flipped_bit_after_the_checkpoint_cuts_from_that_batch() {
+    let crashed = Crashed::new(3, 3);
+    let damaged = 4; // the second batch after the checkpoint
+    let (start, end) = (crashed.positions[damaged], crashed.positions[damaged + 1]);
+    // Every field: base offset (not covered by the CRC), length, CRC, body.
+    for at in [
+        start,
+        start + 5,
+        start + 9,
+        start + 17,
+        start + 21,
+        start + 40,
+        end - 1,
+    ] {
+        let medium = crashed.copy();
+        let byte = read_file(&medium, &crashed.segment())[at];
+        medium
+            .corrupt(&crashed.segment(), at, &[byte ^ 0x10])
+            .expect("flip");
+        let log = Crashed::open(&medium).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+        assert_eq!(all_values(&log), crashed.prefix(damaged), "flip at {at}");
+        assert_eq!(
+            log.recovery_report().truncated_at_offset,
+            Some(crashed.records_before(damaged))
+        );
+    }
+}
+
+#[test]
+fn a_flipped_bit_before_the_checkpoint_refuses_to_open_and_changes_nothing() {
+    let crashed = Crashed::new(3, 2);
+    let damaged = 1;
+    let at = crashed.positions[damaged] + 30;
+    let medium = crashed.copy();
+    let byte = read_file(&medium, &crashed.segment())[at];
+    medium
+        .corrupt(&crashed.segment(), at, &[byte ^ 0x01])
+        .expect("flip");
+    let before = read_file(&medium, &crashed.segment());
+    match Crashed::open(&medium) {
+        Err(OpenError::CorruptDurableData {
+            file,
+            position,
+            reason,
+        }) => {
+            assert_eq!(file, crashed.segment());
+            assert_eq!(position, crashed.positions[damaged] as u64);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected CorruptDurableData, got {other:?}"),
+    }
+    assert_eq!(
+        read_file(&medium, &crashed.segment()),
+        before,
+        "refusing changes nothing"
+    );
+    let message = Crashed::open(&medium)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("00000000000000000000.log")
+            && message.contains(&format!("byte {}", crashed.positions[damaged])),
+        "{message}"
+    );
+
+    // The operator asks for repair: the log is cut at the damage.
+    let log = Crashed::open_repair(&medium).expect("repair opens");
+    assert!(log.recovery_report().repaired_durable_data);
+    assert_eq!(all_values(&log), crashed.prefix(damaged));
+}
+
+#[test]
+fn a_damaged_checkpoint_refuses_to_open() {
+    let crashed = Crashed::new(2, 1);
+    let medium = crashed.copy();
+    let path = Path::new(DIR).join("recovery-point.checkpoint");
+    medium.corrupt(&path, 9, &[0xff]).expect("flip");
+    match Crashed::open(&medium) {
+        Err(OpenError::CorruptDurableData { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected CorruptDurableData, got {other:?}"),
+    }
+    let log = Crashed::open_repair(&medium).expect("repair opens");
+    assert_eq!(
+        all_values(&log),
+        crashed.prefix(3),
+        "with no checkpoint, every valid batch is kept"
+    );
+}
+
+fn rolled_log(medium: &SimulatedMedium) -> Vec<Vec<u8>> {
+    let log = Log::open(DIR, small_config(1024), &sim_options(medium)).expect("opens");
+    let mut batches = Vec::new();
+    for i in 0..40 {
+        let b = batch(&format!("x{i}"), 2, i);
+        log.append(&b).expect("append");
+        batches.push(b);
+    }
+    assert!(log.segment_base_offsets().len() >= 3);
+    log.close().expect("close");
+    batches
+}
+
+#[test]
+fn a_deleted_or_damaged_index_is_rebuilt() {
+    let medium = SimulatedMedium::new();
+    let batches = rolled_log(&medium);
+    let dir = Path::new(DIR);
+    let bases = Log::open(DIR, small_config(1024), &sim_options(&medium))
+        .expect("opens")
+        .segment_base_offsets();
+    // The previous open rewrote nothing; now damage two closed segments' indexes.
+    medium
+        .remove_file(&dir.join(format!("{:020}.index", bases[0])))
+        .expect("delete index");
+    medium
+        .corrupt(
+            &dir.join(format!("{:020}.timeindex", bases[1])),
+            20,
+            &[0xee],
+        )
+        .expect("damage");
+    let log = Log::open(DIR, small_config(1024), &sim_options(&medium)).expect("opens");
+    let rebuilt = &log.recovery_report().rebuilt_indexes;
+    assert!(
+        rebuilt.contains(&bases[0]) && rebuilt.contains(&bases[1]),
+        "{rebuilt:?}"
+    );
+    assert_eq!(all_values(&log), values_of(&batches));
+    for offset in 0..log.end_offset() {
+        let read = log.read(offset, 1).expect("read");
+        assert!(read.first_offset <= offset && offset < read.next_offset);
+    }
+    assert_eq!(log.offset_for_timestamp(20).expect("lookup"), Some(40));
+}
+
+#[test]
+fn a_flipped_bit_in_a_closed_segment_before_the_checkpoint_refuses_to_open() {
+    let medium = SimulatedMedium::new();
+    rolled_log(&medium);
+    let path = segment_path(Path::new(DIR), 0);
+    // The last byte of the closed segment's last batch: its tail is checked.
+    let len = read_file(&medium, &path).len();
+    medium
+        .corrupt(&path, 20, &[0x55])
+        .expect("damage the segment header");
+    match Log::open(DIR, small_config(1024), &sim_options(&medium)) {
+        Err(OpenError::CorruptDurableData { file, position, .. }) => {
+            assert_eq!(file, path);
+            assert_eq!(position, 0);
+        }
+        other => panic!("expected CorruptDurableData, got {other:?} (file of {len} bytes)"),
+    }
+}
+
+#[test]
+fn real_files_recover_a_garbage_tail_and_refuse_damaged_durable_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(64 * 1024);
+    let mut batches = Vec::new();
+    {
+        let log = Log::open(dir.path(), config.clone(), &LogOptions::default()).expect("opens");
+        for i in 0..3 {
+            let b = batch(&format!("r{i}"), 3, i);
+            log.append(&b).expect("append");
+            batches.push(b);
+        }
+        log.close().expect("close");
+        let log = Log::open(dir.path(), config.clone(), &LogOptions::default()).expect("reopens");
+        let b = batch("after", 2, 9);
+        log.append(&b).expect("append");
+        batches.push(b);
+    }
+    let path = segment_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert_eq!(
+        bytes.len(),
+        64 * 1024,
+        "the active segment was preallocated"
+    );
+    let end: usize = LOG_HEADER_BYTES + batches.iter().map(Vec::len).sum::<usize>();
+    bytes[end..end + 64].fill(0xab);
+    std::fs::write(&path, &bytes).expect("write garbage");
+    {
+        let log = Log::open(dir.path(), config.clone(), &LogOptions::default()).expect("opens");
+        assert_eq!(all_values(&log), values_of(&batches));
+        assert_eq!(log.recovery_report().truncated_bytes, 64);
+    }
+    // Now damage the first batch, which the checkpoint says was synced.
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[LOG_HEADER_BYTES + 40] ^= 0x04;
+    std::fs::write(&path, &bytes).expect("flip");
+    let err = Log::open(dir.path(), config, &LogOptions::default()).expect_err("refuses");
+    assert!(
+        matches!(err, OpenError::CorruptDurableData { position, .. } if position == LOG_HEADER_BYTES as u64),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "refusing changes nothing"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any damage after the checkpoint opens to exactly the batches before the
+    /// damaged one; the log then accepts appends.
+    #[test]
+    fn damage_after_the_checkpoint_opens_to_the_batches_before_it(
+        durable in 0usize..4,
+        tail in 1usize..6,
+        which in any::<prop::sample::Index>(),
+        offset_in_batch in any::<prop::sample::Index>(),
+        kind in 0u8..3,
+        noise in proptest::collection::vec(any::<u8>(), 1..64),
+    ) {
+        let crashed = Crashed::new(durable, tail);
+        let damaged = durable + which.index(tail);
+        let (start, end) = (crashed.positions[damaged], crashed.positions[damaged + 1]);
+        let at = start + offset_in_batch.index(end - start);
+        let medium = crashed.copy();
+        match kind {
+            0 => medium.truncate(&crashed.segment(), at as u64).expect("cut"),
+            1 => {
+                let byte = read_file(&medium, &crashed.segment())[at];
+                medium.corrupt(&crashed.segment(), at, &[byte ^ noise[0].max(1)]).expect("flip");
+            }
+            _ => {
+                let len = noise.len().min(end - at);
+                let original = &read_file(&medium, &crashed.segment())[at..at + len];
+                prop_assume!(original != &noise[..len]);
+                medium.corrupt(&crashed.segment(), at, &noise[..len]).expect("overwrite");
+            }
+        }
+        let log = Crashed::open(&medium).expect("damage after the checkpoint never refuses");
+        prop_assert_eq!(all_values(&log), crashed.prefix(damaged));
+        prop_assert!(crashed.durable <= damaged);
+        log.append(&batch("more", 1, 1)).expect("append");
+    }
+}
