@@ -453,8 +453,11 @@ fn load_segments(
         let (segment, damage) = check_segment(medium, dir, config, base, expected, trust)?;
         let last = i + 1 == bases.len();
         // A closed segment was cut to its used length when it rolled, so
-        // even trailing zeros mean damage there; only the last may end in them.
-        let damage = damage.filter(|d| d.data_follows || !last || trust == Trust::Sealed);
+        // even trailing zeros mean damage there; only the last may end in
+        // them, and only after an intact header.
+        let damage = damage.filter(|d| {
+            d.data_follows || !last || trust == Trust::Sealed || d.position < LOG_HEADER_BYTES
+        });
         checked.push(segment);
         if let Some(damage) = damage {
             cut = Some((i, damage));

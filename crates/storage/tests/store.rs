@@ -1,0 +1,250 @@
+//! The topic store: create, list, describe, delete, reopen, and the errors
+//! each gets for bad input.
+
+mod common;
+
+use std::sync::Arc;
+
+use carteiro_storage::store::{PARTITIONS_MAX, partition_dir};
+use carteiro_storage::{
+    FlushPolicy, LogConfig, LogOptions, ManualClock, Store, StoreError, StoreOptions, TopicConfig,
+};
+use common::*;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        maintenance_interval_ms: None,
+        ..StoreOptions::default()
+    }
+}
+
+fn topic_config(partitions: u32) -> TopicConfig {
+    TopicConfig {
+        partitions,
+        log: small_config(4096),
+    }
+}
+
+#[test]
+fn topics_are_created_listed_reopened_and_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), options()).expect("opens");
+        let orders = store
+            .create_topic("orders", topic_config(3))
+            .expect("create");
+        assert_eq!(orders.partitions().len(), 3);
+        let audit_config = TopicConfig {
+            partitions: 1,
+            log: LogConfig {
+                flush: FlushPolicy::IntervalMs(10),
+                retention_bytes: Some(1 << 20),
+                ..small_config(8192)
+            },
+        };
+        store
+            .create_topic("audit.log_v-1", audit_config.clone())
+            .expect("create");
+        for p in 0..3 {
+            assert!(partition_dir(dir.path(), "orders", p).is_dir());
+            store
+                .partition("orders", p)
+                .expect("partition")
+                .append(&batch(&format!("o{p}"), 2, 1))
+                .expect("append");
+        }
+        let names: Vec<_> = store
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert_eq!(names, vec!["audit.log_v-1", "orders"]);
+        assert_eq!(
+            store.topic("audit.log_v-1").expect("topic").config(),
+            &audit_config
+        );
+        store.close().expect("close");
+    }
+    let store = Store::open(dir.path(), options()).expect("reopens");
+    assert_eq!(store.topics().len(), 2);
+    assert_eq!(
+        store
+            .topic("audit.log_v-1")
+            .expect("topic")
+            .config()
+            .log
+            .flush,
+        FlushPolicy::IntervalMs(10)
+    );
+    for p in 0..3 {
+        let log = store.partition("orders", p).expect("partition");
+        assert_eq!(
+            all_values(&log),
+            vec![
+                format!("o{p}-0").into_bytes(),
+                format!("o{p}-1").into_bytes()
+            ]
+        );
+    }
+    store.delete_topic("orders").expect("delete");
+    assert!(
+        !partition_dir(dir.path(), "orders", 0).exists(),
+        "its data goes"
+    );
+    assert!(matches!(
+        store.topic("orders"),
+        Err(StoreError::UnknownTopic { .. })
+    ));
+    drop(store);
+    let store = Store::open(dir.path(), options()).expect("reopens");
+    assert_eq!(store.topics().len(), 1);
+    // The name is free again, and the new topic starts empty.
+    let again = store
+        .create_topic("orders", topic_config(1))
+        .expect("recreate");
+    assert_eq!(again.partition(0).expect("p0").end_offset(), 0);
+}
+
+#[test]
+fn bad_topic_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), options()).expect("opens");
+    store.create_topic("t", topic_config(1)).expect("create");
+    let long = "x".repeat(250);
+    for (name, fragment) in [
+        ("", "got 0"),
+        (long.as_str(), "got 250"),
+        ("a/b", "'/'"),
+        ("spaces here", "' '"),
+        ("..", "'..'"),
+        ("ünïcode", "'ü'"),
+    ] {
+        let err = store
+            .create_topic(name, topic_config(1))
+            .expect_err("invalid name");
+        assert!(
+            matches!(err, StoreError::InvalidTopicName { .. }),
+            "{name:?}: {err}"
+        );
+        assert!(err.to_string().contains(fragment), "{name:?}: {err}");
+    }
+    assert!(
+        store
+            .create_topic(&"y".repeat(249), topic_config(1))
+            .is_ok(),
+        "249 characters is the limit"
+    );
+    assert!(matches!(
+        store.create_topic("t", topic_config(2)),
+        Err(StoreError::TopicExists { .. })
+    ));
+    let err = store
+        .create_topic("zero", topic_config(0))
+        .expect_err("no partitions");
+    assert!(
+        err.to_string().contains("partitions is 0")
+            && err.to_string().contains(&PARTITIONS_MAX.to_string()),
+        "{err}"
+    );
+    let err = store
+        .create_topic(
+            "tiny",
+            TopicConfig {
+                partitions: 1,
+                log: LogConfig {
+                    segment_bytes: 5,
+                    ..LogConfig::default()
+                },
+            },
+        )
+        .expect_err("bad config");
+    assert!(err.to_string().contains("segment_bytes is 5"), "{err}");
+    assert!(matches!(
+        store.partition("t", 1),
+        Err(StoreError::UnknownPartition {
+            partition: 1,
+            count: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.delete_topic("nope"),
+        Err(StoreError::UnknownTopic { .. })
+    ));
+    assert_eq!(store.topics().len(), 2);
+    assert_eq!(store.topic("t").expect("kept").config().partitions, 1);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Store::open(dir.path(), options()).expect("opens");
+    let err = Store::open(dir.path(), options()).expect_err("locked");
+    assert!(err.to_string().contains("locked"), "{err}");
+}
+
+#[test]
+fn partition_directories_no_topic_owns_are_removed_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), options()).expect("opens");
+        store.create_topic("kept", topic_config(1)).expect("create");
+    }
+    // As a crash between writing a partition and recording its topic leaves it.
+    std::fs::create_dir_all(partition_dir(dir.path(), "ghost", 0)).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("not-a-partition")).expect("mkdir");
+    let store = Store::open(dir.path(), options()).expect("reopens");
+    assert!(!partition_dir(dir.path(), "ghost", 0).exists());
+    assert!(
+        dir.path().join("not-a-partition").exists(),
+        "only partition-shaped directories are touched"
+    );
+    assert!(partition_dir(dir.path(), "kept", 0).exists());
+    assert_eq!(store.topics().len(), 1);
+}
+
+#[test]
+fn maintenance_applies_retention_and_interval_flushes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(5_000_000);
+    let options = StoreOptions {
+        log: LogOptions {
+            clock: Arc::new(clock.clone()),
+            ..LogOptions::default()
+        },
+        maintenance_interval_ms: None,
+        retention_check_interval_ms: 1,
+    };
+    let store = Store::open(dir.path(), options).expect("opens");
+    let config = LogConfig {
+        retention_ms: Some(1000),
+        flush: FlushPolicy::IntervalMs(10),
+        ..small_config(1024)
+    };
+    let topic = store
+        .create_topic(
+            "r",
+            TopicConfig {
+                partitions: 1,
+                log: config,
+            },
+        )
+        .expect("create");
+    let log = topic.partition(0).expect("p0").clone();
+    for i in 0..40 {
+        log.append(&batch(&format!("m{i}"), 2, 5_000_000))
+            .expect("append");
+    }
+    clock.advance(20);
+    store.run_maintenance(false);
+    assert_eq!(log.durable_offset(), log.end_offset(), "interval flush ran");
+    let segments = log.stats().segment_count;
+    clock.advance(5_000);
+    store.run_maintenance(true);
+    assert_eq!(
+        log.stats().segment_count,
+        1,
+        "all closed segments expired (had {segments})"
+    );
+    assert!(log.start_offset() > 0);
+}
