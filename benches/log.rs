@@ -1,1 +1,168 @@
-fn main() {}
+//! Criterion benchmarks of the storage engine on the real file system:
+//! append throughput (100 B and 1 KiB records, batches of 1000, flush
+//! policies `os` and `always`), sequential read, and recovery scan speed.
+//!
+//! `cargo bench --bench log` (set `CARTEIRO_BENCH_DIR` to choose the disk;
+//! the default is the system temp directory).
+//!
+//! Run as a test (`cargo test --benches`), each benchmark runs once on small data.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
+
+use std::time::Duration;
+
+use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro_storage::{FlushPolicy, Log, LogConfig, LogOptions};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+
+const RECORDS_PER_BATCH: usize = 1000;
+
+fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("CARTEIRO_BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("bench directory")
+}
+
+fn batch(record_bytes: usize) -> Vec<u8> {
+    let value = vec![0x42; record_bytes];
+    let mut builder = RecordBatchBuilder::with_capacity(RECORDS_PER_BATCH * (record_bytes + 16));
+    for i in 0..RECORDS_PER_BATCH {
+        let record = NewRecord {
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        };
+        builder.append(&record).expect("fits");
+    }
+    builder.build().expect("non-empty")
+}
+
+fn config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: if benchmarking() { 256 << 20 } else { 4 << 20 },
+        retention_bytes: Some(if benchmarking() { 1 << 30 } else { 8 << 20 }),
+        retention_ms: None,
+        flush,
+        ..LogConfig::default()
+    }
+}
+
+fn append(c: &mut Criterion) {
+    for record_bytes in [100usize, 1024] {
+        let batch = batch(record_bytes);
+        let mut group = c.benchmark_group(format!("append/{record_bytes}B x {RECORDS_PER_BATCH}"));
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        for (name, flush) in [("os", FlushPolicy::Os), ("always", FlushPolicy::Always)] {
+            let dir = bench_dir();
+            let log = Log::open(dir.path(), config(flush), &LogOptions::default()).expect("opens");
+            let mut appended = 0u64;
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    log.append(black_box(&batch)).expect("append");
+                    appended += 1;
+                    // Keep the disk bounded: drop old segments as Kafka's retention would.
+                    if appended.is_multiple_of(256) {
+                        log.apply_retention();
+                    }
+                })
+            });
+            log.close().expect("close");
+        }
+        group.finish();
+    }
+}
+
+/// A log of about `bytes` of 1 KiB-record batches; the log is left open.
+fn filled(dir: &tempfile::TempDir, bytes: usize, flush: FlushPolicy) -> Log {
+    let batch = batch(1024);
+    let config = LogConfig {
+        retention_bytes: None,
+        segment_bytes: 1 << 30,
+        ..config(flush)
+    };
+    let log = Log::open(dir.path(), config, &LogOptions::default()).expect("opens");
+    for _ in 0..bytes.div_ceil(batch.len()) {
+        log.append_unsynced(&batch).expect("append");
+    }
+    log.flush().expect("flush");
+    log
+}
+
+fn read(c: &mut Criterion) {
+    let bytes = if benchmarking() { 512 << 20 } else { 4 << 20 };
+    let dir = bench_dir();
+    let log = filled(&dir, bytes, FlushPolicy::Os);
+    let total = log.stats().size_bytes;
+    let mut group = c.benchmark_group("read");
+    group.throughput(Throughput::Bytes(total));
+    group.sample_size(10);
+    let read_all = |validate: bool| {
+        let mut offset = 0;
+        let mut seen = 0usize;
+        loop {
+            let read = log.read(offset, 1 << 20).expect("read");
+            if read.batches.is_empty() {
+                return seen;
+            }
+            if validate {
+                let mut rest = &read.batches[..];
+                while !rest.is_empty() {
+                    let (batch, tail) = RecordBatch::parse(rest).expect("valid");
+                    seen += batch.record_count() as usize;
+                    rest = tail;
+                }
+            } else {
+                seen += read.batches.len();
+            }
+            offset = read.next_offset;
+        }
+    };
+    group.bench_function("sequential, zero-copy views", |b| {
+        b.iter(|| black_box(read_all(false)))
+    });
+    group.bench_function("sequential, views + CRC check", |b| {
+        b.iter(|| black_box(read_all(true)))
+    });
+    group.finish();
+    log.close().expect("close");
+}
+
+fn recovery(c: &mut Criterion) {
+    let bytes = if benchmarking() { 512 << 20 } else { 4 << 20 };
+    let dir = bench_dir();
+    let config = {
+        let log = filled(&dir, bytes, FlushPolicy::Os);
+        let config = log.config().clone();
+        // Dropped without close: the next open scans and checks every batch.
+        drop(log);
+        config
+    };
+    let mut group = c.benchmark_group("recovery");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("unclean open, scan with CRC", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let log = Log::open(dir.path(), config.clone(), &LogOptions::default())
+                    .expect("recovers");
+                assert!(!log.recovery_report().clean_shutdown);
+                log
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, read, recovery);
+criterion_main!(benches);

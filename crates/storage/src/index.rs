@@ -189,7 +189,7 @@ impl<K: IndexKind> Index<K> {
             return Err("not sealed".into());
         }
         let count = be_u32(&trailer[4..]) as usize;
-        if body % K::ENTRY_BYTES != 0 || body / K::ENTRY_BYTES != count {
+        if !body.is_multiple_of(K::ENTRY_BYTES) || body / K::ENTRY_BYTES != count {
             return Err(format!(
                 "trailer says {count} entries, file holds {body} bytes of entries"
             ));
