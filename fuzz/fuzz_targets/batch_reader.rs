@@ -1,0 +1,25 @@
+//! Feeds arbitrary bytes to every entry point of the record-batch reader.
+//! Only a panic, an out-of-bounds read or a hang is a finding: every input
+//! must give a typed error or valid records.
+#![no_main]
+
+use carteiro::record::{BatchHeader, RecordBatch};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = BatchHeader::parse(data);
+    let mut rest = data;
+    // A buffer may hold several batches, as a fetch reply does.
+    while let Ok((batch, tail)) = RecordBatch::parse(rest) {
+        let _ = batch.validate();
+        if let Ok(records) = batch.records() {
+            for record in records.flatten() {
+                let _ = record.key.map(<[u8]>::len);
+                for header in record.headers.iter() {
+                    let _ = (header.key.len(), header.value.map(<[u8]>::len));
+                }
+            }
+        }
+        rest = tail;
+    }
+});
