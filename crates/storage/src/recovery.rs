@@ -231,7 +231,18 @@ fn check_segment(
             Index::<OffsetKind>::open_sealed(medium, &index_path, base_offset),
             Index::<TimeKind>::open_sealed(medium, &time_path, base_offset),
         ) {
-            (Ok(offsets), Ok(times)) => Some((offsets, times)),
+            (Ok(offsets), Ok(times)) => {
+                // A sealed index must also fit the segment it describes.
+                let fits = offsets.last_where(|_| true).is_none_or(|e| {
+                    (e.position as usize) < bytes.len() && e.position as usize >= LOG_HEADER_BYTES
+                });
+                if fits {
+                    Some((offsets, times))
+                } else {
+                    tracing::warn!(segment = %log_path.display(), "rebuilding index that points past the segment");
+                    None
+                }
+            }
             (offsets, times) => {
                 let reason = offsets.err().or(times.err()).unwrap_or_default();
                 tracing::warn!(segment = %log_path.display(), %reason, "rebuilding index");

@@ -423,3 +423,35 @@ proptest! {
         log.append(&batch("more", 1, 1)).expect("append");
     }
 }
+
+#[test]
+fn a_closed_segment_cut_short_is_refused_naming_where_the_gap_shows() {
+    let medium = SimulatedMedium::new();
+    let batches = rolled_log(&medium);
+    let path = segment_path(Path::new(DIR), 0);
+    let len = read_file(&medium, &path).len();
+    // Cut the first closed segment's last batch off: its sealed index passes
+    // its own checks, and the gap shows where the next segment begins.
+    let log = Log::open(DIR, small_config(1024), &sim_options(&medium)).expect("opens");
+    let second = log.segment_base_offsets()[1];
+    drop(log);
+    let last_batch = batches
+        .iter()
+        .map(Vec::len)
+        .scan(LOG_HEADER_BYTES, |at, l| {
+            *at += l;
+            Some(*at)
+        });
+    let cut = last_batch
+        .take_while(|&end| end < len)
+        .last()
+        .unwrap_or(LOG_HEADER_BYTES);
+    medium.truncate(&path, cut as u64).expect("cut");
+    match Log::open(DIR, small_config(1024), &sim_options(&medium)) {
+        // The cut batch had been synced: refusing is right, and nothing panics.
+        Err(OpenError::CorruptDurableData { file, .. }) => {
+            assert_eq!(file, segment_path(Path::new(DIR), second))
+        }
+        other => panic!("expected CorruptDurableData, got {other:?}"),
+    }
+}
