@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     collect_protos(PathBuf::from("proto"), &mut files)?;
     files.sort();
     let fds = protox::compile(&files, ["proto"])?;
+    // The descriptor set serves gRPC reflection, so tools need no .proto files.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("carteiro_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
     Ok(())
 }

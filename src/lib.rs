@@ -2,11 +2,15 @@
 //!
 //! - [`record`]: Apache Kafka's RecordBatch v2, the unit on disk and on the
 //!   wire: a builder that encodes and a zero-copy reader that validates.
-//! - [`proto`] (feature `grpc`): the types generated from `proto/`.
+//! - [`partitioner`]: which partition a key goes to, the function every
+//!   client and the broker share.
+//! - [`proto`] (feature `grpc`): the types generated from `proto/`, and
+//!   [`FILE_DESCRIPTOR_SET`] for gRPC reflection.
 //!
 //! The storage crate depends on this crate without the `grpc` feature, so
 //! it sees the codec and nothing of gRPC.
 
+pub mod partitioner;
 pub mod record;
 
 /// Types generated from `proto/carteiro/v1`.
@@ -15,3 +19,8 @@ pub mod record;
 pub mod proto {
     tonic::include_proto!("carteiro.v1");
 }
+
+/// The encoded `FileDescriptorSet` of `proto/`, for gRPC server reflection.
+#[cfg(feature = "grpc")]
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/carteiro_descriptor.bin"));

@@ -1,1 +1,23 @@
-//! placeholder
+//! The Carteiro broker: joins the storage engine to the gRPC contract.
+//!
+//! - [`config`]: flags, environment and TOML file.
+//! - [`server`]: assembling the services and running until shutdown.
+//! - `broker`, `admin` (private): the `Broker` and `Admin` services.
+//! - `offsets` (private): committed group offsets in an internal topic.
+//! - `limits` (private): connections, requests in flight, bytes buffered.
+//! - `convert` (private): wire types to storage types and back.
+//! - [`error`]: every failure, and the one place it becomes a gRPC status.
+
+mod admin;
+mod broker;
+pub mod config;
+mod convert;
+pub mod error;
+mod limits;
+mod offsets;
+pub mod server;
+mod shared;
+
+pub use config::{Args, BrokerConfig};
+pub use error::BrokerError;
+pub use server::{ServeError, open_store, serve};

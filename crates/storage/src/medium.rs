@@ -83,8 +83,12 @@ impl Backing for FileBacking {
     }
 }
 
+/// The directory holding `path`; `.` for a bare relative name.
 fn parent(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }
 
 /// Gives `file` real blocks up to `len` bytes, so that writes through a map

@@ -1,0 +1,534 @@
+//! The `Broker` gRPC service: produce, fetch, list offsets, and committed
+//! group offsets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use carteiro::partitioner::partition_for_key;
+use carteiro::proto::{self, broker_server::Broker};
+use carteiro_storage::{AppendInfo, FlushPolicy, Log, LogRead, ReadError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use prost::Message;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::config::{
+    FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX, PARTITION_FETCH_MAX_BYTES_DEFAULT,
+};
+use crate::convert;
+use crate::error::{BrokerError, join_error};
+use crate::offsets::{COMMIT_METADATA_MAX_BYTES, Committed, validate_group};
+use crate::shared::Shared;
+
+/// Most bytes a client may ask for in one fetch reply (64 MiB).
+pub const FETCH_MAX_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+/// Most partitions in one fetch, list-offsets or commit request.
+pub const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+
+/// The `Broker` service.
+pub struct BrokerService {
+    shared: Arc<Shared>,
+}
+
+impl BrokerService {
+    /// A service over the shared broker state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        BrokerService { shared }
+    }
+}
+
+/// Offsets below this are readable: for `always` topics the synced end, so a
+/// consumer never sees what a crash could take back.
+pub(crate) fn high_watermark(log: &Log) -> u64 {
+    if log.config().flush == FlushPolicy::Always {
+        log.durable_offset()
+    } else {
+        log.end_offset()
+    }
+}
+
+fn readable(log: &Log, offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
+    if log.config().flush == FlushPolicy::Always {
+        log.read_durable(offset, max_bytes)
+    } else {
+        log.read(offset, max_bytes)
+    }
+}
+
+fn partition_error(e: BrokerError) -> proto::PartitionError {
+    let (valid_start, valid_end) = match &e {
+        BrokerError::Read(ReadError::OffsetOutOfRange { start, end, .. }) => {
+            (*start as i64, *end as i64)
+        }
+        _ => (0, 0),
+    };
+    proto::PartitionError {
+        code: e.code() as i32,
+        message: e.to_string(),
+        valid_start,
+        valid_end,
+    }
+}
+
+fn too_many(field: &'static str, n: usize) -> Result<(), BrokerError> {
+    if n > PARTITIONS_PER_REQUEST_MAX {
+        return Err(BrokerError::invalid(
+            field,
+            format!("{n} entries exceed the limit of {PARTITIONS_PER_REQUEST_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+fn offset_field(field: &'static str, offset: i64) -> Result<u64, BrokerError> {
+    u64::try_from(offset).map_err(|_| BrokerError::invalid(field, format!("{offset} is negative")))
+}
+
+/// One partition's part of a fetch reply, and what to wait on if it is empty.
+struct Gathered {
+    reply: proto::PartitionRecords,
+    bytes: usize,
+    watch: Option<(Arc<Log>, u64)>,
+}
+
+impl BrokerService {
+    async fn append(
+        &self,
+        log: Arc<Log>,
+        batch: Bytes,
+        field: &'static str,
+        acks: proto::Acks,
+    ) -> Result<AppendInfo, BrokerError> {
+        let policy = log.config().flush;
+        let durable = acks == proto::Acks::Durable;
+        let sync_now = durable && policy == FlushPolicy::Always;
+        let appender = log.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            if sync_now {
+                appender.append(&batch)
+            } else {
+                appender.append_unsynced(&batch)
+            }
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(|source| BrokerError::Append { field, source })?;
+        match policy {
+            FlushPolicy::IntervalMs(_) if durable => {
+                // The maintenance thread's next interval flush acknowledges it.
+                log.grown_past(info.last_offset, true).await;
+            }
+            FlushPolicy::Always if !durable => {
+                // Not waited for, but consumers see records only once synced.
+                let syncer = log.clone();
+                let end = info.last_offset + 1;
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = syncer.sync_to(end) {
+                        tracing::error!(error = %e, "background sync failed");
+                    }
+                });
+            }
+            _ => {}
+        }
+        Ok(info)
+    }
+
+    fn next_spread(&self, topic: &str, partitions: u32) -> u32 {
+        let mut spread = self.shared.spread.lock().unwrap_or_else(|p| p.into_inner());
+        let counter = spread.entry(topic.to_string()).or_insert(0);
+        let partition = *counter % partitions.max(1);
+        *counter = counter.wrapping_add(1);
+        partition
+    }
+
+    fn gather_partition(
+        &self,
+        request: &proto::FetchPartition,
+        budget: usize,
+        decoded: bool,
+    ) -> Gathered {
+        let mut reply = proto::PartitionRecords {
+            topic: request.topic.clone(),
+            partition: request.partition,
+            next_offset: request.offset,
+            ..Default::default()
+        };
+        let log = match self
+            .shared
+            .store
+            .partition(&request.topic, request.partition)
+        {
+            Ok(log) => log,
+            Err(e) => {
+                reply.error = Some(partition_error(e.into()));
+                return Gathered {
+                    reply,
+                    bytes: 0,
+                    watch: None,
+                };
+            }
+        };
+        let hwm = high_watermark(&log);
+        reply.high_watermark = hwm as i64;
+        reply.log_start_offset = log.start_offset() as i64;
+        let offset = match offset_field("partitions.offset", request.offset) {
+            Ok(offset) => offset,
+            Err(e) => {
+                reply.error = Some(partition_error(e));
+                return Gathered {
+                    reply,
+                    bytes: 0,
+                    watch: None,
+                };
+            }
+        };
+        let partition_max = match request.max_bytes {
+            0 => PARTITION_FETCH_MAX_BYTES_DEFAULT,
+            n => n.min(FETCH_MAX_BYTES_LIMIT),
+        } as usize;
+        let budget = budget.min(partition_max);
+        let mut chunks = Vec::new();
+        let (mut at, mut taken) = (offset, 0usize);
+        while taken < budget {
+            match readable(&log, at, budget - taken) {
+                Ok(read) if read.batches.is_empty() => break,
+                Ok(read) => {
+                    taken += read.batches.len();
+                    at = read.next_offset;
+                    chunks.push(read.batches);
+                }
+                Err(e) => {
+                    reply.error = Some(partition_error(e.into()));
+                    return Gathered {
+                        reply,
+                        bytes: 0,
+                        watch: None,
+                    };
+                }
+            }
+        }
+        reply.next_offset = at as i64;
+        if decoded {
+            if let Err(e) = convert::decode_records(&chunks, offset, &mut reply.records) {
+                reply.error = Some(partition_error(e));
+            }
+        } else {
+            reply.record_batches = chunks;
+        }
+        Gathered {
+            reply,
+            bytes: taken,
+            watch: Some((log, hwm)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn produce(
+        &self,
+        request: Request<proto::ProduceRequest>,
+    ) -> Result<Response<proto::ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let _admitted = self.shared.limits.admit_produce(request.encoded_len())?;
+        self.shared.check_running()?;
+        self.shared.check_user_topic("topic", &request.topic)?;
+        let topic = self
+            .shared
+            .store
+            .topic(&request.topic)
+            .map_err(BrokerError::from)?;
+        let partitions = topic.config().partitions;
+        if let Some(partition) = request.partition {
+            topic.partition(partition).map_err(BrokerError::from)?;
+        }
+        let acks = request.acks();
+        let now = self.shared.now_ms();
+        let batches: Vec<(u32, Bytes, &'static str)> =
+            match (request.records.is_empty(), request.record_batch.is_empty()) {
+                (true, true) => {
+                    return Err(BrokerError::invalid(
+                        "records",
+                        "empty produce: set records or record_batch",
+                    )
+                    .into());
+                }
+                (false, false) => {
+                    return Err(BrokerError::invalid(
+                        "record_batch",
+                        "set either records or record_batch, not both",
+                    )
+                    .into());
+                }
+                (true, false) => {
+                    let partition =
+                        match (request.partition, convert::first_key(&request.record_batch)) {
+                            (Some(p), _) => p,
+                            (None, Some(key)) => partition_for_key(&key, partitions),
+                            (None, None) => self.next_spread(&request.topic, partitions),
+                        };
+                    vec![(partition, request.record_batch.clone(), "record_batch")]
+                }
+                (false, true) => {
+                    // Keyless records of one request stay together in one partition.
+                    let mut spread = None;
+                    let mut order: Vec<u32> = Vec::new();
+                    let mut groups: HashMap<u32, Vec<&proto::Record>> = HashMap::new();
+                    for record in &request.records {
+                        let partition = match (request.partition, &record.key) {
+                            (Some(p), _) => p,
+                            (None, Some(key)) => partition_for_key(key, partitions),
+                            (None, None) => *spread.get_or_insert_with(|| {
+                                self.next_spread(&request.topic, partitions)
+                            }),
+                        };
+                        let group = groups.entry(partition).or_default();
+                        if group.is_empty() {
+                            order.push(partition);
+                        }
+                        group.push(record);
+                    }
+                    let mut batches = Vec::with_capacity(order.len());
+                    for partition in order {
+                        let records = groups.remove(&partition).unwrap_or_default();
+                        batches.push((
+                            partition,
+                            Bytes::from(convert::encode_records(&records, now)?),
+                            "records",
+                        ));
+                    }
+                    batches
+                }
+            };
+        let mut reply = proto::ProduceResponse::default();
+        for (partition, batch, field) in batches {
+            let log = topic
+                .partition(partition)
+                .map_err(BrokerError::from)?
+                .clone();
+            let info = self.append(log, batch, field, acks).await?;
+            reply.partitions.push(proto::PartitionAppend {
+                topic: request.topic.clone(),
+                partition,
+                base_offset: info.base_offset as i64,
+                record_count: (info.last_offset - info.base_offset + 1) as u32,
+                append_time_ms: info.append_time_ms,
+            });
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchRequest>,
+    ) -> Result<Response<proto::FetchResponse>, Status> {
+        let _admitted = self.shared.limits.admit()?;
+        self.shared.check_running()?;
+        let request = request.into_inner();
+        if request.partitions.is_empty() {
+            return Err(BrokerError::invalid(
+                "partitions",
+                "empty fetch: name at least one partition",
+            )
+            .into());
+        }
+        too_many("partitions", request.partitions.len())?;
+        if request.max_wait_ms > FETCH_MAX_WAIT_MS_MAX {
+            let message = format!(
+                "{} exceeds the limit of {FETCH_MAX_WAIT_MS_MAX}",
+                request.max_wait_ms
+            );
+            return Err(BrokerError::invalid("max_wait_ms", message).into());
+        }
+        let max_bytes = match request.max_bytes {
+            0 => FETCH_MAX_BYTES_DEFAULT,
+            n => n.min(FETCH_MAX_BYTES_LIMIT),
+        } as usize;
+        let decoded = request.format() == proto::FetchFormat::Decoded;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let mut budget = max_bytes;
+            let mut total = 0usize;
+            let mut reply = proto::FetchResponse::default();
+            let mut watches = Vec::new();
+            for partition in &request.partitions {
+                let gathered = self.gather_partition(partition, budget, decoded);
+                budget = budget.saturating_sub(gathered.bytes);
+                total += gathered.bytes;
+                reply.partitions.push(gathered.reply);
+                watches.extend(gathered.watch);
+            }
+            let done = total >= request.min_bytes as usize
+                || total > 0 && budget == 0
+                || watches.is_empty()
+                || Instant::now() >= deadline
+                || *shutdown.borrow();
+            if done {
+                return Ok(Response::new(reply));
+            }
+            // Woken by an append (or sync) of any partition, never by polling.
+            let mut grown: FuturesUnordered<_> = watches
+                .iter()
+                .map(|(log, hwm)| log.grown_past(*hwm, log.config().flush == FlushPolicy::Always))
+                .collect();
+            tokio::select! {
+                _ = grown.next() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<proto::ListOffsetsRequest>,
+    ) -> Result<Response<proto::ListOffsetsResponse>, Status> {
+        let _admitted = self.shared.limits.admit()?;
+        self.shared.check_running()?;
+        let request = request.into_inner();
+        too_many("queries", request.queries.len())?;
+        for (i, query) in request.queries.iter().enumerate() {
+            if query.spec.is_none() {
+                return Err(BrokerError::invalid(
+                    "queries.spec",
+                    format!("query {i} sets none of earliest, latest, timestamp_ms"),
+                )
+                .into());
+            }
+        }
+        let store = self.shared.store.clone();
+        let answers = tokio::task::spawn_blocking(move || {
+            request
+                .queries
+                .into_iter()
+                .map(|query| {
+                    let mut answer = proto::OffsetAnswer {
+                        topic: query.topic.clone(),
+                        partition: query.partition,
+                        ..Default::default()
+                    };
+                    let result: Result<u64, BrokerError> = (|| {
+                        let log = store.partition(&query.topic, query.partition)?;
+                        Ok(match query.spec {
+                            Some(proto::offset_query::Spec::Earliest(_)) => log.start_offset(),
+                            Some(proto::offset_query::Spec::TimestampMs(ts)) => {
+                                let hwm = high_watermark(&log);
+                                log.offset_for_timestamp(ts)?.map_or(hwm, |o| o.min(hwm))
+                            }
+                            _ => high_watermark(&log),
+                        })
+                    })();
+                    match result {
+                        Ok(offset) => answer.offset = offset as i64,
+                        Err(e) => answer.error = Some(partition_error(e)),
+                    }
+                    answer
+                })
+                .collect()
+        })
+        .await
+        .map_err(join_error)?;
+        Ok(Response::new(proto::ListOffsetsResponse { answers }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<proto::CommitOffsetsRequest>,
+    ) -> Result<Response<proto::CommitOffsetsResponse>, Status> {
+        let _admitted = self.shared.limits.admit()?;
+        self.shared.check_running()?;
+        let request = request.into_inner();
+        validate_group(&request.group)?;
+        if request.commits.is_empty() {
+            return Err(BrokerError::invalid(
+                "commits",
+                "empty commit: name at least one partition",
+            )
+            .into());
+        }
+        too_many("commits", request.commits.len())?;
+        let mut commits = Vec::with_capacity(request.commits.len());
+        for commit in request.commits {
+            self.shared
+                .check_user_topic("commits.topic", &commit.topic)?;
+            self.shared
+                .store
+                .partition(&commit.topic, commit.partition)
+                .map_err(BrokerError::from)?;
+            offset_field("commits.offset", commit.offset)?;
+            if commit.metadata.len() > COMMIT_METADATA_MAX_BYTES {
+                let message = format!(
+                    "{} bytes exceed the limit of {COMMIT_METADATA_MAX_BYTES}",
+                    commit.metadata.len()
+                );
+                return Err(BrokerError::invalid("commits.metadata", message).into());
+            }
+            commits.push((
+                commit.topic,
+                commit.partition,
+                Committed {
+                    offset: commit.offset,
+                    metadata: commit.metadata,
+                },
+            ));
+        }
+        let offsets = self.shared.offsets.clone();
+        let now = self.shared.now_ms();
+        tokio::task::spawn_blocking(move || offsets.commit(&request.group, commits, now))
+            .await
+            .map_err(join_error)??;
+        Ok(Response::new(proto::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<proto::FetchOffsetsRequest>,
+    ) -> Result<Response<proto::FetchOffsetsResponse>, Status> {
+        let _admitted = self.shared.limits.admit()?;
+        self.shared.check_running()?;
+        let request = request.into_inner();
+        validate_group(&request.group)?;
+        too_many("partitions", request.partitions.len())?;
+        let offsets = &self.shared.offsets;
+        let found = if request.partitions.is_empty() {
+            offsets
+                .group(&request.group)
+                .into_iter()
+                .map(|(topic, partition, c)| proto::CommittedOffset {
+                    topic,
+                    partition,
+                    offset: c.offset,
+                    metadata: c.metadata,
+                })
+                .collect()
+        } else {
+            request
+                .partitions
+                .into_iter()
+                .map(
+                    |tp| match offsets.get(&request.group, &tp.topic, tp.partition) {
+                        Some(c) => proto::CommittedOffset {
+                            topic: tp.topic,
+                            partition: tp.partition,
+                            offset: c.offset,
+                            metadata: c.metadata,
+                        },
+                        None => proto::CommittedOffset {
+                            topic: tp.topic,
+                            partition: tp.partition,
+                            offset: -1,
+                            metadata: String::new(),
+                        },
+                    },
+                )
+                .collect()
+        };
+        Ok(Response::new(proto::FetchOffsetsResponse {
+            offsets: found,
+        }))
+    }
+}

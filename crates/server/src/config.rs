@@ -1,0 +1,246 @@
+//! The broker's configuration: flags, environment variables and an optional
+//! TOML file, in that order of precedence, over the defaults below.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Where the broker listens when not told.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7099";
+/// The data directory when not told, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "carteiro-data";
+/// Default most open client connections; more are refused at accept.
+pub const MAX_CONNECTIONS_DEFAULT: u32 = 1024;
+/// Default most requests being served at once; more get RESOURCE_EXHAUSTED.
+pub const MAX_REQUESTS_IN_FLIGHT_DEFAULT: u32 = 1024;
+/// Default most bytes of produce requests being appended at once, in bytes (256 MiB).
+pub const MAX_BUFFERED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default most bytes in one fetch reply, in bytes (16 MiB).
+pub const FETCH_MAX_BYTES_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Default most bytes from one partition in a fetch reply, in bytes (1 MiB, Kafka's).
+pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// Longest a fetch may wait for data, in ms.
+pub const FETCH_MAX_WAIT_MS_MAX: u32 = 5 * 60 * 1000;
+/// Default period between two retention passes, in ms (Kafka's 5 minutes).
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags; each also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "carteiro",
+    version,
+    about = "Carteiro: a durable log broker. With no arguments it serves on loopback with ./carteiro-data."
+)]
+pub struct Args {
+    /// Address to listen on, HOST:PORT (port 0 picks a free one) [default: 127.0.0.1:7099]
+    #[arg(long, env = "CARTEIRO_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./carteiro-data]
+    #[arg(long, env = "CARTEIRO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML file with any of these settings (flags and environment win)
+    #[arg(long, env = "CARTEIRO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format; the level comes from RUST_LOG (default info) [default: text]
+    #[arg(long, env = "CARTEIRO_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Most open client connections [default: 1024]
+    #[arg(long, env = "CARTEIRO_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+    /// Most requests served at once [default: 1024]
+    #[arg(long, env = "CARTEIRO_MAX_REQUESTS_IN_FLIGHT")]
+    pub max_requests_in_flight: Option<u32>,
+    /// Most bytes of produce requests appended at once [default: 268435456]
+    #[arg(long, env = "CARTEIRO_MAX_BUFFERED_BYTES")]
+    pub max_buffered_bytes: Option<u64>,
+    /// Period between retention passes, ms [default: 300000]
+    #[arg(long, env = "CARTEIRO_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Open partitions whose synced data is damaged by cutting it (logged), instead of refusing
+    #[arg(long, env = "CARTEIRO_REPAIR")]
+    pub repair: bool,
+}
+
+/// The same settings from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    max_connections: Option<u32>,
+    max_requests_in_flight: Option<u32>,
+    max_buffered_bytes: Option<u64>,
+    retention_check_interval_ms: Option<u64>,
+    repair: Option<bool>,
+}
+
+/// The broker's effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// HOST:PORT to listen on.
+    pub listen: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Most open connections.
+    pub max_connections: u32,
+    /// Most requests in flight.
+    pub max_requests_in_flight: u32,
+    /// Most produce bytes being appended at once.
+    pub max_buffered_bytes: u64,
+    /// Period between retention passes, ms.
+    pub retention_check_interval_ms: u64,
+    /// Cut damaged durable data instead of refusing to open.
+    pub repair: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: LISTEN_DEFAULT.to_string(),
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            log_format: LogFormat::Text,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
+            max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT_DEFAULT,
+            max_buffered_bytes: MAX_BUFFERED_BYTES_DEFAULT,
+            retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            repair: false,
+        }
+    }
+}
+
+fn positive(field: &str, value: u64) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("{field} is 0; it must be at least 1"));
+    }
+    Ok(())
+}
+
+impl BrokerConfig {
+    /// Flags and environment over the file named by `--config` over the defaults.
+    pub fn from_args(args: Args) -> Result<BrokerConfig, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = BrokerConfig::default();
+        let config = BrokerConfig {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_requests_in_flight: args
+                .max_requests_in_flight
+                .or(file.max_requests_in_flight)
+                .unwrap_or(d.max_requests_in_flight),
+            max_buffered_bytes: args
+                .max_buffered_bytes
+                .or(file.max_buffered_bytes)
+                .unwrap_or(d.max_buffered_bytes),
+            retention_check_interval_ms: args
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(d.retention_check_interval_ms),
+            repair: args.repair || file.repair.unwrap_or(false),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every limit.
+    pub fn validate(&self) -> Result<(), String> {
+        positive("max_connections", u64::from(self.max_connections))?;
+        positive(
+            "max_requests_in_flight",
+            u64::from(self.max_requests_in_flight),
+        )?;
+        positive(
+            "retention_check_interval_ms",
+            self.retention_check_interval_ms,
+        )?;
+        // A produce of the largest batch any topic accepts must fit.
+        let min_buffer = u64::from(carteiro_storage::config::MAX_BATCH_BYTES_MAX);
+        if self.max_buffered_bytes < min_buffer {
+            return Err(format!(
+                "max_buffered_bytes is {}; it must be at least {min_buffer} (the largest batch a topic may accept)",
+                self.max_buffered_bytes
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("data_dir is empty".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("carteiro").chain(list.iter().copied()))
+            .expect("valid flags")
+    }
+
+    #[test]
+    fn no_arguments_means_loopback_and_a_local_data_dir() {
+        let config = BrokerConfig::from_args(args(&[])).expect("defaults are valid");
+        assert_eq!(config.listen, "127.0.0.1:7099");
+        assert_eq!(config.data_dir, PathBuf::from("carteiro-data"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("carteiro.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\ndata_dir = \"/from/file\"\nmax_connections = 7\n",
+        )
+        .expect("write");
+        let config = BrokerConfig::from_args(args(&[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:2",
+        ]))
+        .expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:2");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.max_connections, 7);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listne = \"x\"\n").expect("write");
+        let err = BrokerConfig::from_args(args(&["--config", path.to_str().expect("utf-8")]))
+            .expect_err("unknown key");
+        assert!(err.contains("listne"), "{err}");
+        let err = BrokerConfig::from_args(args(&["--max-connections", "0"])).expect_err("zero");
+        assert!(err.contains("max_connections is 0"), "{err}");
+    }
+}

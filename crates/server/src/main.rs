@@ -1,0 +1,96 @@
+//! `carteiro`: the broker binary. With no arguments it serves on
+//! 127.0.0.1:7099 with its data in ./carteiro-data.
+
+use std::process::ExitCode;
+
+use carteiro_server::config::LogFormat;
+use carteiro_server::{Args, BrokerConfig, open_store, serve};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for signals; stop the broker with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let config = match BrokerConfig::from_args(Args::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("carteiro: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("carteiro: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("carteiro: cannot listen on {}: {e}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let (store, offsets) = match open_store(&config).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                eprintln!("carteiro: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| config.listen.clone(), |a| a.to_string());
+        let data =
+            std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+        println!(
+            "carteiro {} listening on {address}, data in {}",
+            env!("CARGO_PKG_VERSION"),
+            data.display()
+        );
+        match serve(config, listener, store, offsets, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("carteiro: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

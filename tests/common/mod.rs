@@ -1,0 +1,257 @@
+//! Helpers for the end-to-end tests: a real `carteiro` process on an
+//! ephemeral loopback port with a temporary data directory, and clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::Duration;
+
+use carteiro::proto::admin_client::AdminClient;
+use carteiro::proto::broker_client::BrokerClient;
+use carteiro::proto::{self};
+use tonic::transport::Channel;
+
+/// How long a broker may take to start or stop before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `carteiro` binary, brought up to date once per test process: a
+/// narrow `cargo test --test X` does not rebuild other packages' binaries.
+pub fn broker_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>");
+            let mut build = Command::new(env!("CARGO"));
+            build.args([
+                "build",
+                "--quiet",
+                "-p",
+                "carteiro-server",
+                "--bin",
+                "carteiro",
+            ]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo build");
+            assert!(status.success(), "building the carteiro binary failed");
+            dir.join("carteiro")
+        })
+        .clone()
+}
+
+/// A running broker process.
+pub struct Broker {
+    child: Child,
+    /// `host:port` it listens on.
+    pub address: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker on 127.0.0.1:0 with `data_dir` and any `extra` flags,
+    /// and waits (bounded) for the line that says where it listens.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        let mut child = Command::new(broker_binary())
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn carteiro");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the broker never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("broker printed its address in time");
+        let address = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        assert!(
+            line.contains(&format!("data in {}", data_dir.display())) || line.contains("data in "),
+            "{line}"
+        );
+        Broker {
+            child,
+            address,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The gRPC endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// A `Broker` service client.
+    pub async fn broker(&self) -> BrokerClient<Channel> {
+        BrokerClient::connect(self.url())
+            .await
+            .expect("connect")
+            .max_decoding_message_size(128 << 20)
+    }
+
+    /// An `Admin` service client.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::connect(self.url()).await.expect("connect")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "broker exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not stop within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no clean shutdown.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A topic config with small segments, so tests roll and use little disk.
+pub fn small_topic(segment_bytes: u64) -> proto::TopicConfig {
+    proto::TopicConfig {
+        segment_bytes: Some(segment_bytes),
+        ..Default::default()
+    }
+}
+
+/// Creates `name` with `partitions` and `config`.
+pub async fn create_topic(
+    broker: &Broker,
+    name: &str,
+    partitions: u32,
+    config: proto::TopicConfig,
+) -> proto::TopicDescription {
+    broker
+        .admin()
+        .await
+        .create_topic(proto::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            config: Some(config),
+        })
+        .await
+        .expect("create topic")
+        .into_inner()
+}
+
+/// A record with a value and optional key.
+pub fn record(key: Option<&str>, value: &str) -> proto::Record {
+    proto::Record {
+        key: key.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        ..Default::default()
+    }
+}
+
+/// Every record of a partition from `from`, decoded by the broker.
+pub async fn fetch_all(
+    client: &mut BrokerClient<Channel>,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Vec<proto::Record> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let reply = client
+            .fetch(proto::FetchRequest {
+                partitions: vec![proto::FetchPartition {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 0,
+                }],
+                format: proto::FetchFormat::Decoded as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let p = &reply.partitions[0];
+        assert!(p.error.is_none(), "fetch error: {:?}", p.error);
+        if p.records.is_empty() {
+            return out;
+        }
+        offset = p.next_offset;
+        out.extend(p.records.iter().cloned());
+    }
+}
+
+/// Raw stored bytes of a partition, batch chunks concatenated.
+pub async fn raw_bytes(client: &mut BrokerClient<Channel>, topic: &str, partition: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let reply = client
+            .fetch(proto::FetchRequest {
+                partitions: vec![proto::FetchPartition {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 0,
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let p = &reply.partitions[0];
+        if p.record_batches.is_empty() {
+            return out;
+        }
+        for chunk in &p.record_batches {
+            out.extend_from_slice(chunk);
+        }
+        offset = p.next_offset;
+    }
+}
