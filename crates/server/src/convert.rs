@@ -138,6 +138,7 @@ pub fn log_config(
         max_batch_bytes: c
             .max_batch_bytes
             .unwrap_or(defaults.max_batch_bytes.min(fits)),
+        index_interval_bytes: defaults.index_interval_bytes.min(fits),
         flush,
         ..defaults.clone()
     })
