@@ -65,8 +65,8 @@ async fn a_restart_keeps_every_topic_record_and_committed_offset() {
         .expect("describe")
         .into_inner();
     assert_eq!(
-        (described.partitions, described.config.clone()),
-        (created.partitions, created.config.clone())
+        (described.partitions, described.config),
+        (created.partitions, created.config)
     );
     assert!(
         described
