@@ -390,3 +390,59 @@ async fn health_and_reflection_answer() {
     }
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durable_acks_follow_each_flush_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let interval = proto::TopicConfig {
+        flush: proto::FlushPolicy::Interval as i32,
+        flush_interval_ms: Some(20),
+        ..small_topic(64 * 1024)
+    };
+    let os = proto::TopicConfig {
+        flush: proto::FlushPolicy::Os as i32,
+        ..small_topic(64 * 1024)
+    };
+    let described = create_topic(&broker, "interval", 1, interval).await;
+    assert_eq!(
+        described.config.map(|c| (c.flush, c.flush_interval_ms)),
+        Some((proto::FlushPolicy::Interval as i32, Some(20)))
+    );
+    create_topic(&broker, "os", 1, os).await;
+    create_topic(&broker, "always", 1, small_topic(64 * 1024)).await;
+    let mut client = broker.broker().await;
+    for topic in ["interval", "os", "always"] {
+        for acks in [proto::Acks::Durable, proto::Acks::Appended] {
+            client
+                .produce(proto::ProduceRequest {
+                    topic: topic.into(),
+                    records: vec![record(None, &format!("{topic} {acks:?}"))],
+                    acks: acks as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{topic} {acks:?}: {e}"));
+        }
+        // Appended records become visible too (for ALWAYS, once the background sync lands).
+        let mut poller = broker.broker().await;
+        let reply = poller
+            .fetch(proto::FetchRequest {
+                partitions: vec![proto::FetchPartition {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: 1,
+                    max_bytes: 0,
+                }],
+                min_bytes: 1,
+                max_wait_ms: 30_000,
+                format: proto::FetchFormat::Decoded as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        assert_eq!(reply.partitions[0].records.len(), 1, "{topic}");
+    }
+    broker.stop();
+}

@@ -508,3 +508,36 @@ fn bad_arguments_exit_non_zero_with_a_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_max_connections_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--max-connections", "1"]);
+    let mut first = broker.admin().await;
+    first
+        .list_topics(proto::ListTopicsRequest {})
+        .await
+        .expect("the first connection is served");
+    let second = tonic::transport::Endpoint::from_shared(broker.url())
+        .expect("url")
+        .connect()
+        .await;
+    let refused = match second {
+        Err(e) => e.to_string(),
+        Ok(channel) => {
+            let mut admin = carteiro::proto::admin_client::AdminClient::new(channel);
+            let status = admin
+                .list_topics(proto::ListTopicsRequest {})
+                .await
+                .expect_err("second connection refused");
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            status.to_string()
+        }
+    };
+    assert!(!refused.is_empty());
+    first
+        .list_topics(proto::ListTopicsRequest {})
+        .await
+        .expect("the first connection still works");
+    broker.stop();
+}

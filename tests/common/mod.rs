@@ -21,29 +21,32 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn broker_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test binary path");
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            let mut build = Command::new(env!("CARGO"));
-            build.args([
-                "build",
-                "--quiet",
-                "-p",
-                "carteiro-server",
-                "--bin",
-                "carteiro",
-            ]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo build");
-            assert!(status.success(), "building the carteiro binary failed");
-            dir.join("carteiro")
-        })
+        .get_or_init(|| built_binary("carteiro-server", "carteiro"))
         .clone()
+}
+
+/// The `logctl` binary, brought up to date once per test process.
+pub fn logctl_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| built_binary("carteiro-client", "logctl"))
+        .clone()
+}
+
+fn built_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
+    assert!(status.success(), "building the {bin} binary failed");
+    dir.join(bin)
 }
 
 /// A running broker process.
@@ -59,8 +62,13 @@ impl Broker {
     /// Starts a broker on 127.0.0.1:0 with `data_dir` and any `extra` flags,
     /// and waits (bounded) for the line that says where it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// As [`start`](Self::start), on a given address (to restart in place).
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Broker {
         let mut child = Command::new(broker_binary())
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
