@@ -104,9 +104,9 @@ pub struct ConsumeArgs {
     /// Start at the first offset (even if the group committed one)
     #[arg(long)]
     from_beginning: bool,
-    /// Start at this offset
-    #[arg(long, short)]
-    offset: Option<i64>,
+    /// Start at this offset, or at `start` or `end` of each partition
+    #[arg(long, short, value_parser = parse_start, allow_hyphen_values = true)]
+    offset: Option<Seek>,
     /// Start at the first record at or after this time, ms since the Unix epoch
     #[arg(long, value_name = "MS")]
     from_time: Option<i64>,
@@ -119,6 +119,21 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records instead of stopping at the end
     #[arg(long, short = 'f')]
     follow: bool,
+}
+
+fn parse_start(text: &str) -> Result<Seek, String> {
+    match text {
+        "start" | "beginning" | "earliest" => Ok(Seek::Beginning),
+        "end" | "latest" => Ok(Seek::End),
+        n => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Seek::Offset)
+            .ok_or_else(|| {
+                format!("{n:?} is not an offset: use a number of 0 or more, `start` or `end`")
+            }),
+    }
 }
 
 /// `groups reset-offsets`.
@@ -443,8 +458,8 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
     consumer.assign(partitions.clone()).await?;
     if args.from_beginning {
         consumer.seek_all(Seek::Beginning).await?;
-    } else if let Some(offset) = args.offset {
-        consumer.seek_all(Seek::Offset(offset)).await?;
+    } else if let Some(seek) = args.offset {
+        consumer.seek_all(seek).await?;
     } else if let Some(ms) = args.from_time {
         consumer.seek_all(Seek::Time(ms)).await?;
     }
