@@ -530,7 +530,10 @@ async fn connections_past_max_connections_are_refused() {
                 .list_topics(proto::ListTopicsRequest {})
                 .await
                 .expect_err("second connection refused");
-            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            // The refused connection surfaces as a transport failure (UNAVAILABLE,
+            // UNKNOWN or CANCELLED, depending on when it closed); a status the
+            // broker sent has no source.
+            assert!(std::error::Error::source(&status).is_some(), "{status:?}");
             status.to_string()
         }
     };

@@ -34,8 +34,10 @@ pub fn channel(broker: &str) -> Result<Channel, ClientError> {
 
 /// Maps a failed call to the client error, telling transport failures apart.
 pub(crate) fn call_error(broker: &str, status: tonic::Status) -> ClientError {
-    // tonic reports a refused or dropped connection as UNAVAILABLE with a transport source.
-    if status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some() {
+    // tonic reports a refused or dropped connection with a transport error as
+    // the source (as UNAVAILABLE, UNKNOWN or CANCELLED, depending on when it
+    // closed); a status the broker sent has no source.
+    if std::error::Error::source(&status).is_some() {
         return ClientError::Unreachable {
             broker: broker.to_string(),
             reason: status.message().to_string(),

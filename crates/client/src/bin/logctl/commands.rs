@@ -410,8 +410,9 @@ pub async fn produce(broker: &str, out: &Printer, args: ProduceArgs) -> Result<(
         "records": produced,
         "partitions": per_partition.iter().map(|(p, (first, last, n))| json!({"partition": p, "first_offset": first, "last_offset": last, "records": n})).collect::<Vec<_>>(),
     });
+    let noun = if produced == 1 { "record" } else { "records" };
     out.message(
-        &format!("produced {produced} records to {}", args.topic),
+        &format!("produced {produced} {noun} to {}", args.topic),
         json,
     );
     Ok(())
