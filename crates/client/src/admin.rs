@@ -3,7 +3,7 @@
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use tonic::transport::Channel;
 
-use crate::connection::{REPLY_BYTES_MAX, call_error, channel};
+use crate::connection::{REPLY_BYTES_MAX, call_error, channel, list_offsets};
 use crate::error::ClientError;
 use crate::record::TopicPartition;
 
@@ -190,31 +190,7 @@ impl Admin {
         partitions: &[TopicPartition],
         spec: proto::offset_query::Spec,
     ) -> Result<Vec<i64>, ClientError> {
-        let queries = partitions
-            .iter()
-            .map(|tp| proto::OffsetQuery {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                spec: Some(spec),
-            })
-            .collect();
-        let answers = self
-            .data
-            .list_offsets(proto::ListOffsetsRequest { queries })
-            .await
-            .map_err(self.err())?
-            .into_inner()
-            .answers;
-        answers
-            .into_iter()
-            .map(|a| match a.error {
-                Some(e) => Err(ClientError::Broker {
-                    code: tonic::Code::from_i32(e.code),
-                    message: e.message,
-                }),
-                None => Ok(a.offset),
-            })
-            .collect()
+        list_offsets(&mut self.data, &self.broker, partitions, spec).await
     }
 
     /// Moves a group's committed offsets for every partition of `topic`.

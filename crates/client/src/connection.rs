@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use carteiro::proto::{self, broker_client::BrokerClient};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::record::TopicPartition;
 
 /// The broker address when none is given (the broker's own default).
 pub const BROKER_DEFAULT: &str = "127.0.0.1:7099";
@@ -44,4 +46,40 @@ pub(crate) fn call_error(broker: &str, status: tonic::Status) -> ClientError {
         };
     }
     status.into()
+}
+
+/// One offset per partition by `spec` (earliest, latest or by time), in order.
+pub(crate) async fn list_offsets(
+    client: &mut BrokerClient<Channel>,
+    broker: &str,
+    partitions: &[TopicPartition],
+    spec: proto::offset_query::Spec,
+) -> Result<Vec<i64>, ClientError> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let queries = partitions
+        .iter()
+        .map(|tp| proto::OffsetQuery {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            spec: Some(spec),
+        })
+        .collect();
+    let answers = client
+        .list_offsets(proto::ListOffsetsRequest { queries })
+        .await
+        .map_err(|s| call_error(broker, s))?
+        .into_inner()
+        .answers;
+    answers
+        .into_iter()
+        .map(|a| match a.error {
+            Some(e) => Err(ClientError::Broker {
+                code: tonic::Code::from_i32(e.code),
+                message: e.message,
+            }),
+            None => Ok(a.offset),
+        })
+        .collect()
 }

@@ -15,7 +15,7 @@ use carteiro::record::RecordBatch;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::connection::{BROKER_DEFAULT, REPLY_BYTES_MAX, call_error, channel};
+use crate::connection::{BROKER_DEFAULT, REPLY_BYTES_MAX, call_error, channel, list_offsets};
 use crate::error::ClientError;
 use crate::record::{ConsumerRecord, TopicPartition};
 
@@ -217,34 +217,8 @@ impl Consumer {
         partitions: &[TopicPartition],
         spec: proto::offset_query::Spec,
     ) -> Result<Vec<(TopicPartition, i64)>, ClientError> {
-        if partitions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let queries = partitions
-            .iter()
-            .map(|tp| proto::OffsetQuery {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                spec: Some(spec),
-            })
-            .collect();
-        let answers = self
-            .client
-            .list_offsets(proto::ListOffsetsRequest { queries })
-            .await
-            .map_err(self.err())?
-            .into_inner()
-            .answers;
-        answers
-            .into_iter()
-            .map(|a| match a.error {
-                Some(e) => Err(ClientError::Broker {
-                    code: tonic::Code::from_i32(e.code),
-                    message: e.message,
-                }),
-                None => Ok((TopicPartition::new(a.topic, a.partition), a.offset)),
-            })
-            .collect()
+        let offsets = list_offsets(&mut self.client, &self.config.broker, partitions, spec).await?;
+        Ok(partitions.iter().cloned().zip(offsets).collect())
     }
 
     /// Moves one assigned partition's position.

@@ -73,7 +73,15 @@ fn partition_error(e: BrokerError) -> proto::PartitionError {
     }
 }
 
-fn too_many(field: &'static str, n: usize) -> Result<(), BrokerError> {
+/// Checks the length of a request's list of partitions (or commits, or
+/// queries): at most [`PARTITIONS_PER_REQUEST_MAX`], and at least one unless `may_be_empty`.
+fn check_entries(field: &'static str, n: usize, may_be_empty: bool) -> Result<(), BrokerError> {
+    if n == 0 && !may_be_empty {
+        return Err(BrokerError::invalid(
+            field,
+            "empty: name at least one partition",
+        ));
+    }
     if n > PARTITIONS_PER_REQUEST_MAX {
         return Err(BrokerError::invalid(
             field,
@@ -328,14 +336,7 @@ impl Broker for BrokerService {
         let _admitted = self.shared.limits.admit()?;
         self.shared.check_running()?;
         let request = request.into_inner();
-        if request.partitions.is_empty() {
-            return Err(BrokerError::invalid(
-                "partitions",
-                "empty fetch: name at least one partition",
-            )
-            .into());
-        }
-        too_many("partitions", request.partitions.len())?;
+        check_entries("partitions", request.partitions.len(), false)?;
         if request.max_wait_ms > FETCH_MAX_WAIT_MS_MAX {
             let message = format!(
                 "{} exceeds the limit of {FETCH_MAX_WAIT_MS_MAX}",
@@ -390,7 +391,7 @@ impl Broker for BrokerService {
         let _admitted = self.shared.limits.admit()?;
         self.shared.check_running()?;
         let request = request.into_inner();
-        too_many("queries", request.queries.len())?;
+        check_entries("queries", request.queries.len(), true)?;
         for (i, query) in request.queries.iter().enumerate() {
             if query.spec.is_none() {
                 return Err(BrokerError::invalid(
@@ -443,14 +444,7 @@ impl Broker for BrokerService {
         self.shared.check_running()?;
         let request = request.into_inner();
         validate_group(&request.group)?;
-        if request.commits.is_empty() {
-            return Err(BrokerError::invalid(
-                "commits",
-                "empty commit: name at least one partition",
-            )
-            .into());
-        }
-        too_many("commits", request.commits.len())?;
+        check_entries("commits", request.commits.len(), false)?;
         let mut commits = Vec::with_capacity(request.commits.len());
         for commit in request.commits {
             self.shared
@@ -492,7 +486,7 @@ impl Broker for BrokerService {
         self.shared.check_running()?;
         let request = request.into_inner();
         validate_group(&request.group)?;
-        too_many("partitions", request.partitions.len())?;
+        check_entries("partitions", request.partitions.len(), true)?;
         let offsets = &self.shared.offsets;
         let found = if request.partitions.is_empty() {
             offsets

@@ -560,17 +560,19 @@ impl Log {
         Ok(None)
     }
 
+    fn passed(&self, offset: u64, durable: bool) -> bool {
+        if durable {
+            self.durable_offset() > offset
+        } else {
+            self.end_offset() > offset
+        }
+    }
+
     /// Blocks until the log end (or, with `durable`, the durable offset)
     /// passes `offset`, or `timeout` elapses; returns whether it did.
     pub fn wait_past(&self, offset: u64, durable: bool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let reached = || {
-            if durable {
-                self.durable_offset() > offset
-            } else {
-                self.end_offset() > offset
-            }
-        };
+        let reached = || self.passed(offset, durable);
         loop {
             if reached() {
                 return true;
@@ -588,13 +590,7 @@ impl Log {
     /// Resolves once the log end (or, with `durable`, the durable offset)
     /// passes `offset`. Runtime-agnostic: wrap it in your runtime's timeout.
     pub async fn grown_past(&self, offset: u64, durable: bool) {
-        let reached = || {
-            if durable {
-                self.durable_offset() > offset
-            } else {
-                self.end_offset() > offset
-            }
-        };
+        let reached = || self.passed(offset, durable);
         loop {
             if reached() {
                 return;
