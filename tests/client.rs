@@ -157,7 +157,7 @@ async fn a_consumer_that_commits_resumes_exactly_after_its_last_commit_and_group
     // Process exactly 20, then commit where processing stopped.
     first.seek("jobs", 0, Seek::Offset(20)).await.expect("seek");
     first.commit().await.expect("commit");
-    drop(first);
+    first.close().await.expect("leave the group");
 
     let mut again = Consumer::new(config("workers")).expect("consumer");
     again.subscribe(&["jobs"]).await.expect("subscribe");
@@ -186,10 +186,19 @@ async fn a_consumer_that_commits_resumes_exactly_after_its_last_commit_and_group
         ),
         (50, 0)
     );
+    let auditors_group = admin
+        .describe_group("auditors")
+        .await
+        .expect("a live group");
     assert!(
-        admin.describe_group("auditors").await.is_err(),
+        auditors_group.partitions.is_empty(),
         "auditors never committed"
     );
+    assert_eq!(
+        (auditors_group.state.as_str(), auditors_group.members.len()),
+        ("STABLE", 1)
+    );
+    auditors.close().await.expect("leave");
 
     // Automatic commits: a poll after the interval stores the position.
     let auto = ConsumerConfig {

@@ -43,6 +43,7 @@ async fn a_restart_keeps_every_topic_record_and_committed_offset() {
                     metadata: String::new(),
                 },
             ],
+            ..Default::default()
         })
         .await
         .expect("commit");

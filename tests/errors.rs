@@ -316,6 +316,7 @@ async fn bad_input_gets_its_status_and_leaves_the_log_unchanged() {
             offset,
             metadata: String::new(),
         }],
+        ..Default::default()
     };
     assert_status(
         client.commit_offsets(commit("missing", 0, 1)).await,
@@ -337,6 +338,7 @@ async fn bad_input_gets_its_status_and_leaves_the_log_unchanged() {
             .commit_offsets(proto::CommitOffsetsRequest {
                 group: String::new(),
                 commits: vec![],
+                ..Default::default()
             })
             .await,
         Code::InvalidArgument,

@@ -234,6 +234,8 @@ impl Admin {
             .commit_offsets(proto::CommitOffsetsRequest {
                 group: group.into(),
                 commits,
+                member_id: String::new(),
+                generation: 0,
             })
             .await
             .map_err(self.err())?;

@@ -10,8 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
+use carteiro::proto::{
+    self, admin_client::AdminClient, broker_client::BrokerClient, groups_client::GroupsClient,
+};
 use carteiro::record::RecordBatch;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -25,6 +29,49 @@ pub const AUTO_COMMIT_INTERVAL_MS_DEFAULT: u64 = 5_000;
 pub const PARTITION_FETCH_BYTES_DEFAULT: u32 = 1024 * 1024;
 /// Pause between retries of a failed poll, in ms.
 const POLL_RETRY_MS: u64 = 100;
+/// Default session timeout of a group member, in ms.
+pub const SESSION_TIMEOUT_MS_DEFAULT: u32 = 10_000;
+/// Default time the coordinator waits for members to rejoin, in ms.
+pub const REBALANCE_TIMEOUT_MS_DEFAULT: u32 = 30_000;
+
+/// How the coordinator splits partitions among a group's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Consecutive ranges per topic (Kafka's range).
+    #[default]
+    Range,
+    /// Partitions dealt in turn (Kafka's round robin).
+    RoundRobin,
+}
+
+/// What a rebalance did to this consumer's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// These partitions were given up (after their positions were committed).
+    Revoked(Vec<TopicPartition>),
+    /// These partitions are now this consumer's, in `generation`.
+    Assigned {
+        /// The group generation.
+        generation: u32,
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+    },
+}
+
+/// What the heartbeat task tells `poll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Ok,
+    Rejoin,
+    RejoinAsNew,
+}
+
+struct Membership {
+    member_id: String,
+    generation: u32,
+    signal: watch::Receiver<Signal>,
+    heartbeat: JoinHandle<()>,
+}
 
 /// Where to start in a partition the group has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +105,15 @@ pub struct ConsumerConfig {
     pub commit: CommitMode,
     /// Most bytes per partition per poll.
     pub partition_fetch_bytes: u32,
+    /// With a group: the member is dropped if its heartbeats stop this long, ms.
+    pub session_timeout_ms: u32,
+    /// With a group: how long the coordinator waits for members to rejoin, ms.
+    /// Call `poll` at least this often, or the group moves on without you.
+    pub rebalance_timeout_ms: u32,
+    /// With a group: how partitions are split.
+    pub strategy: Strategy,
+    /// A name for this process in `DescribeGroup`.
+    pub client_id: String,
 }
 
 impl Default for ConsumerConfig {
@@ -68,6 +124,10 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
             commit: CommitMode::Auto(Duration::from_millis(AUTO_COMMIT_INTERVAL_MS_DEFAULT)),
             partition_fetch_bytes: PARTITION_FETCH_BYTES_DEFAULT,
+            session_timeout_ms: SESSION_TIMEOUT_MS_DEFAULT,
+            rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_DEFAULT,
+            strategy: Strategy::Range,
+            client_id: "carteiro-consumer".into(),
         }
     }
 }
@@ -101,9 +161,23 @@ pub struct Consumer {
     config: ConsumerConfig,
     client: BrokerClient<Channel>,
     admin: AdminClient<Channel>,
+    groups: GroupsClient<Channel>,
     positions: BTreeMap<TopicPartition, i64>,
     committed: BTreeMap<TopicPartition, i64>,
     last_commit: Instant,
+    subscription: Vec<String>,
+    membership: Option<Membership>,
+    listener: Option<Box<dyn FnMut(&RebalanceEvent) + Send>>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Dropped without `close`: heartbeats stop, and the group notices
+        // within the session timeout, as it would for a crash.
+        if let Some(membership) = &self.membership {
+            membership.heartbeat.abort();
+        }
+    }
 }
 
 impl Consumer {
@@ -112,11 +186,15 @@ impl Consumer {
         let channel = channel(&config.broker)?;
         Ok(Consumer {
             client: BrokerClient::new(channel.clone()).max_decoding_message_size(REPLY_BYTES_MAX),
-            admin: AdminClient::new(channel),
+            admin: AdminClient::new(channel.clone()),
+            groups: GroupsClient::new(channel),
             config,
             positions: BTreeMap::new(),
             committed: BTreeMap::new(),
             last_commit: Instant::now(),
+            subscription: Vec::new(),
+            membership: None,
+            listener: None,
         })
     }
 
@@ -124,7 +202,10 @@ impl Consumer {
         |status| call_error(&self.config.broker, status)
     }
 
-    /// Assigns every partition of `topics` (unknown topics are an error).
+    /// Subscribes to `topics`. With a group id the consumer joins the group
+    /// and the coordinator assigns it a share of the partitions, rebalancing
+    /// as members come and go; without one it takes every partition.
+    /// Unknown topics are an error.
     pub async fn subscribe(&mut self, topics: &[&str]) -> Result<(), ClientError> {
         let mut partitions = Vec::new();
         for topic in topics {
@@ -138,12 +219,150 @@ impl Consumer {
                 .into_inner();
             partitions.extend((0..described.partitions).map(|p| TopicPartition::new(*topic, p)));
         }
+        if self.config.group_id.is_some() {
+            self.subscription = topics.iter().map(|t| t.to_string()).collect();
+            return self.join().await;
+        }
         self.assign(partitions).await
     }
 
-    /// Consumes exactly these partitions. Each starts at the group's committed
-    /// offset, else at `auto_offset_reset`.
+    /// Calls `listener` with every partition assignment and revocation.
+    pub fn on_rebalance(&mut self, listener: impl FnMut(&RebalanceEvent) + Send + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    fn emit(&mut self, event: RebalanceEvent) {
+        if let Some(listener) = self.listener.as_mut() {
+            listener(&event);
+        }
+    }
+
+    /// The group generation this consumer belongs to, if it joined one.
+    pub fn generation(&self) -> Option<u32> {
+        self.membership.as_ref().map(|m| m.generation)
+    }
+
+    /// This consumer's member id in its group, if it joined one.
+    pub fn member_id(&self) -> Option<&str> {
+        self.membership.as_ref().map(|m| m.member_id.as_str())
+    }
+
+    /// Joins (or rejoins) the group and takes the partitions it is given.
+    async fn join(&mut self) -> Result<(), ClientError> {
+        let Some(group) = self.config.group_id.clone() else {
+            return Err(ClientError::Invalid("joining needs a group_id".into()));
+        };
+        let member_id = match &self.membership {
+            Some(m) if *m.signal.borrow() != Signal::RejoinAsNew => m.member_id.clone(),
+            _ => String::new(),
+        };
+        if let Some(old) = self.membership.take() {
+            old.heartbeat.abort();
+        }
+        let strategy = match self.config.strategy {
+            Strategy::Range => proto::AssignmentStrategy::Range,
+            Strategy::RoundRobin => proto::AssignmentStrategy::RoundRobin,
+        };
+        let request = proto::JoinGroupRequest {
+            group: group.clone(),
+            member_id,
+            topics: self.subscription.clone(),
+            session_timeout_ms: self.config.session_timeout_ms,
+            rebalance_timeout_ms: self.config.rebalance_timeout_ms,
+            strategy: strategy as i32,
+            client_id: self.config.client_id.clone(),
+        };
+        let joined = self
+            .groups
+            .join_group(request)
+            .await
+            .map_err(self.err())?
+            .into_inner();
+        let (tx, signal) = watch::channel(Signal::Ok);
+        let interval = Duration::from_millis(u64::from(self.config.session_timeout_ms / 3).max(1));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.groups.clone(),
+            group,
+            joined.member_id.clone(),
+            joined.generation,
+            interval,
+            tx,
+        ));
+        self.membership = Some(Membership {
+            member_id: joined.member_id,
+            generation: joined.generation,
+            signal,
+            heartbeat,
+        });
+        let partitions: Vec<TopicPartition> = joined
+            .assignment
+            .into_iter()
+            .map(|tp| TopicPartition::new(tp.topic, tp.partition))
+            .collect();
+        self.assign_positions(partitions.clone()).await?;
+        self.emit(RebalanceEvent::Assigned {
+            generation: joined.generation,
+            partitions,
+        });
+        Ok(())
+    }
+
+    /// Gives up the current partitions (committing their positions first) and joins again.
+    async fn rebalance(&mut self) -> Result<(), ClientError> {
+        let revoked = self.assignment();
+        if !revoked.is_empty() {
+            if let Err(e) = self.commit().await {
+                tracing::warn!(error = %e, "commit before giving up partitions failed");
+            }
+            self.emit(RebalanceEvent::Revoked(revoked));
+        }
+        self.positions.clear();
+        self.join().await
+    }
+
+    fn signal(&self) -> Signal {
+        self.membership
+            .as_ref()
+            .map_or(Signal::Ok, |m| *m.signal.borrow())
+    }
+
+    /// Leaves the group at once (committing positions first), so the others
+    /// take over its partitions without waiting for the session to expire.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if self.config.group_id.is_none() {
+            return Ok(());
+        }
+        let commit = if self.positions.is_empty() {
+            Ok(())
+        } else {
+            self.commit().await
+        };
+        if let (Some(group), Some(membership)) =
+            (self.config.group_id.clone(), self.membership.take())
+        {
+            membership.heartbeat.abort();
+            let request = proto::LeaveGroupRequest {
+                group,
+                member_id: membership.member_id,
+            };
+            self.groups.leave_group(request).await.map_err(self.err())?;
+        }
+        commit
+    }
+
+    /// Consumes exactly these partitions, outside any group membership.
+    /// Each starts at the group's committed offset, else at `auto_offset_reset`.
     pub async fn assign(&mut self, partitions: Vec<TopicPartition>) -> Result<(), ClientError> {
+        if let Some(old) = self.membership.take() {
+            old.heartbeat.abort();
+        }
+        self.assign_positions(partitions).await
+    }
+
+    async fn assign_positions(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), ClientError> {
         let mut positions = BTreeMap::new();
         let committed = self.committed_offsets(&partitions).await?;
         let mut unset = Vec::new();
@@ -276,10 +495,18 @@ impl Consumer {
     /// Waits up to `timeout` for records from the assigned partitions and
     /// returns them in offset order per partition (empty if none came).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.membership.is_some() && self.signal() != Signal::Ok {
+            self.rebalance().await?;
+        }
         if self.positions.is_empty() {
-            return Err(ClientError::Invalid(
-                "no partitions assigned: call subscribe or assign first".into(),
-            ));
+            let Some(membership) = self.membership.as_mut() else {
+                return Err(ClientError::Invalid(
+                    "no partitions assigned: call subscribe or assign first".into(),
+                ));
+            };
+            // A member with no partitions waits for the next rebalance.
+            let _ = tokio::time::timeout(timeout, membership.signal.changed()).await;
+            return Ok(Vec::new());
         }
         if let CommitMode::Auto(interval) = self.config.commit
             && self.config.group_id.is_some()
@@ -306,7 +533,22 @@ impl Consumer {
                 max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
                 ..Default::default()
             };
-            match self.client.fetch(request).await {
+            let mut client = self.client.clone();
+            let mut signal = self.membership.as_ref().map(|m| m.signal.clone());
+            let rebalancing = async {
+                match signal.as_mut() {
+                    Some(signal) => {
+                        let _ = signal.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let fetched = tokio::select! {
+                fetched = client.fetch(request) => fetched,
+                // A rebalance is waiting for this member: handle it on the next poll.
+                _ = rebalancing => return Ok(Vec::new()),
+            };
+            match fetched {
                 Ok(reply) => return self.take(reply.into_inner()).await,
                 Err(status) => {
                     let error = call_error(&self.config.broker, status);
@@ -392,6 +634,21 @@ impl Consumer {
         Ok(out)
     }
 
+    fn member(&self) -> (String, u32) {
+        self.membership
+            .as_ref()
+            .map_or((String::new(), 0), |m| (m.member_id.clone(), m.generation))
+    }
+
+    fn force_rejoin(&mut self) {
+        if let Some(membership) = self.membership.as_mut() {
+            membership.heartbeat.abort();
+            let (tx, rx) = watch::channel(Signal::Rejoin);
+            drop(tx);
+            membership.signal = rx;
+        }
+    }
+
     /// The positions a commit would store.
     fn uncommitted(&self) -> Vec<proto::OffsetCommit> {
         self.positions
@@ -417,13 +674,21 @@ impl Consumer {
         if commits.is_empty() {
             return Ok(());
         }
-        self.client
-            .commit_offsets(proto::CommitOffsetsRequest {
-                group,
-                commits: commits.clone(),
-            })
-            .await
-            .map_err(self.err())?;
+        let (member_id, generation) = self.member();
+        let request = proto::CommitOffsetsRequest {
+            group,
+            commits: commits.clone(),
+            member_id,
+            generation,
+        };
+        if let Err(status) = self.client.commit_offsets(request).await {
+            let error = call_error(&self.config.broker, status);
+            if error.code() == Some(tonic::Code::FailedPrecondition) && self.membership.is_some() {
+                // Fenced: this member's generation is over. Rejoin on the next poll.
+                self.force_rejoin();
+            }
+            return Err(error);
+        }
         for c in commits {
             self.committed
                 .insert(TopicPartition::new(c.topic, c.partition), c.offset);
@@ -446,15 +711,57 @@ impl Consumer {
         }
         let mut client = self.client.clone();
         let broker = self.config.broker.clone();
+        let (member_id, generation) = self.member();
         Ok(tokio::spawn(async move {
             if commits.is_empty() {
                 return Ok(());
             }
+            let request = proto::CommitOffsetsRequest {
+                group,
+                commits,
+                member_id,
+                generation,
+            };
             client
-                .commit_offsets(proto::CommitOffsetsRequest { group, commits })
+                .commit_offsets(request)
                 .await
                 .map_err(|s| call_error(&broker, s))?;
             Ok(())
         }))
+    }
+}
+
+/// Heartbeats every `interval` until the coordinator says to rejoin.
+async fn heartbeat(
+    mut groups: GroupsClient<Channel>,
+    group: String,
+    member_id: String,
+    generation: u32,
+    interval: Duration,
+    signal: watch::Sender<Signal>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let request = proto::HeartbeatRequest {
+            group: group.clone(),
+            member_id: member_id.clone(),
+            generation,
+        };
+        let status = match groups.heartbeat(request).await {
+            Ok(reply) => reply.into_inner().status(),
+            // The broker may be restarting: keep trying; the session decides.
+            Err(_) => continue,
+        };
+        let next = match status {
+            proto::HeartbeatStatus::Ok => continue,
+            proto::HeartbeatStatus::Rebalance | proto::HeartbeatStatus::StaleGeneration => {
+                Signal::Rejoin
+            }
+            proto::HeartbeatStatus::UnknownMember => Signal::RejoinAsNew,
+        };
+        let _ = signal.send(next);
+        return;
     }
 }

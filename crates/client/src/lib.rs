@@ -30,7 +30,9 @@ pub mod producer;
 pub mod record;
 
 pub use admin::{Admin, Flush, ResetTo, TopicSettings};
-pub use consumer::{CommitMode, Consumer, ConsumerConfig, OffsetReset, Seek};
+pub use consumer::{
+    CommitMode, Consumer, ConsumerConfig, OffsetReset, RebalanceEvent, Seek, Strategy,
+};
 pub use error::ClientError;
 pub use producer::{Acks, Delivery, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata, TopicPartition};

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::broker::high_watermark;
 use crate::convert;
+use crate::coordinator::GroupState;
 use crate::error::{BrokerError, join_error};
 use crate::offsets::validate_group;
 use crate::shared::{INTERNAL_TOPIC_PREFIX, Shared};
@@ -73,6 +74,7 @@ impl Admin for AdminService {
             .await
             .map_err(join_error)?
             .map_err(BrokerError::from)?;
+        self.shared.coordinator.topic_changed(topic.name());
         Ok(Response::new(describe(&topic)))
     }
 
@@ -84,6 +86,7 @@ impl Admin for AdminService {
         self.shared.check_running()?;
         let name = request.into_inner().name;
         self.shared.check_user_topic("name", &name)?;
+        let topic_name = name.clone();
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
             shared.store.delete_topic(&name)?;
@@ -91,6 +94,7 @@ impl Admin for AdminService {
         })
         .await
         .map_err(join_error)??;
+        self.shared.coordinator.topic_changed(&topic_name);
         Ok(Response::new(proto::DeleteTopicResponse {}))
     }
 
@@ -135,9 +139,11 @@ impl Admin for AdminService {
         _request: Request<proto::ListGroupsRequest>,
     ) -> Result<Response<proto::ListGroupsResponse>, Status> {
         let _admitted = self.shared.limits.admit()?;
-        Ok(Response::new(proto::ListGroupsResponse {
-            groups: self.shared.offsets.groups(),
-        }))
+        let mut groups = self.shared.offsets.groups();
+        groups.extend(self.shared.coordinator.group_names());
+        groups.sort();
+        groups.dedup();
+        Ok(Response::new(proto::ListGroupsResponse { groups }))
     }
 
     async fn describe_group(
@@ -169,9 +175,31 @@ impl Admin for AdminService {
                 }
             })
             .collect::<Vec<_>>();
-        if partitions.is_empty() {
+        let membership = self.shared.coordinator.describe(&group);
+        if partitions.is_empty() && membership.as_ref().is_none_or(|m| m.members.is_empty()) {
             return Err(BrokerError::UnknownGroup { group }.into());
         }
-        Ok(Response::new(proto::GroupDescription { group, partitions }))
+        let (state, generation, members) = match membership {
+            Some(m) => (m.state, m.generation, m.members),
+            None => (GroupState::Empty, 0, Vec::new()),
+        };
+        let members = members
+            .into_iter()
+            .map(|(member_id, client_id, assigned)| proto::GroupMember {
+                member_id,
+                client_id,
+                partitions: assigned
+                    .into_iter()
+                    .map(|(topic, partition)| proto::GroupMemberPartition { topic, partition })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(proto::GroupDescription {
+            group,
+            partitions,
+            state: state.name().to_string(),
+            generation,
+            members,
+        }))
     }
 }

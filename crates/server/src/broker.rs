@@ -470,6 +470,13 @@ impl Broker for BrokerService {
                 },
             ));
         }
+        let owned: Vec<(String, u32)> = commits.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        self.shared.coordinator.check_commit(
+            &request.group,
+            &request.member_id,
+            request.generation,
+            &owned,
+        )?;
         let offsets = self.shared.offsets.clone();
         let now = self.shared.now_ms();
         tokio::task::spawn_blocking(move || offsets.commit(&request.group, commits, now))

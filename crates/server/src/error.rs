@@ -36,6 +36,13 @@ pub enum BrokerError {
         /// The group.
         group: String,
     },
+    /// A group member is fenced: it left, expired, is of an old generation,
+    /// or does not own the partition.
+    #[error("{message}")]
+    Fenced {
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A limit of the broker is reached; try again later.
     #[error("{what}: limit of {limit} reached, try again later")]
     ResourceExhausted {
@@ -88,6 +95,7 @@ impl BrokerError {
                 _ => Code::DataLoss,
             },
             BrokerError::UnknownGroup { .. } => Code::NotFound,
+            BrokerError::Fenced { .. } => Code::FailedPrecondition,
             BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
             BrokerError::ResourceExhausted { .. } => Code::ResourceExhausted,
             BrokerError::ShuttingDown => Code::Unavailable,

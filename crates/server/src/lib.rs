@@ -4,6 +4,8 @@
 //! - [`server`]: assembling the services and running until shutdown.
 //! - `broker`, `admin` (private): the `Broker` and `Admin` services.
 //! - `offsets` (private): committed group offsets in an internal topic.
+//! - [`coordinator`]: group membership, generations, assignment; `groups`
+//!   (private) is its gRPC service.
 //! - `limits` (private): connections, requests in flight, bytes buffered.
 //! - `convert` (private): wire types to storage types and back.
 //! - [`error`]: every failure, and the one place it becomes a gRPC status.
@@ -12,7 +14,9 @@ mod admin;
 mod broker;
 pub mod config;
 mod convert;
+pub mod coordinator;
 pub mod error;
+mod groups;
 mod limits;
 mod offsets;
 pub mod server;

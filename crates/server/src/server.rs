@@ -5,9 +5,11 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use carteiro::proto::admin_server::AdminServer;
 use carteiro::proto::broker_server::BrokerServer;
+use carteiro::proto::groups_server::GroupsServer;
 use carteiro_storage::config::MAX_BATCH_BYTES_MAX;
 use carteiro_storage::{LogOptions, Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -16,6 +18,8 @@ use tokio::sync::watch;
 use crate::admin::AdminService;
 use crate::broker::{BrokerService, FETCH_MAX_BYTES_LIMIT};
 use crate::config::BrokerConfig;
+use crate::coordinator::{Coordinator, SESSION_CHECK_INTERVAL_MS};
+use crate::groups::GroupsService;
 use crate::limits::{RequestLimits, limited_incoming};
 use crate::offsets::GroupOffsets;
 use crate::shared::Shared;
@@ -94,9 +98,21 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let clock = carteiro_storage::LogOptions::default().clock;
+    let coordinator = Arc::new(Coordinator::new(store.clone()));
+    let expiry = {
+        let coordinator = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
+            loop {
+                tick.tick().await;
+                coordinator.expire();
+            }
+        })
+    };
     let shared = Arc::new(Shared {
         store: store.clone(),
         offsets,
+        coordinator,
         limits: RequestLimits::new(config.max_requests_in_flight, config.max_buffered_bytes),
         shutdown: stop_rx,
         spread: Mutex::new(Default::default()),
@@ -105,6 +121,7 @@ pub async fn serve(
     let broker = BrokerServer::new(BrokerService::new(shared.clone()))
         .max_decoding_message_size(GRPC_REQUEST_BYTES_MAX)
         .max_encoding_message_size(GRPC_REPLY_BYTES_MAX);
+    let groups = GroupsServer::new(GroupsService::new(shared.clone()));
     let admin = AdminServer::new(AdminService::new(shared.clone()))
         .max_decoding_message_size(GRPC_REQUEST_BYTES_MAX)
         .max_encoding_message_size(GRPC_REPLY_BYTES_MAX);
@@ -138,8 +155,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(broker)
         .add_service(admin)
+        .add_service(groups)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
+    expiry.abort();
     drop(shared);
     let closed = tokio::task::spawn_blocking(move || store.close()).await;
     served?;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use carteiro_storage::{Clock, Store};
 use tokio::sync::watch;
 
+use crate::coordinator::Coordinator;
 use crate::error::BrokerError;
 use crate::limits::RequestLimits;
 use crate::offsets::GroupOffsets;
@@ -20,6 +21,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// Committed group offsets.
     pub offsets: Arc<GroupOffsets>,
+    /// Group membership.
+    pub coordinator: Arc<Coordinator>,
     /// Request limits.
     pub limits: RequestLimits,
     /// True once the broker is shutting down.

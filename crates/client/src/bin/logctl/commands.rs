@@ -456,7 +456,14 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
         ..ConsumerConfig::new(broker, args.group.as_deref())
     };
     let mut consumer = Consumer::new(config)?;
-    consumer.assign(partitions.clone()).await?;
+    // With a group and no --partition, join the group: the coordinator
+    // shares the partitions with the group's other members.
+    let member = args.group.is_some() && args.partition.is_none();
+    if member {
+        consumer.subscribe(&[args.topic.as_str()]).await?;
+    } else {
+        consumer.assign(partitions.clone()).await?;
+    }
     if args.from_beginning {
         consumer.seek_all(Seek::Beginning).await?;
     } else if let Some(seek) = args.offset {
@@ -479,7 +486,11 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
         .collect();
     let remaining: i64 = ends
         .iter()
-        .map(|(tp, end)| (end - consumer.position(&tp.topic, tp.partition).unwrap_or(0)).max(0))
+        .filter_map(|(tp, end)| {
+            consumer
+                .position(&tp.topic, tp.partition)
+                .map(|p| (end - p).max(0))
+        })
         .sum();
     let total = match (args.follow, args.max_messages) {
         (false, Some(max)) => Some(max.min(remaining as u64)),
@@ -488,11 +499,15 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
     };
     let bar = out.progress(total, "consumed");
     let mut printed = 0u64;
+    // Done at --max-messages, or (without --follow) once every partition this
+    // consumer owns has reached the end it had at the start.
     let done = |consumer: &Consumer, printed: u64| {
         args.max_messages.is_some_and(|max| printed >= max)
             || (!args.follow
                 && ends.iter().all(|(tp, end)| {
-                    consumer.position(&tp.topic, tp.partition).unwrap_or(0) >= *end
+                    consumer
+                        .position(&tp.topic, tp.partition)
+                        .is_none_or(|p| p >= *end)
                 }))
     };
     while !done(&consumer, printed) {
@@ -530,7 +545,9 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
             consumer.commit().await?;
         }
     }
-    if args.group.is_some() {
+    if member {
+        consumer.close().await?;
+    } else if args.group.is_some() {
         consumer.commit().await?;
     }
     bar.finish_and_clear();
@@ -569,14 +586,50 @@ pub async fn groups_list(broker: &str, out: &Printer) -> Result<(), ClientError>
 /// `groups describe`.
 pub async fn groups_describe(broker: &str, out: &Printer, group: &str) -> Result<(), ClientError> {
     let described = Admin::connect(broker)?.describe_group(group).await?;
+    let partitions_of = |m: &proto::GroupMember| {
+        m.partitions
+            .iter()
+            .map(|p| format!("{}/{}", p.topic, p.partition))
+            .collect::<Vec<_>>()
+    };
     let json = json!({
         "group": described.group,
+        "state": described.state,
+        "generation": described.generation,
+        "members": described.members.iter().map(|m| json!({
+            "member_id": m.member_id, "client_id": m.client_id, "partitions": partitions_of(m),
+        })).collect::<Vec<_>>(),
         "partitions": described.partitions.iter().map(|p| json!({
             "topic": p.topic, "partition": p.partition, "committed_offset": p.committed_offset,
             "log_end_offset": p.log_end_offset, "lag": p.lag, "metadata": p.metadata,
         })).collect::<Vec<_>>(),
         "total_lag": described.partitions.iter().map(|p| p.lag).sum::<i64>(),
     });
+    if out.format() == Output::Json {
+        out.json(&json);
+        return Ok(());
+    }
+    println!(
+        "group {}  state {}  generation {}  members {}",
+        described.group,
+        described.state,
+        described.generation,
+        described.members.len()
+    );
+    if !described.members.is_empty() {
+        let rows = described
+            .members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.member_id.clone(),
+                    m.client_id.clone(),
+                    partitions_of(m).join(","),
+                ]
+            })
+            .collect();
+        out.table(&["MEMBER", "CLIENT", "PARTITIONS"], rows, Value::Null);
+    }
     let rows = described
         .partitions
         .iter()
@@ -593,7 +646,7 @@ pub async fn groups_describe(broker: &str, out: &Printer, group: &str) -> Result
     out.table(
         &["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"],
         rows,
-        json,
+        Value::Null,
     );
     Ok(())
 }

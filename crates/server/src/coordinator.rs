@@ -1,0 +1,540 @@
+//! The group coordinator: consumer group membership, generations and
+//! partition assignment. Soft state, in memory: after a restart, members
+//! join again; their committed offsets live in `offsets`.
+//!
+//! A rebalance (a new generation) starts when a member joins, leaves, or
+//! misses its session timeout, or a subscribed topic appears or goes. The
+//! coordinator then waits until every member has joined again (they learn
+//! of it from their heartbeats) or the rebalance timeout passes, drops those
+//! that did not, assigns the subscribed partitions among the rest, and
+//! answers every waiting join with that member's share.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use carteiro::proto;
+use carteiro_storage::Store;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::BrokerError;
+
+/// Shortest session or rebalance timeout a member may ask for, in ms.
+pub const GROUP_TIMEOUT_MS_MIN: u32 = 1_000;
+/// Longest session or rebalance timeout a member may ask for, in ms.
+pub const GROUP_TIMEOUT_MS_MAX: u32 = 300_000;
+/// Most members in one group.
+pub const GROUP_MEMBERS_MAX: usize = 1_000;
+/// How often sessions are checked for expiry, in ms.
+pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
+
+/// A group's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members.
+    Empty,
+    /// A new generation is forming.
+    Rebalancing,
+    /// Every member has its assignment.
+    Stable,
+}
+
+impl GroupState {
+    /// The name DescribeGroup shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "EMPTY",
+            GroupState::Rebalancing => "REBALANCING",
+            GroupState::Stable => "STABLE",
+        }
+    }
+}
+
+/// How partitions are split among members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Per topic, consecutive ranges in member-id order.
+    Range,
+    /// All partitions dealt in turn.
+    RoundRobin,
+}
+
+#[derive(Debug)]
+struct Member {
+    client_id: String,
+    topics: Vec<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    /// Joined the generation now forming.
+    joined: bool,
+    /// The generation `assignment` belongs to, once assigned.
+    assigned_generation: Option<u32>,
+    assignment: Vec<(String, u32)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    generation: u32,
+    state: GroupState,
+    strategy: Strategy,
+    members: BTreeMap<String, Member>,
+    deadline: Option<Instant>,
+    generations: watch::Sender<u32>,
+}
+
+impl Group {
+    fn new(strategy: Strategy) -> Self {
+        Group {
+            generation: 0,
+            state: GroupState::Empty,
+            strategy,
+            members: BTreeMap::new(),
+            deadline: None,
+            generations: watch::channel(0).0,
+        }
+    }
+
+    /// Starts forming a new generation: every member must join again.
+    fn start_rebalance(&mut self, now: Instant) {
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.deadline = None;
+            return;
+        }
+        if self.state != GroupState::Rebalancing {
+            for member in self.members.values_mut() {
+                member.joined = false;
+            }
+        }
+        self.state = GroupState::Rebalancing;
+        let wait = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        self.deadline = Some(now + wait);
+    }
+
+    fn all_joined(&self) -> bool {
+        self.members.values().all(|m| m.joined)
+    }
+}
+
+/// Where a join landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The member's id.
+    pub member_id: String,
+    /// The new generation.
+    pub generation: u32,
+    /// The member's partitions.
+    pub assignment: Vec<(String, u32)>,
+    /// Members in the generation.
+    pub member_count: u32,
+}
+
+/// A snapshot of one group for DescribeGroup.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    /// Its state.
+    pub state: GroupState,
+    /// Its generation.
+    pub generation: u32,
+    /// (member id, client id, partitions), by member id.
+    pub members: Vec<(String, String, Vec<(String, u32)>)>,
+}
+
+/// The coordinator of every group.
+pub struct Coordinator {
+    store: Arc<Store>,
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: AtomicU64,
+}
+
+fn timeout(field: &'static str, ms: u32) -> Result<Duration, BrokerError> {
+    if !(GROUP_TIMEOUT_MS_MIN..=GROUP_TIMEOUT_MS_MAX).contains(&ms) {
+        let message = format!(
+            "{ms} is outside the allowed range {GROUP_TIMEOUT_MS_MIN}..={GROUP_TIMEOUT_MS_MAX}"
+        );
+        return Err(BrokerError::invalid(field, message));
+    }
+    Ok(Duration::from_millis(u64::from(ms)))
+}
+
+impl Coordinator {
+    /// A coordinator with no groups, reading partition counts from `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Coordinator {
+            store,
+            groups: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(seed),
+        }
+    }
+
+    fn groups(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins `request.group` and waits for the generation that includes the member.
+    pub async fn join(&self, request: proto::JoinGroupRequest) -> Result<Joined, BrokerError> {
+        let session_timeout = timeout("session_timeout_ms", request.session_timeout_ms)?;
+        let rebalance_timeout = timeout("rebalance_timeout_ms", request.rebalance_timeout_ms)?;
+        if request.topics.is_empty() {
+            return Err(BrokerError::invalid(
+                "topics",
+                "empty: subscribe to at least one topic",
+            ));
+        }
+        let strategy = match request.strategy() {
+            proto::AssignmentStrategy::Range => Strategy::Range,
+            proto::AssignmentStrategy::RoundRobin => Strategy::RoundRobin,
+        };
+        let now = Instant::now();
+        let (member_id, mut generations) = {
+            let mut groups = self.groups();
+            let group = groups
+                .entry(request.group.clone())
+                .or_insert_with(|| Group::new(strategy));
+            if group.members.is_empty() {
+                group.strategy = strategy;
+            }
+            let member_id = if request.member_id.is_empty() {
+                format!(
+                    "{}-{:x}",
+                    request.client_id.chars().take(64).collect::<String>(),
+                    self.next_member.fetch_add(1, Ordering::Relaxed)
+                )
+            } else {
+                request.member_id.clone()
+            };
+            if !group.members.contains_key(&member_id) && group.members.len() >= GROUP_MEMBERS_MAX {
+                return Err(BrokerError::ResourceExhausted {
+                    what: "members in one group",
+                    limit: GROUP_MEMBERS_MAX as u64,
+                });
+            }
+            let mut topics = request.topics.clone();
+            topics.sort();
+            topics.dedup();
+            group.start_rebalance(now);
+            group.members.insert(
+                member_id.clone(),
+                Member {
+                    client_id: request.client_id.clone(),
+                    topics,
+                    session_timeout,
+                    rebalance_timeout,
+                    last_seen: now,
+                    joined: true,
+                    assigned_generation: None,
+                    assignment: Vec::new(),
+                },
+            );
+            group.deadline = Some(
+                now + group
+                    .members
+                    .values()
+                    .map(|m| m.rebalance_timeout)
+                    .max()
+                    .unwrap_or(rebalance_timeout),
+            );
+            if group.all_joined() {
+                self.complete(group);
+            }
+            (member_id, group.generations.subscribe())
+        };
+        loop {
+            let deadline = {
+                let mut groups = self.groups();
+                let Some(group) = groups.get_mut(&request.group) else {
+                    return Err(BrokerError::Fenced {
+                        message: format!("group {:?} was removed while joining", request.group),
+                    });
+                };
+                let Some(member) = group.members.get(&member_id) else {
+                    return Err(BrokerError::Fenced {
+                        message: format!(
+                            "member {member_id} was removed from group {:?} while joining",
+                            request.group
+                        ),
+                    });
+                };
+                if let Some(generation) = member.assigned_generation {
+                    return Ok(Joined {
+                        member_id,
+                        generation,
+                        assignment: member.assignment.clone(),
+                        member_count: group.members.len() as u32,
+                    });
+                }
+                match group.deadline {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        self.complete(group);
+                        continue;
+                    }
+                    deadline => deadline,
+                }
+            };
+            let wake = deadline.unwrap_or_else(|| {
+                Instant::now() + Duration::from_millis(SESSION_CHECK_INTERVAL_MS)
+            });
+            tokio::select! {
+                _ = generations.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Ends the forming generation: members that did not join again are
+    /// dropped, the rest get their partitions.
+    fn complete(&self, group: &mut Group) {
+        group.members.retain(|_, m| m.joined);
+        group.generation += 1;
+        group.deadline = None;
+        if group.members.is_empty() {
+            group.state = GroupState::Empty;
+            let _ = group.generations.send(group.generation);
+            return;
+        }
+        let assignment = self.assign(group);
+        for (id, member) in group.members.iter_mut() {
+            member.assignment = assignment.get(id).cloned().unwrap_or_default();
+            member.assigned_generation = Some(group.generation);
+            member.last_seen = Instant::now();
+        }
+        group.state = GroupState::Stable;
+        tracing::info!(
+            generation = group.generation,
+            members = group.members.len(),
+            "group rebalanced"
+        );
+        let _ = group.generations.send(group.generation);
+    }
+
+    /// Splits the members' subscribed partitions among them.
+    fn assign(&self, group: &Group) -> BTreeMap<String, Vec<(String, u32)>> {
+        let mut topics: BTreeMap<String, u32> = BTreeMap::new();
+        for member in group.members.values() {
+            for topic in &member.topics {
+                if let Ok(t) = self.store.topic(topic) {
+                    topics.insert(topic.clone(), t.config().partitions);
+                }
+            }
+        }
+        let subscribers = |topic: &str| -> Vec<&String> {
+            group
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.iter().any(|t| t == topic))
+                .map(|(id, _)| id)
+                .collect()
+        };
+        let mut out: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+        match group.strategy {
+            Strategy::Range => {
+                for (topic, &partitions) in &topics {
+                    let members = subscribers(topic);
+                    let (share, extra) = (
+                        partitions / members.len() as u32,
+                        partitions % members.len() as u32,
+                    );
+                    let mut next = 0;
+                    for (i, member) in members.iter().enumerate() {
+                        let count = share + u32::from((i as u32) < extra);
+                        out.entry((*member).clone())
+                            .or_default()
+                            .extend((next..next + count).map(|p| (topic.clone(), p)));
+                        next += count;
+                    }
+                }
+            }
+            Strategy::RoundRobin => {
+                let mut turn: usize = 0;
+                let ids: Vec<&String> = group.members.keys().collect();
+                for (topic, &partitions) in &topics {
+                    for partition in 0..partitions {
+                        // The next member in turn that subscribes to this topic.
+                        for _ in 0..ids.len() {
+                            let id = ids[turn % ids.len()];
+                            turn += 1;
+                            if group.members[id].topics.iter().any(|t| t == topic) {
+                                out.entry(id.clone())
+                                    .or_default()
+                                    .push((topic.clone(), partition));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A member's heartbeat.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+    ) -> proto::HeartbeatStatus {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group) else {
+            return proto::HeartbeatStatus::UnknownMember;
+        };
+        let Some(member) = g.members.get_mut(member_id) else {
+            return proto::HeartbeatStatus::UnknownMember;
+        };
+        member.last_seen = Instant::now();
+        if g.state == GroupState::Rebalancing {
+            return proto::HeartbeatStatus::Rebalance;
+        }
+        if generation != g.generation {
+            return proto::HeartbeatStatus::StaleGeneration;
+        }
+        proto::HeartbeatStatus::Ok
+    }
+
+    /// A member leaves; the others rebalance.
+    pub fn leave(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(BrokerError::Fenced {
+                message: format!("group {group:?} has no members"),
+            });
+        };
+        if g.members.remove(member_id).is_none() {
+            return Err(BrokerError::Fenced {
+                message: format!("member {member_id} is not in group {group:?}"),
+            });
+        }
+        g.start_rebalance(Instant::now());
+        if g.state == GroupState::Rebalancing && g.all_joined() {
+            self.complete(g);
+        }
+        Ok(())
+    }
+
+    /// Drops members whose sessions expired and ends rebalances whose time is up.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups();
+        for (name, group) in groups.iter_mut() {
+            // A member waiting in a join does not heartbeat; the rebalance timeout bounds it.
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    !(group.state == GroupState::Rebalancing && m.joined)
+                        && m.last_seen + m.session_timeout < now
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %name, ?expired, "members' sessions expired");
+                for id in &expired {
+                    group.members.remove(id);
+                }
+                group.start_rebalance(now);
+            }
+            if group.state == GroupState::Rebalancing
+                && (group.all_joined() || group.deadline.is_some_and(|d| d <= now))
+            {
+                self.complete(group);
+            }
+        }
+    }
+
+    /// A topic appeared or went: groups subscribed to it rebalance.
+    pub fn topic_changed(&self, topic: &str) {
+        let now = Instant::now();
+        for group in self.groups().values_mut() {
+            if group
+                .members
+                .values()
+                .any(|m| m.topics.iter().any(|t| t == topic))
+            {
+                group.start_rebalance(now);
+            }
+        }
+    }
+
+    /// Checks that a commit may advance these partitions. See `CommitOffsetsRequest`.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+        partitions: &[(String, u32)],
+    ) -> Result<(), BrokerError> {
+        let groups = self.groups();
+        let g = groups.get(group);
+        if member_id.is_empty() {
+            return match g {
+                Some(g) if !g.members.is_empty() => Err(BrokerError::Fenced {
+                    message: format!(
+                        "group {group:?} has {} active members: commit as a member (member_id and generation), or wait until it is empty",
+                        g.members.len()
+                    ),
+                }),
+                _ => Ok(()),
+            };
+        }
+        let Some(member) = g.and_then(|g| g.members.get(member_id)) else {
+            return Err(BrokerError::Fenced {
+                message: format!(
+                    "member {member_id:?} is not in group {group:?} (it left or its session expired): join again"
+                ),
+            });
+        };
+        let current = g.map_or(0, |g| g.generation);
+        if generation != current {
+            return Err(BrokerError::Fenced {
+                message: format!(
+                    "generation {generation} is stale: group {group:?} is at generation {current}"
+                ),
+            });
+        }
+        if let Some((topic, partition)) =
+            partitions.iter().find(|tp| !member.assignment.contains(tp))
+        {
+            return Err(BrokerError::Fenced {
+                message: format!(
+                    "partition {partition} of {topic:?} is not assigned to member {member_id:?} in generation {current}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// One group's state, generation and members.
+    pub fn describe(&self, group: &str) -> Option<GroupSnapshot> {
+        let groups = self.groups();
+        let g = groups.get(group)?;
+        Some(GroupSnapshot {
+            state: g.state,
+            generation: g.generation,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| (id.clone(), m.client_id.clone(), m.assignment.clone()))
+                .collect(),
+        })
+    }
+
+    /// Groups with members.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups()
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
