@@ -66,6 +66,9 @@ enum Signal {
     RejoinAsNew,
 }
 
+/// A callback told of every assignment and revocation.
+type RebalanceListener = Box<dyn FnMut(&RebalanceEvent) + Send>;
+
 struct Membership {
     member_id: String,
     generation: u32,
@@ -167,7 +170,7 @@ pub struct Consumer {
     last_commit: Instant,
     subscription: Vec<String>,
     membership: Option<Membership>,
-    listener: Option<Box<dyn FnMut(&RebalanceEvent) + Send>>,
+    listener: Option<RebalanceListener>,
 }
 
 impl Drop for Consumer {
