@@ -185,10 +185,11 @@ impl Admin for AdminService {
         };
         let members = members
             .into_iter()
-            .map(|(member_id, client_id, assigned)| proto::GroupMember {
-                member_id,
-                client_id,
-                partitions: assigned
+            .map(|m| proto::GroupMember {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                partitions: m
+                    .partitions
                     .into_iter()
                     .map(|(topic, partition)| proto::GroupMemberPartition { topic, partition })
                     .collect(),

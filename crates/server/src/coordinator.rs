@@ -144,8 +144,19 @@ pub struct GroupSnapshot {
     pub state: GroupState,
     /// Its generation.
     pub generation: u32,
-    /// (member id, client id, partitions), by member id.
-    pub members: Vec<(String, String, Vec<(String, u32)>)>,
+    /// The members, by member id.
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// One member for DescribeGroup.
+#[derive(Debug, Clone)]
+pub struct MemberSnapshot {
+    /// Its id.
+    pub member_id: String,
+    /// The client's own name for itself.
+    pub client_id: String,
+    /// Its partitions.
+    pub partitions: Vec<(String, u32)>,
 }
 
 /// The coordinator of every group.
@@ -524,7 +535,11 @@ impl Coordinator {
             members: g
                 .members
                 .iter()
-                .map(|(id, m)| (id.clone(), m.client_id.clone(), m.assignment.clone()))
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    partitions: m.assignment.clone(),
+                })
                 .collect(),
         })
     }
