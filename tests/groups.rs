@@ -458,3 +458,42 @@ async fn commits_from_stale_or_departed_members_are_rejected() {
     );
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_broker_restart_members_rejoin_and_resume_from_their_commits() {
+    let (dir, broker, _admin) = setup(1).await;
+    let address = broker.address.clone();
+    let before = produce(&address, 0, 100).await;
+    let owned = Arc::new(Mutex::new(BTreeMap::new()));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let member = start_member(&address, "workers", "a", tx, owned);
+    let mut log = Vec::new();
+    consumed_all(&mut rx, &mut log, &before).await;
+    // The member commits after every poll; wait until the commit of offset 100 is stored.
+    let mut admin = Admin::connect(&address).expect("admin");
+    wait_for("the last commit", async || {
+        let g = admin.describe_group("workers").await.ok()?;
+        (g.partitions.first().map(|p| p.committed_offset) == Some(100)).then_some(())
+    })
+    .await;
+    broker.stop();
+    let broker = Broker::start_on(&address, dir.path(), &[]);
+    let after = produce(&address, 100, 150).await;
+    let seen_before = log.len();
+    consumed_all(&mut rx, &mut log, &after).await;
+    let resumed: Vec<i64> = log[seen_before..].iter().map(|s| s.3).collect();
+    assert_eq!(
+        resumed.first(),
+        Some(&100),
+        "resumes exactly at the committed offset"
+    );
+    let mut admin = Admin::connect(&address).expect("admin");
+    let g = admin
+        .describe_group("workers")
+        .await
+        .expect("the member joined the restarted broker");
+    assert_eq!((g.state.as_str(), g.members.len()), ("STABLE", 1));
+    let _ = member.stop.send(());
+    member.task.await.expect("member");
+    broker.stop();
+}
