@@ -487,12 +487,21 @@ async fn after_a_broker_restart_members_rejoin_and_resume_from_their_commits() {
         Some(&100),
         "resumes exactly at the committed offset"
     );
+    // Membership was soft state: the member joins the restarted broker's coordinator...
     let mut admin = Admin::connect(&address).expect("admin");
-    let g = admin
-        .describe_group("workers")
-        .await
-        .expect("the member joined the restarted broker");
-    assert_eq!((g.state.as_str(), g.members.len()), ("STABLE", 1));
+    wait_for("the member to rejoin", async || {
+        let g = admin.describe_group("workers").await.ok()?;
+        (g.state == "STABLE" && g.members.len() == 1).then_some(())
+    })
+    .await;
+    // ...and goes on consuming and committing as a member of the new generation.
+    let later = produce(&address, 150, 160).await;
+    consumed_all(&mut rx, &mut log, &later).await;
+    wait_for("the commit of the new generation", async || {
+        let g = admin.describe_group("workers").await.ok()?;
+        (g.partitions.first().map(|p| p.committed_offset) == Some(160)).then_some(())
+    })
+    .await;
     let _ = member.stop.send(());
     member.task.await.expect("member");
     broker.stop();
