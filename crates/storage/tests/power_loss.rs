@@ -66,6 +66,9 @@ fn power_loss_at_every_sync_point_keeps_exactly_the_acknowledged_batches() {
         sync_points > BATCHES as u64,
         "every append syncs: {sync_points}"
     );
+    println!(
+        "{BATCHES} appends under `always` pass {sync_points} sync points; losing power at each in turn"
+    );
     for n in 0..=sync_points {
         let medium = SimulatedMedium::new();
         medium.fail_after_syncs(n);
@@ -128,6 +131,7 @@ fn power_loss_under_deferred_flush_keeps_every_flushed_batch_and_tears_nothing()
         let full = SimulatedMedium::new();
         run_deferred(&full, flush);
         let sync_points = full.syncs();
+        println!("{flush:?}: losing power at each of {sync_points} sync points");
         for n in 0..=sync_points {
             let medium = SimulatedMedium::new();
             medium.fail_after_syncs(n);
