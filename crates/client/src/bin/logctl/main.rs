@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 any other failure, 2 bad arguments, 3 broker
 //! unreachable, 4 unknown topic, partition or group.
 
+mod bench;
 mod commands;
 mod output;
 
@@ -59,6 +60,9 @@ enum Command {
     /// List, describe and reset consumer groups
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Measure the broker: produce, consume (replay) and end-to-end latency
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
             Command::Groups(GroupsCommand::Describe(g)) => {
                 commands::groups_describe(&cli.broker, &out, &g.group).await
             }
+            Command::Bench(command) => bench::run(&cli.broker, &out, command).await,
             Command::Groups(GroupsCommand::ResetOffsets(args)) => {
                 commands::groups_reset(&cli.broker, &out, args).await
             }
