@@ -516,3 +516,77 @@ fn an_unreachable_broker_and_bad_arguments_exit_non_zero() {
         assert!(String::from_utf8_lossy(&output.stdout).contains(subcommand));
     }
 }
+
+#[test]
+fn bench_produce_consume_and_e2e_report_every_figure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let cli = Cli {
+        broker: broker.address.clone(),
+    };
+    let pid = broker.pid().to_string();
+    let produced = cli.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "bench",
+        "--records",
+        "20000",
+        "--record-size",
+        "100",
+        "--batch-size",
+        "1000",
+        "--partitions",
+        "2",
+        "--producers",
+        "2",
+        "--broker-pid",
+        &pid,
+    ]);
+    assert_eq!(produced["records"], 20000);
+    assert_eq!(
+        produced["bytes"].as_u64().map(|b| b > 2_000_000),
+        Some(true)
+    );
+    for field in ["p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms"] {
+        assert!(
+            produced["latency"][field].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {produced}"
+        );
+    }
+    assert_eq!(
+        produced["latency"]["count"], 20,
+        "one latency per produce request"
+    );
+    assert!(
+        produced["records_per_sec"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0)
+    );
+    assert!(produced["mb_per_sec"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(
+        produced["broker_rss_anon_max_kib"]
+            .as_u64()
+            .is_some_and(|v| v > 0),
+        "{produced}"
+    );
+
+    let consumed = cli.json(&["bench", "consume", "--topic", "bench"]);
+    assert_eq!(
+        (consumed["records"].as_u64(), consumed["verified"].as_bool()),
+        (Some(20000), Some(true))
+    );
+    let wrong = cli.fails(
+        &["bench", "consume", "--topic", "bench", "--expect", "5"],
+        2,
+    );
+    assert!(wrong.contains("read 20000 records, expected 5"), "{wrong}");
+
+    let e2e = cli.json(&["bench", "e2e", "--rate", "2000", "--records", "1000"]);
+    assert_eq!(e2e["records"], 1000);
+    assert_eq!(
+        e2e["latency"]["count"], 1000,
+        "every record timed by the tailing consumer"
+    );
+    broker.stop();
+}

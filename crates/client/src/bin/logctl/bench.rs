@@ -588,8 +588,9 @@ fn report(
             out.json(&report);
         }
         Output::Table => {
+            let topic = extra["topic"].as_str().unwrap_or_default();
             println!(
-                "{what}: {records} records, {bytes} bytes in {secs:.3} s: {rps:.0} records/s, {mbps:.1} MB/s"
+                "{what} ({topic}): {records} records, {bytes} bytes in {secs:.3} s: {rps:.0} records/s, {mbps:.1} MB/s"
             );
             if let Some(h) = latency {
                 println!("latency: {}", latency_text(h));
