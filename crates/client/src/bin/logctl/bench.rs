@@ -52,7 +52,7 @@ pub enum BenchCommand {
 /// `bench produce`.
 #[derive(Debug, Args)]
 pub struct ProduceBench {
-    /// Topic to write (created if missing); default: a new bench-<time> topic
+    /// Topic to write (created if missing); default: a new topic named bench-TIME
     #[arg(long)]
     topic: Option<String>,
     /// Records to produce
@@ -104,7 +104,7 @@ pub struct ConsumeBench {
 /// `bench e2e`.
 #[derive(Debug, Args)]
 pub struct E2eBench {
-    /// Topic (created if missing); default: a new bench-<time> topic
+    /// Topic (created if missing); default: a new topic named bench-TIME
     #[arg(long)]
     topic: Option<String>,
     /// Records per second
