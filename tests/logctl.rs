@@ -590,3 +590,89 @@ fn bench_produce_consume_and_e2e_report_every_figure() {
     );
     broker.stop();
 }
+
+#[test]
+fn a_group_consume_that_stops_early_commits_only_what_it_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let cli = Cli {
+        broker: broker.address.clone(),
+    };
+    cli.ok(&[
+        "topics",
+        "create",
+        "split",
+        "--partitions",
+        "2",
+        "--segment-bytes",
+        "65536",
+    ]);
+    let input: String = (0..10).map(|i| format!("v{i}\n")).collect();
+    for partition in ["0", "1"] {
+        assert!(
+            cli.run_with_input(&["produce", "split", "--partition", partition], &input)
+                .status
+                .success()
+        );
+    }
+    assert_eq!(
+        cli.ok(&["consume", "split", "--group", "early", "-n", "5"])
+            .lines()
+            .count(),
+        5
+    );
+    let described = cli.json(&["groups", "describe", "early"]);
+    let committed: i64 = described["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["committed_offset"].as_i64())
+        .sum();
+    assert_eq!(
+        committed, 5,
+        "records fetched but not printed are not committed: {described}"
+    );
+    // The next run prints exactly the other 15.
+    assert_eq!(
+        cli.ok(&["consume", "split", "--group", "early"])
+            .lines()
+            .count(),
+        15
+    );
+    broker.stop();
+}
+
+#[test]
+fn a_terminal_gets_a_progress_bar() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let cli = Cli {
+        broker: broker.address.clone(),
+    };
+    cli.ok(&["topics", "create", "tty"]);
+    let input: String = (0..2000).map(|i| format!("{i}\n")).collect();
+    assert!(
+        cli.run_with_input(&["produce", "tty"], &input)
+            .status
+            .success()
+    );
+    // `script` runs logctl with a pseudo-terminal as its standard output.
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "{} --broker {} consume tty",
+        logctl_binary().display(),
+        broker.address
+    );
+    let status = Command::new("script")
+        .args(["-qec", &command])
+        .arg(&typescript)
+        .stdout(Stdio::null())
+        .status()
+        .expect("script (util-linux) runs logctl on a pseudo-terminal");
+    assert!(status.success());
+    let screen =
+        String::from_utf8_lossy(&std::fs::read(&typescript).expect("typescript")).into_owned();
+    assert!(screen.contains("consumed"), "the bar draws on a terminal");
+    assert!(screen.contains("1999"), "and the records are printed too");
+    broker.stop();
+}

@@ -512,35 +512,52 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
     };
     while !done(&consumer, printed) {
         let records = consumer.poll(Duration::from_millis(500)).await?;
+        // Records fetched but not printed (past --max-messages, or past the
+        // end without --follow) are not consumed: rewind to the first of them
+        // per partition, so a group commit never skips them.
+        let mut rewind: std::collections::BTreeMap<(String, u32), i64> = Default::default();
+        let mut text = String::new();
+        let mut batch_printed = 0u64;
         for record in records {
-            if args.max_messages.is_some_and(|max| printed >= max) {
-                // Not printed, so not consumed: the group resumes here.
-                consumer
-                    .seek(&record.topic, record.partition, Seek::Offset(record.offset))
-                    .await?;
-                break;
-            }
-            if !args.follow
+            let past_max = args
+                .max_messages
+                .is_some_and(|max| printed + batch_printed >= max);
+            let past_end = !args.follow
                 && ends
                     .iter()
-                    .any(|(tp, end)| tp.partition == record.partition && record.offset >= *end)
-            {
+                    .any(|(tp, end)| tp.partition == record.partition && record.offset >= *end);
+            if past_max || past_end {
+                rewind
+                    .entry((record.topic.clone(), record.partition))
+                    .or_insert(record.offset);
                 continue;
             }
-            bar.suspend(|| match out.format() {
-                Output::Json => out.json(&record_json(&record)),
-                Output::Table => println!(
-                    "{}",
-                    record
-                        .value
-                        .as_ref()
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default()
-                ),
-            });
-            printed += 1;
-            bar.inc(1);
+            let line = match out.format() {
+                Output::Json => record_json(&record).to_string(),
+                Output::Table => record
+                    .value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            };
+            text.push_str(&line);
+            text.push('\n');
+            batch_printed += 1;
         }
+        for ((topic, partition), offset) in rewind {
+            consumer
+                .seek(&topic, partition, Seek::Offset(offset))
+                .await?;
+        }
+        // One redraw of the progress bar per poll, not per record.
+        bar.suspend(|| {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+        });
+        printed += batch_printed;
+        bar.inc(batch_printed);
         if args.group.is_some() {
             consumer.commit().await?;
         }
