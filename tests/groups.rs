@@ -456,6 +456,17 @@ async fn commits_from_stale_or_departed_members_are_rejected() {
         bad.message().contains("session_timeout_ms") && bad.message().contains("1000"),
         "{bad:?}"
     );
+    let long = groups
+        .join_group(proto::JoinGroupRequest {
+            member_id: "m".repeat(300),
+            ..join("")
+        })
+        .await
+        .expect_err("long id");
+    assert!(
+        long.message().contains("member_id") && long.message().contains("255"),
+        "{long:?}"
+    );
     broker.stop();
 }
 
