@@ -50,7 +50,7 @@ impl ActiveSegment {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
         let (_, log) = medium.create_region(&log_path, capacity(config))?;
         let mut log = log.0;
-        log.append(&[&encode_log_header(base_offset, now_ms)]);
+        log.append(&[&encode_log_header(base_offset, now_ms)])?;
         log.publish();
         log.region().sync(0, LOG_HEADER_BYTES)?;
         let resume = Resume {
@@ -109,10 +109,10 @@ impl ActiveSegment {
         let (time_index, mut time_writer) =
             Index::<TimeKind>::create(medium, time_path, base_offset, entries)?;
         for entry in resume.offset_entries {
-            offset_writer.append(&offset_index, entry);
+            offset_writer.append(&offset_index, entry)?;
         }
         for entry in resume.time_entries {
-            time_writer.append(&time_index, entry);
+            time_writer.append(&time_index, entry)?;
         }
         let segment = Arc::new(Segment {
             base_offset,
@@ -146,7 +146,12 @@ impl ActiveSegment {
 
     /// Appends `batch` (validated, with `header`) at `base_offset` and
     /// publishes it with its index entries. The caller checked the room.
-    pub(crate) fn append(&mut self, base_offset: u64, batch: &[u8], header: &BatchHeader) {
+    pub(crate) fn append(
+        &mut self,
+        base_offset: u64,
+        batch: &[u8],
+        header: &BatchHeader,
+    ) -> io::Result<()> {
         debug_assert_eq!(
             base_offset,
             self.segment.next_offset(),
@@ -165,13 +170,14 @@ impl ActiveSegment {
             &batch[BATCH_LENGTH_AT..PARTITION_LEADER_EPOCH_AT],
             &LEADER_EPOCH.to_be_bytes(),
             &batch[MAGIC_AT..],
-        ]);
+        ])?;
         self.log.publish();
         if let Some(entry) = offset_entry {
-            self.offset_index.append(&self.segment.offset_index, entry);
+            self.offset_index
+                .append(&self.segment.offset_index, entry)?;
         }
         if let Some(entry) = time_entry {
-            self.time_index.append(&self.segment.time_index, entry);
+            self.time_index.append(&self.segment.time_index, entry)?;
         }
         self.segment
             .max_timestamp
@@ -179,6 +185,7 @@ impl ActiveSegment {
         self.segment
             .next_offset
             .store(header.next_offset() as u64, Ordering::Release);
+        Ok(())
     }
 
     /// Closes the segment: a last time-index entry for its largest timestamp,
@@ -188,7 +195,7 @@ impl ActiveSegment {
         if next > self.segment.base_offset {
             let last_relative = self.last_batch_relative_offset();
             if let Some(entry) = self.cadence.time_entry(last_relative) {
-                self.time_index.append(&self.segment.time_index, entry);
+                self.time_index.append(&self.segment.time_index, entry)?;
             }
         }
         self.log.seal()?;

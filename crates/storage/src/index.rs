@@ -148,7 +148,7 @@ impl<K: IndexKind> Index<K> {
         let capacity = INDEX_HEADER_BYTES + max_entries * K::ENTRY_BYTES + INDEX_TRAILER_BYTES;
         let (_, writer) = medium.create_region(path, capacity)?;
         let mut writer = writer.0;
-        writer.append(&[&header::<K>(base_offset)]);
+        writer.append(&[&header::<K>(base_offset)])?;
         writer.publish();
         let index = Index {
             region: writer.region(),
@@ -260,20 +260,21 @@ impl<K: IndexKind> IndexWriter<K> {
     }
 
     /// Appends and publishes an entry; keys must not decrease.
-    pub(crate) fn append(&mut self, index: &Index<K>, entry: K::Entry) {
+    pub(crate) fn append(&mut self, index: &Index<K>, entry: K::Entry) -> std::io::Result<()> {
         debug_assert!(
             self.last_key.is_none_or(|k| k <= K::key(&entry)),
             "index keys must not decrease"
         );
         if !self.has_room() {
             // Sparse entries are a speed-up, never needed for correctness.
-            return;
+            return Ok(());
         }
-        self.writer.append(&[&K::encode(&entry)]);
+        self.writer.append(&[&K::encode(&entry)])?;
         self.writer.publish();
         self.entries += 1;
         self.last_key = Some(K::key(&entry));
         index.entries.store(self.entries, Ordering::Release);
+        Ok(())
     }
 
     /// Writes the trailer, syncs, and cuts the file to its used length.
@@ -286,7 +287,7 @@ impl<K: IndexKind> IndexWriter<K> {
         trailer[0..4].copy_from_slice(&SEAL_MAGIC);
         trailer[4..8].copy_from_slice(&(self.entries as u32).to_be_bytes());
         trailer[8..12].copy_from_slice(&crc.to_be_bytes());
-        self.writer.append(&[&trailer]);
+        self.writer.append(&[&trailer])?;
         self.writer.seal().map(|_| ())
     }
 }
@@ -303,13 +304,15 @@ mod tests {
         let (index, mut writer) =
             Index::<OffsetKind>::create(&medium, path, 100, 10).expect("create");
         for i in 0..5u32 {
-            writer.append(
-                &index,
-                OffsetEntry {
-                    relative_offset: i * 10,
-                    position: i * 4096,
-                },
-            );
+            writer
+                .append(
+                    &index,
+                    OffsetEntry {
+                        relative_offset: i * 10,
+                        position: i * 4096,
+                    },
+                )
+                .expect("append");
         }
         assert_eq!(
             index.last_where(|k| k <= 25),
@@ -341,13 +344,15 @@ mod tests {
         let medium = SimulatedMedium::new();
         let path = Path::new("/d/0.timeindex");
         let (index, mut writer) = Index::<TimeKind>::create(&medium, path, 0, 4).expect("create");
-        writer.append(
-            &index,
-            TimeEntry {
-                timestamp: 5,
-                relative_offset: 0,
-            },
-        );
+        writer
+            .append(
+                &index,
+                TimeEntry {
+                    timestamp: 5,
+                    relative_offset: 0,
+                },
+            )
+            .expect("append");
         assert!(Index::<TimeKind>::open_sealed(&medium, path, 0).is_err());
     }
 }

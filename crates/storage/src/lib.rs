@@ -5,8 +5,8 @@
 //! - [`config`]: a log's limits and defaults; [`clock`]: injected time.
 //! - [`medium`]: the file system as the log uses it; [`simulated`]: one
 //!   that loses unsynced bytes on a simulated power loss.
-//! - `region` (private): mapped bytes with one writer and many readers —
-//!   the crate's only `unsafe`.
+//! - `region` (private): mapped bytes with one writer (`pwrite`) and many
+//!   readers (views of the map) — the crate's only `unsafe`.
 //! - `segment`, `active`, `index`, `checkpoint` (private): the segment
 //!   files, the writer of the active segment, the sparse indexes, and the
 //!   recovery checkpoint and clean-shutdown marker.

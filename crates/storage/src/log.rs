@@ -1,8 +1,8 @@
 //! A partition log: an ordered list of segments with one writer and many
 //! readers.
 //!
-//! Appends take the writer lock only to copy the batch into the map and
-//! publish it; syncs happen outside it, and concurrent appends waiting to
+//! Appends take the writer lock only to write the batch into the segment
+//! file and publish it; syncs happen outside it, and concurrent appends waiting to
 //! be durable share one sync (group commit). Readers never take the writer
 //! lock: they see batches once published, as zero-copy views that keep
 //! their segment mapped however the log changes afterwards.
@@ -341,7 +341,10 @@ impl Log {
                 dir: self.dir.clone(),
             });
         };
-        active.append(base_offset, batch, &header);
+        if let Err(e) = active.append(base_offset, batch, &header) {
+            let path = active.segment.log_path.clone();
+            return Err(self.fail("writing", &path, e));
+        }
         let next = base_offset + u64::from(count);
         self.end_offset.store(next, Ordering::Release);
         drop(guard);

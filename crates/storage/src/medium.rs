@@ -81,6 +81,11 @@ impl Backing for FileBacking {
         self.file.set_len(len as u64)?;
         self.file.sync_all()
     }
+
+    fn write_at(&self, offset: usize, data: &[u8]) -> Option<io::Result<()>> {
+        use std::os::unix::fs::FileExt;
+        Some(self.file.write_all_at(data, offset as u64))
+    }
 }
 
 /// The directory holding `path`; `.` for a bare relative name.

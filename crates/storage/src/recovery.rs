@@ -673,7 +673,9 @@ fn write_sealed<K: crate::index::IndexKind>(
     let (index, mut writer) = Index::<K>::create(medium, path, base_offset, entries.len())
         .map_err(io_err("rebuilding", path))?;
     for entry in entries {
-        writer.append(&index, *entry);
+        writer
+            .append(&index, *entry)
+            .map_err(io_err("rebuilding", path))?;
     }
     writer.seal().map_err(io_err("sealing", path))?;
     // Reopen from the sealed file so the index maps exactly its used length.
