@@ -148,13 +148,7 @@ async fn records_produced_by_both_paths_come_back_identical() {
     // Raw fetch returns the producer's batch, only base offset and epoch stamped.
     let raw = client
         .fetch(proto::FetchRequest {
-            partitions: vec![proto::FetchPartition {
-                topic: "orders".into(),
-                partition: 1,
-                offset: 0,
-                max_bytes: 0,
-            }],
-            ..Default::default()
+            ..fetch_one("orders", 1, 0)
         })
         .await
         .expect("fetch")
@@ -227,15 +221,9 @@ async fn a_long_poll_wakes_on_produce_and_times_out_empty_without_one() {
     let started = Instant::now();
     let empty = client
         .fetch(proto::FetchRequest {
-            partitions: vec![proto::FetchPartition {
-                topic: "poll".into(),
-                partition: 0,
-                offset: 0,
-                max_bytes: 0,
-            }],
             min_bytes: 1,
             max_wait_ms: 300,
-            ..Default::default()
+            ..fetch_one("poll", 0, 0)
         })
         .await
         .expect("fetch")
@@ -251,16 +239,10 @@ async fn a_long_poll_wakes_on_produce_and_times_out_empty_without_one() {
     let poll = tokio::spawn(async move {
         poller
             .fetch(proto::FetchRequest {
-                partitions: vec![proto::FetchPartition {
-                    topic: "poll".into(),
-                    partition: 0,
-                    offset: 0,
-                    max_bytes: 0,
-                }],
                 min_bytes: 1,
                 max_wait_ms: 30_000,
                 format: proto::FetchFormat::Decoded as i32,
-                ..Default::default()
+                ..fetch_one("poll", 0, 0)
             })
             .await
     });
@@ -428,16 +410,10 @@ async fn durable_acks_follow_each_flush_policy() {
         let mut poller = broker.broker().await;
         let reply = poller
             .fetch(proto::FetchRequest {
-                partitions: vec![proto::FetchPartition {
-                    topic: topic.into(),
-                    partition: 0,
-                    offset: 1,
-                    max_bytes: 0,
-                }],
                 min_bytes: 1,
                 max_wait_ms: 30_000,
                 format: proto::FetchFormat::Decoded as i32,
-                ..Default::default()
+                ..fetch_one(topic, 0, 1)
             })
             .await
             .expect("fetch")

@@ -220,14 +220,8 @@ async fn bad_input_gets_its_status_and_leaves_the_log_unchanged() {
     assert_status(
         client
             .fetch(proto::FetchRequest {
-                partitions: vec![proto::FetchPartition {
-                    topic: "guarded".into(),
-                    partition: 0,
-                    offset: 0,
-                    max_bytes: 0,
-                }],
                 max_wait_ms: 10_000_000,
-                ..Default::default()
+                ..fetch_one("guarded", 0, 0)
             })
             .await,
         Code::InvalidArgument,
@@ -373,15 +367,9 @@ async fn a_flood_of_requests_is_refused_with_resource_exhausted() {
             tokio::spawn(async move {
                 poller
                     .fetch(proto::FetchRequest {
-                        partitions: vec![proto::FetchPartition {
-                            topic: "busy".into(),
-                            partition: 0,
-                            offset: 0,
-                            max_bytes: 0,
-                        }],
                         min_bytes: 1,
                         max_wait_ms: 30_000,
-                        ..Default::default()
+                        ..fetch_one("busy", 0, 0)
                     })
                     .await
             })
@@ -473,13 +461,7 @@ async fn retention_takes_effect_while_the_broker_runs() {
     };
     let fetched = client
         .fetch(proto::FetchRequest {
-            partitions: vec![proto::FetchPartition {
-                topic: "short".into(),
-                partition: 0,
-                offset: 0,
-                max_bytes: 0,
-            }],
-            ..Default::default()
+            ..fetch_one("short", 0, 0)
         })
         .await
         .expect("fetch")

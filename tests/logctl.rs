@@ -86,6 +86,16 @@ fn wait_bounded(mut child: std::process::Child, limit: std::time::Duration) -> O
     child.wait_with_output().expect("output")
 }
 
+/// A broker on a temporary data directory, and `logctl` pointed at it.
+fn started() -> (tempfile::TempDir, Broker, Cli) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let cli = Cli {
+        broker: broker.address.clone(),
+    };
+    (dir, broker, cli)
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -94,11 +104,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 #[test]
 fn topics_create_list_describe_delete() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (_dir, broker, cli) = started();
     let out = cli.ok(&[
         "topics",
         "create",
@@ -184,11 +190,7 @@ fn topics_create_list_describe_delete() {
 
 #[test]
 fn produce_and_consume_every_way() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (dir, broker, cli) = started();
     cli.ok(&[
         "topics",
         "create",
@@ -379,11 +381,7 @@ fn produce_and_consume_every_way() {
 
 #[test]
 fn offsets_and_groups_list_describe_reset() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (_dir, broker, cli) = started();
     cli.ok(&[
         "topics",
         "create",
@@ -519,11 +517,7 @@ fn an_unreachable_broker_and_bad_arguments_exit_non_zero() {
 
 #[test]
 fn bench_produce_consume_and_e2e_report_every_figure() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (_dir, broker, cli) = started();
     let pid = broker.pid().to_string();
     let produced = cli.json(&[
         "bench",
@@ -593,11 +587,7 @@ fn bench_produce_consume_and_e2e_report_every_figure() {
 
 #[test]
 fn a_group_consume_that_stops_early_commits_only_what_it_printed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (_dir, broker, cli) = started();
     cli.ok(&[
         "topics",
         "create",
@@ -644,11 +634,7 @@ fn a_group_consume_that_stops_early_commits_only_what_it_printed() {
 
 #[test]
 fn a_terminal_gets_a_progress_bar() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(dir.path(), &[]);
-    let cli = Cli {
-        broker: broker.address.clone(),
-    };
+    let (dir, broker, cli) = started();
     cli.ok(&["topics", "create", "tty"]);
     let input: String = (0..2000).map(|i| format!("{i}\n")).collect();
     assert!(

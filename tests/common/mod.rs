@@ -201,6 +201,19 @@ pub fn record(key: Option<&str>, value: &str) -> proto::Record {
     }
 }
 
+/// A fetch of one partition from `offset`, raw batches, the broker's default limits.
+pub fn fetch_one(topic: &str, partition: u32, offset: i64) -> proto::FetchRequest {
+    proto::FetchRequest {
+        partitions: vec![proto::FetchPartition {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_bytes: 0,
+        }],
+        ..Default::default()
+    }
+}
+
 /// Every record of a partition from `from`, decoded by the broker.
 pub async fn fetch_all(
     client: &mut BrokerClient<Channel>,
@@ -213,14 +226,8 @@ pub async fn fetch_all(
     loop {
         let reply = client
             .fetch(proto::FetchRequest {
-                partitions: vec![proto::FetchPartition {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    max_bytes: 0,
-                }],
                 format: proto::FetchFormat::Decoded as i32,
-                ..Default::default()
+                ..fetch_one(topic, partition, offset)
             })
             .await
             .expect("fetch")
@@ -242,13 +249,7 @@ pub async fn raw_bytes(client: &mut BrokerClient<Channel>, topic: &str, partitio
     loop {
         let reply = client
             .fetch(proto::FetchRequest {
-                partitions: vec![proto::FetchPartition {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    max_bytes: 0,
-                }],
-                ..Default::default()
+                ..fetch_one(topic, partition, offset)
             })
             .await
             .expect("fetch")
