@@ -97,16 +97,17 @@ impl Group {
         }
     }
 
-    /// Starts forming a new generation: every member must join again.
-    fn start_rebalance(&mut self, now: Instant) {
+    /// Starts forming a new generation: every member but `joiner` (which
+    /// is joining now) must join again.
+    fn start_rebalance(&mut self, now: Instant, joiner: Option<&str>) {
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.deadline = None;
             return;
         }
         if self.state != GroupState::Rebalancing {
-            for member in self.members.values_mut() {
-                member.joined = false;
+            for (id, member) in self.members.iter_mut() {
+                member.joined = joiner == Some(id.as_str());
             }
         }
         self.state = GroupState::Rebalancing;
@@ -297,7 +298,6 @@ impl Coordinator {
             let mut topics = request.topics.clone();
             topics.sort();
             topics.dedup();
-            group.start_rebalance(now);
             group.members.insert(
                 member_id.clone(),
                 Member {
@@ -311,14 +311,7 @@ impl Coordinator {
                     assignment: Vec::new(),
                 },
             );
-            group.deadline = Some(
-                now + group
-                    .members
-                    .values()
-                    .map(|m| m.rebalance_timeout)
-                    .max()
-                    .unwrap_or(rebalance_timeout),
-            );
+            group.start_rebalance(now, Some(&member_id));
             if group.all_joined() {
                 self.complete(group);
             }
@@ -445,7 +438,7 @@ impl Coordinator {
                 message: format!("member {member_id} is not in group {group:?}"),
             });
         }
-        g.start_rebalance(Instant::now());
+        g.start_rebalance(Instant::now(), None);
         if g.state == GroupState::Rebalancing && g.all_joined() {
             self.complete(g);
         }
@@ -472,7 +465,7 @@ impl Coordinator {
                 for id in &expired {
                     group.members.remove(id);
                 }
-                group.start_rebalance(now);
+                group.start_rebalance(now, None);
             }
             if group.state == GroupState::Rebalancing
                 && (group.all_joined() || group.deadline.is_some_and(|d| d <= now))
@@ -491,7 +484,7 @@ impl Coordinator {
                 .values()
                 .any(|m| m.topics.iter().any(|t| t == topic))
             {
-                group.start_rebalance(now);
+                group.start_rebalance(now, None);
             }
         }
     }

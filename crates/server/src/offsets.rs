@@ -92,7 +92,7 @@ fn decode_value(value: &[u8]) -> Option<Committed> {
 
 impl GroupOffsets {
     /// Opens (creating if needed) the internal topic and replays it.
-    pub fn open(store: &Store, now_ms: i64) -> Result<GroupOffsets, BrokerError> {
+    pub fn open(store: &Store) -> Result<GroupOffsets, BrokerError> {
         let topic = match store.topic(OFFSETS_TOPIC) {
             Ok(topic) => topic,
             Err(StoreError::UnknownTopic { .. }) => {
@@ -140,7 +140,6 @@ impl GroupOffsets {
         tracing::debug!(
             commits = state.len(),
             replayed_to = offset,
-            at = now_ms,
             "replayed committed offsets"
         );
         Ok(GroupOffsets {

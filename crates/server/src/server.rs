@@ -78,7 +78,7 @@ pub async fn open_store(
     };
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&dir, options).map_err(|e| e.to_string())?;
-        let offsets = GroupOffsets::open(&store, 0).map_err(|e| e.to_string())?;
+        let offsets = GroupOffsets::open(&store).map_err(|e| e.to_string())?;
         Ok((store, Arc::new(offsets)))
     })
     .await
@@ -97,7 +97,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let clock = carteiro_storage::LogOptions::default().clock;
+    let clock: Arc<dyn carteiro_storage::Clock> = Arc::new(carteiro_storage::SystemClock);
     let coordinator = Arc::new(Coordinator::new(store.clone()));
     let expiry = {
         let coordinator = coordinator.clone();
