@@ -1,19 +1,15 @@
 //! The `Broker` gRPC service: produce, fetch, list offsets, and committed
 //! group offsets.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use carteiro::partitioner::partition_for_key;
 use carteiro::proto::{self, broker_server::Broker};
-use carteiro_storage::{AppendInfo, FlushPolicy, Log, LogRead, ReadError};
+use carteiro_storage::{FlushPolicy, Log, LogRead, ReadError};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use prost::Message;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{
     FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_WAIT_MS_MAX, PARTITION_FETCH_MAX_BYTES_DEFAULT,
@@ -22,6 +18,10 @@ use crate::convert;
 use crate::error::{BrokerError, join_error};
 use crate::offsets::{COMMIT_METADATA_MAX_BYTES, Committed, validate_group};
 use crate::shared::Shared;
+
+mod produce;
+
+pub use produce::PRODUCE_STREAM_IN_FLIGHT_MAX;
 
 /// Most bytes a client may ask for in one fetch reply (64 MiB).
 pub const FETCH_MAX_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
@@ -103,55 +103,6 @@ struct Gathered {
 }
 
 impl BrokerService {
-    async fn append(
-        &self,
-        log: Arc<Log>,
-        batch: Bytes,
-        field: &'static str,
-        acks: proto::Acks,
-    ) -> Result<AppendInfo, BrokerError> {
-        let policy = log.config().flush;
-        let durable = acks == proto::Acks::Durable;
-        let sync_now = durable && policy == FlushPolicy::Always;
-        let appender = log.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            if sync_now {
-                appender.append(&batch)
-            } else {
-                appender.append_unsynced(&batch)
-            }
-        })
-        .await
-        .map_err(join_error)?
-        .map_err(|source| BrokerError::Append { field, source })?;
-        match policy {
-            FlushPolicy::IntervalMs(_) if durable => {
-                // The maintenance thread's next interval flush acknowledges it.
-                log.grown_past(info.last_offset, true).await;
-            }
-            FlushPolicy::Always if !durable => {
-                // Not waited for, but consumers see records only once synced.
-                let syncer = log.clone();
-                let end = info.last_offset + 1;
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = syncer.sync_to(end) {
-                        tracing::error!(error = %e, "background sync failed");
-                    }
-                });
-            }
-            _ => {}
-        }
-        Ok(info)
-    }
-
-    fn next_spread(&self, topic: &str, partitions: u32) -> u32 {
-        let mut spread = self.shared.spread.lock().unwrap_or_else(|p| p.into_inner());
-        let counter = spread.entry(topic.to_string()).or_insert(0);
-        let partition = *counter % partitions.max(1);
-        *counter = counter.wrapping_add(1);
-        partition
-    }
-
     fn gather_partition(
         &self,
         request: &proto::FetchPartition,
@@ -240,93 +191,19 @@ impl Broker for BrokerService {
         &self,
         request: Request<proto::ProduceRequest>,
     ) -> Result<Response<proto::ProduceResponse>, Status> {
-        let request = request.into_inner();
-        let _admitted = self.shared.limits.admit_produce(request.encoded_len())?;
+        Ok(Response::new(
+            self.produce_unary(request.into_inner()).await?,
+        ))
+    }
+
+    type ProduceStreamStream = produce::ProduceReplies;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<proto::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         self.shared.check_running()?;
-        self.shared.check_user_topic("topic", &request.topic)?;
-        let topic = self
-            .shared
-            .store
-            .topic(&request.topic)
-            .map_err(BrokerError::from)?;
-        let partitions = topic.config().partitions;
-        if let Some(partition) = request.partition {
-            topic.partition(partition).map_err(BrokerError::from)?;
-        }
-        let acks = request.acks();
-        let now = self.shared.now_ms();
-        let batches: Vec<(u32, Bytes, &'static str)> =
-            match (request.records.is_empty(), request.record_batch.is_empty()) {
-                (true, true) => {
-                    return Err(BrokerError::invalid(
-                        "records",
-                        "empty produce: set records or record_batch",
-                    )
-                    .into());
-                }
-                (false, false) => {
-                    return Err(BrokerError::invalid(
-                        "record_batch",
-                        "set either records or record_batch, not both",
-                    )
-                    .into());
-                }
-                (true, false) => {
-                    let partition =
-                        match (request.partition, convert::first_key(&request.record_batch)) {
-                            (Some(p), _) => p,
-                            (None, Some(key)) => partition_for_key(&key, partitions),
-                            (None, None) => self.next_spread(&request.topic, partitions),
-                        };
-                    vec![(partition, request.record_batch.clone(), "record_batch")]
-                }
-                (false, true) => {
-                    // Keyless records of one request stay together in one partition.
-                    let mut spread = None;
-                    let mut order: Vec<u32> = Vec::new();
-                    let mut groups: HashMap<u32, Vec<&proto::Record>> = HashMap::new();
-                    for record in &request.records {
-                        let partition = match (request.partition, &record.key) {
-                            (Some(p), _) => p,
-                            (None, Some(key)) => partition_for_key(key, partitions),
-                            (None, None) => *spread.get_or_insert_with(|| {
-                                self.next_spread(&request.topic, partitions)
-                            }),
-                        };
-                        let group = groups.entry(partition).or_default();
-                        if group.is_empty() {
-                            order.push(partition);
-                        }
-                        group.push(record);
-                    }
-                    let mut batches = Vec::with_capacity(order.len());
-                    for partition in order {
-                        let records = groups.remove(&partition).unwrap_or_default();
-                        batches.push((
-                            partition,
-                            Bytes::from(convert::encode_records(&records, now)?),
-                            "records",
-                        ));
-                    }
-                    batches
-                }
-            };
-        let mut reply = proto::ProduceResponse::default();
-        for (partition, batch, field) in batches {
-            let log = topic
-                .partition(partition)
-                .map_err(BrokerError::from)?
-                .clone();
-            let info = self.append(log, batch, field, acks).await?;
-            reply.partitions.push(proto::PartitionAppend {
-                topic: request.topic.clone(),
-                partition,
-                base_offset: info.base_offset as i64,
-                record_count: (info.last_offset - info.base_offset + 1) as u32,
-                append_time_ms: info.append_time_ms,
-            });
-        }
-        Ok(Response::new(reply))
+        Ok(Response::new(self.produce_streamed(request.into_inner())))
     }
 
     async fn fetch(

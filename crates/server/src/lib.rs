@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: flags, environment and TOML file.
 //! - [`server`]: assembling the services and running until shutdown.
-//! - `broker`, `admin` (private): the `Broker` and `Admin` services.
+//! - `broker`, `admin` (private): the `Broker` and `Admin` services;
+//!   `broker::produce` appends, unary and pipelined on a stream.
 //! - `offsets` (private): committed group offsets in an internal topic.
 //! - [`coordinator`]: group membership, generations, assignment; `groups`
 //!   (private) is its gRPC service.
@@ -22,6 +23,7 @@ mod offsets;
 pub mod server;
 mod shared;
 
+pub use broker::PRODUCE_STREAM_IN_FLIGHT_MAX;
 pub use config::{Args, BrokerConfig};
 pub use error::BrokerError;
 pub use server::{ServeError, open_store, serve};
