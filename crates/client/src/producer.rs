@@ -4,12 +4,17 @@
 //! `send` hands a record to a background task and returns a [`Delivery`]
 //! that resolves to where the record landed. The task groups records by
 //! partition into one batch until it reaches `batch_bytes` or has waited
-//! `linger`, keeps at most one request in flight per partition (so a retry
-//! can never reorder a partition) and at most `max_in_flight` overall, and
-//! retries transient failures with exponential backoff until
-//! `delivery_timeout`. A full buffer makes `send` wait: backpressure.
+//! `linger` (a partition with `max_in_flight_per_partition` requests out
+//! keeps filling its batch instead), and sends the batches pipelined on one
+//! `ProduceStream`: the broker appends a stream's requests in the order they
+//! were sent, so several requests in flight to one partition never reorder
+//! it. When the stream fails, every unacknowledged batch goes back to the
+//! front of its partition's queue in its original order and is sent again on
+//! a new stream after an exponential backoff, until `delivery_timeout`
+//! (at least once: a batch appended whose acknowledgement was lost is
+//! appended again). A full buffer makes `send` wait: backpressure.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,12 +24,11 @@ use bytes::Bytes;
 use carteiro::partitioner::partition_for_key;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use carteiro::record::{Header, NewRecord, RecordBatchBuilder};
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use crate::connection::{BROKER_DEFAULT, REQUEST_BYTES_MAX, call_error, channel};
@@ -36,8 +40,12 @@ pub const LINGER_MS_DEFAULT: u64 = 5;
 /// Default batch size at which a batch is sent at once, in bytes (below
 /// the broker's default 1 MiB batch limit).
 pub const BATCH_BYTES_DEFAULT: usize = 512 * 1024;
-/// Default most produce requests in flight across partitions.
+/// Default most produce requests in flight across partitions (at most the
+/// broker's `PRODUCE_STREAM_IN_FLIGHT_MAX`, 32, are read ahead).
 pub const MAX_IN_FLIGHT_DEFAULT: usize = 16;
+/// Default most produce requests in flight to one partition (Kafka's
+/// `max.in.flight.requests.per.connection`).
+pub const MAX_IN_FLIGHT_PER_PARTITION_DEFAULT: usize = 5;
 /// Default records accepted by `send` but not yet sent; more make `send` wait.
 pub const BUFFER_RECORDS_DEFAULT: usize = 100_000;
 /// Default first retry backoff, in ms; it doubles up to [`RETRY_BACKOFF_MAX_MS`].
@@ -68,6 +76,9 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Most requests in flight across partitions.
     pub max_in_flight: usize,
+    /// Most requests in flight to one partition; more than one pipelines
+    /// them (order holds: see the module documentation).
+    pub max_in_flight_per_partition: usize,
     /// Records accepted but not yet sent before `send` waits.
     pub buffer_records: usize,
     /// When the broker acknowledges.
@@ -85,6 +96,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(LINGER_MS_DEFAULT),
             batch_bytes: BATCH_BYTES_DEFAULT,
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
+            max_in_flight_per_partition: MAX_IN_FLIGHT_PER_PARTITION_DEFAULT,
             buffer_records: BUFFER_RECORDS_DEFAULT,
             acks: Acks::Durable,
             retry_backoff: Duration::from_millis(RETRY_BACKOFF_MS_DEFAULT),
@@ -137,9 +149,13 @@ pub struct Producer {
 impl Producer {
     /// A producer for the broker in `config`; connects on first use. Needs a tokio runtime.
     pub fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
-        if config.batch_bytes == 0 || config.max_in_flight == 0 || config.buffer_records == 0 {
+        if config.batch_bytes == 0
+            || config.max_in_flight == 0
+            || config.max_in_flight_per_partition == 0
+            || config.buffer_records == 0
+        {
             return Err(ClientError::Invalid(
-                "batch_bytes, max_in_flight and buffer_records must be at least 1".into(),
+                "batch_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
             ));
         }
         let channel = channel(&config.broker)?;
@@ -196,8 +212,6 @@ struct Pending {
     waiters: Vec<(oneshot::Sender<DeliveryResult>, i64)>,
     created: Instant,
     encoded: Option<Bytes>,
-    attempts: u32,
-    not_before: Option<Instant>,
 }
 
 impl Pending {
@@ -207,8 +221,6 @@ impl Pending {
             waiters: Vec::new(),
             created: Instant::now(),
             encoded: None,
-            attempts: 0,
-            not_before: None,
         }
     }
 
@@ -217,13 +229,32 @@ impl Pending {
             let _ = waiter.send(Err(error.clone()));
         }
     }
+
+    fn deliver(self, tp: &TopicPartition, base_offset: i64) {
+        for (i, (waiter, timestamp)) in self.waiters.into_iter().enumerate() {
+            let metadata = RecordMetadata {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                offset: base_offset + i as i64,
+                timestamp_ms: timestamp,
+            };
+            let _ = waiter.send(Ok(metadata));
+        }
+    }
 }
 
-type Outcome = (
-    TopicPartition,
-    Pending,
-    Result<proto::ProduceResponse, ClientError>,
-);
+/// The open `ProduceStream` and what was sent on it.
+struct ProduceStream {
+    requests: mpsc::Sender<proto::ProduceRequest>,
+    replies: Streaming<proto::ProduceStreamReply>,
+    next_sequence: u64,
+    /// Sent and not yet acknowledged, by sequence; on a failed request, it
+    /// and everything after it (which the broker did not append).
+    unacked: BTreeMap<u64, (TopicPartition, Pending)>,
+    /// A request failed: the broker acknowledges the ones before it and
+    /// ends the stream; nothing more is sent on it.
+    closing: bool,
+}
 
 struct Sender {
     config: ProducerConfig,
@@ -233,8 +264,12 @@ struct Sender {
     sticky: HashMap<String, u32>,
     open: HashMap<TopicPartition, Pending>,
     ready: HashMap<TopicPartition, VecDeque<Pending>>,
-    busy: HashSet<TopicPartition>,
-    in_flight: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    in_flight: HashMap<TopicPartition, usize>,
+    stream: Option<ProduceStream>,
+    /// Streams failed in a row; sets the backoff before the next one.
+    stream_failures: u32,
+    /// No new stream before this.
+    reconnect_at: Option<Instant>,
     flush_waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -254,8 +289,10 @@ impl Sender {
             sticky: HashMap::new(),
             open: HashMap::new(),
             ready: HashMap::new(),
-            busy: HashSet::new(),
-            in_flight: FuturesUnordered::new(),
+            in_flight: HashMap::new(),
+            stream: None,
+            stream_failures: 0,
+            reconnect_at: None,
             flush_waiters: Vec::new(),
         }
     }
@@ -263,7 +300,10 @@ impl Sender {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut accepting = true;
         loop {
-            self.dispatch();
+            // Without waiting for the timer: its 1 ms resolution would add
+            // up to a millisecond to every batch with a zero linger.
+            self.seal_expired();
+            self.dispatch().await;
             self.notify_flushed();
             if !accepting && self.is_idle() {
                 return;
@@ -281,18 +321,18 @@ impl Sender {
                         self.seal_all();
                     }
                 },
-                Some((tp, pending, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.complete(tp, pending, result);
-                }
-                _ = sleep_until(wake) => self.seal_expired(),
+                reply = next_reply(self.stream.as_mut()) => self.on_reply(reply),
+                _ = sleep_until(wake) => {}
             }
         }
     }
 
+    fn unacked(&self) -> usize {
+        self.stream.as_ref().map_or(0, |s| s.unacked.len())
+    }
+
     fn is_idle(&self) -> bool {
-        self.open.is_empty()
-            && self.ready.values().all(VecDeque::is_empty)
-            && self.in_flight.is_empty()
+        self.open.is_empty() && self.ready.values().all(VecDeque::is_empty) && self.unacked() == 0
     }
 
     fn notify_flushed(&mut self) {
@@ -303,13 +343,22 @@ impl Sender {
         }
     }
 
+    /// True if `tp` may have another request out.
+    fn has_room(&self, tp: &TopicPartition) -> bool {
+        self.in_flight.get(tp).copied().unwrap_or(0) < self.config.max_in_flight_per_partition
+    }
+
     fn next_wake(&self) -> Option<Instant> {
-        let linger = self.open.values().map(|p| p.created + self.config.linger);
-        let retries = self
-            .ready
-            .values()
-            .filter_map(|q| q.front().and_then(|p| p.not_before));
-        linger.chain(retries).min()
+        // A saturated partition's open batch waits for a reply, not for a timer.
+        let linger = self
+            .open
+            .iter()
+            .filter(|(tp, _)| self.has_room(tp))
+            .map(|(_, p)| p.created + self.config.linger);
+        let reconnect = self
+            .reconnect_at
+            .filter(|_| self.stream.is_none() && !self.ready.is_empty());
+        linger.chain(reconnect).min()
     }
 
     async fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
@@ -407,12 +456,16 @@ impl Sender {
         }
     }
 
+    /// Seals the open batches that have lingered long enough, of partitions
+    /// with room for another request: while a partition's requests are
+    /// out, its open batch keeps filling, so the next request carries
+    /// everything that arrived meanwhile (Kafka's accumulator does the same).
     fn seal_expired(&mut self) {
         let now = Instant::now();
         let expired: Vec<TopicPartition> = self
             .open
             .iter()
-            .filter(|(_, p)| p.created + self.config.linger <= now)
+            .filter(|(tp, p)| self.has_room(tp) && p.created + self.config.linger <= now)
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in expired {
@@ -420,34 +473,94 @@ impl Sender {
         }
     }
 
-    /// Starts requests for partitions with a batch ready and none in flight.
-    fn dispatch(&mut self) {
-        let now = Instant::now();
+    /// Opens a stream if none is open and the backoff has passed.
+    async fn ensure_stream(&mut self) -> bool {
+        if self.stream.is_some() {
+            return true;
+        }
+        if self.reconnect_at.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        let (requests, outgoing) = mpsc::channel(self.config.max_in_flight);
+        match self
+            .client
+            .produce_stream(ReceiverStream::new(outgoing))
+            .await
+        {
+            Ok(replies) => {
+                self.stream = Some(ProduceStream {
+                    requests,
+                    replies: replies.into_inner(),
+                    next_sequence: 0,
+                    unacked: BTreeMap::new(),
+                    closing: false,
+                });
+                true
+            }
+            Err(status) => {
+                let e = call_error(&self.config.broker, status);
+                self.stream_failed(&e);
+                self.expire_ready(e);
+                false
+            }
+        }
+    }
+
+    /// Backs off before the next stream.
+    fn stream_failed(&mut self, error: &ClientError) {
+        self.stream_failures = self.stream_failures.saturating_add(1);
+        let backoff = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << (self.stream_failures - 1).min(16));
+        let backoff = backoff.min(Duration::from_millis(RETRY_BACKOFF_MAX_MS));
+        tracing::debug!(failures = self.stream_failures, ?backoff, %error, "produce stream failed; retrying");
+        self.reconnect_at = Some(Instant::now() + backoff);
+    }
+
+    /// Fails queued batches that are out of time, or all of them if the
+    /// error will not pass.
+    fn expire_ready(&mut self, error: ClientError) {
+        let timeout = self.config.delivery_timeout;
+        for queue in self.ready.values_mut() {
+            let (keep, expired): (VecDeque<Pending>, VecDeque<Pending>) = queue
+                .drain(..)
+                .partition(|p| error.is_transient() && p.created.elapsed() < timeout);
+            *queue = keep;
+            for pending in expired {
+                if error.is_transient() {
+                    pending.fail(ClientError::Timeout(timeout));
+                } else {
+                    pending.fail(error.clone());
+                }
+            }
+        }
+        self.ready.retain(|_, q| !q.is_empty());
+    }
+
+    /// Sends ready batches of partitions with room, oldest first per partition.
+    async fn dispatch(&mut self) {
+        if self.ready.is_empty() || !self.ensure_stream().await {
+            return;
+        }
         let candidates: Vec<TopicPartition> = self
             .ready
-            .iter()
-            .filter(|(tp, q)| {
-                !self.busy.contains(*tp)
-                    && q.front()
-                        .is_some_and(|p| p.not_before.is_none_or(|t| t <= now))
-            })
-            .map(|(tp, _)| tp.clone())
+            .keys()
+            .filter(|tp| self.has_room(tp))
+            .cloned()
             .collect();
         for tp in candidates {
-            if self.in_flight.len() >= self.config.max_in_flight {
-                return;
-            }
-            let Some(mut pending) = self.ready.get_mut(&tp).and_then(VecDeque::pop_front) else {
-                continue;
-            };
-            if self.ready.get(&tp).is_some_and(VecDeque::is_empty) {
-                self.ready.remove(&tp);
-            }
-            let batch = match &pending.encoded {
-                Some(bytes) => bytes.clone(),
-                None => {
-                    let builder = std::mem::take(&mut pending.builder);
-                    match builder.build() {
+            while self.has_room(&tp) && self.unacked() < self.config.max_in_flight {
+                let Some(stream) = self.stream.as_mut().filter(|s| !s.closing) else {
+                    return;
+                };
+                let Some(mut pending) = self.ready.get_mut(&tp).and_then(VecDeque::pop_front)
+                else {
+                    break;
+                };
+                let batch = match &pending.encoded {
+                    Some(bytes) => bytes.clone(),
+                    None => match std::mem::take(&mut pending.builder).build() {
                         Ok(bytes) => {
                             let bytes = Bytes::from(bytes);
                             pending.encoded = Some(bytes.clone());
@@ -457,76 +570,108 @@ impl Sender {
                             pending.fail(ClientError::Invalid(e.to_string()));
                             continue;
                         }
-                    }
+                    },
+                };
+                let acks = match self.config.acks {
+                    Acks::Durable => proto::Acks::Durable,
+                    Acks::Appended => proto::Acks::Appended,
+                };
+                let request = proto::ProduceRequest {
+                    topic: tp.topic.clone(),
+                    partition: Some(tp.partition),
+                    record_batch: batch,
+                    acks: acks as i32,
+                    ..Default::default()
+                };
+                // Room is certain: the channel holds `max_in_flight` and
+                // fewer than that are unacknowledged. A closed channel means
+                // the stream ended; its reply says so next.
+                if stream.requests.try_send(request).is_err() {
+                    stream.closing = true;
                 }
-            };
-            pending.attempts += 1;
-            self.busy.insert(tp.clone());
-            let mut client = self.client.clone();
-            let broker = self.config.broker.clone();
-            let acks = match self.config.acks {
-                Acks::Durable => proto::Acks::Durable,
-                Acks::Appended => proto::Acks::Appended,
-            };
-            let request = proto::ProduceRequest {
-                topic: tp.topic.clone(),
-                partition: Some(tp.partition),
-                record_batch: batch,
-                acks: acks as i32,
-                ..Default::default()
-            };
-            self.in_flight.push(Box::pin(async move {
-                let result = client
-                    .produce(request)
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(|s| call_error(&broker, s));
-                (tp, pending, result)
-            }));
+                let sequence = stream.next_sequence;
+                stream.next_sequence += 1;
+                stream.unacked.insert(sequence, (tp.clone(), pending));
+                *self.in_flight.entry(tp.clone()).or_insert(0) += 1;
+            }
+            if self.ready.get(&tp).is_some_and(VecDeque::is_empty) {
+                self.ready.remove(&tp);
+            }
         }
     }
 
-    fn complete(
-        &mut self,
-        tp: TopicPartition,
-        mut pending: Pending,
-        result: Result<proto::ProduceResponse, ClientError>,
-    ) {
-        self.busy.remove(&tp);
-        match result {
-            Ok(reply) => {
-                let base = reply.partitions.first().map_or(-1, |p| p.base_offset);
-                for (i, (waiter, timestamp)) in pending.waiters.into_iter().enumerate() {
-                    let metadata = RecordMetadata {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset: base + i as i64,
-                        timestamp_ms: timestamp,
-                    };
-                    let _ = waiter.send(Ok(metadata));
-                }
+    fn on_reply(&mut self, reply: Result<Option<proto::ProduceStreamReply>, tonic::Status>) {
+        let reply = match reply {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return self.stream_ended(None),
+            Err(status) => {
+                let e = call_error(&self.config.broker, status);
+                return self.stream_ended(Some(e));
             }
-            Err(e)
-                if e.is_transient() && pending.created.elapsed() < self.config.delivery_timeout =>
-            {
-                // Retry first: the partition's later batches wait behind it, so order holds.
-                let backoff = self
-                    .config
-                    .retry_backoff
-                    .saturating_mul(1 << pending.attempts.min(16).saturating_sub(1));
-                let backoff = backoff.min(Duration::from_millis(RETRY_BACKOFF_MAX_MS));
-                tracing::debug!(topic = %tp.topic, partition = tp.partition, attempt = pending.attempts, ?backoff, error = %e, "retrying produce");
-                pending.not_before = Some(Instant::now() + backoff);
-                self.ready.entry(tp).or_default().push_front(pending);
+        };
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        if reply.error_code != 0 {
+            let e = call_error(
+                &self.config.broker,
+                tonic::Status::new(tonic::Code::from_i32(reply.error_code), reply.error_message),
+            );
+            stream.closing = true;
+            if e.is_transient() {
+                // Stays unacknowledged: sent again, in order, on the next stream.
+                self.stream_failed(&e);
+                return;
             }
-            Err(e) if e.is_transient() => {
-                pending.fail(ClientError::Timeout(self.config.delivery_timeout))
-            }
-            Err(e) => {
+            if let Some((tp, pending)) = stream.unacked.remove(&reply.sequence) {
+                self.release(&tp);
                 if e.is_not_found() {
                     self.partitions.remove(&tp.topic);
                 }
                 pending.fail(e);
+            }
+            return;
+        }
+        let Some((tp, pending)) = stream.unacked.remove(&reply.sequence) else {
+            tracing::warn!(
+                sequence = reply.sequence,
+                "produce stream acknowledged a request it was not sent"
+            );
+            return;
+        };
+        self.stream_failures = 0;
+        self.release(&tp);
+        let base = reply
+            .response
+            .and_then(|r| r.partitions.first().map(|p| p.base_offset))
+            .unwrap_or(-1);
+        pending.deliver(&tp, base);
+    }
+
+    fn release(&mut self, tp: &TopicPartition) {
+        if let Some(n) = self.in_flight.get_mut(tp) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(tp);
+            }
+        }
+    }
+
+    /// Puts every unacknowledged batch back at the front of its partition's
+    /// queue, in the order it was first sent.
+    fn stream_ended(&mut self, error: Option<ClientError>) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if let Some(e) = &error {
+            self.stream_failed(e);
+        }
+        for (_, (tp, pending)) in stream.unacked.into_iter().rev() {
+            self.release(&tp);
+            if pending.created.elapsed() >= self.config.delivery_timeout {
+                pending.fail(ClientError::Timeout(self.config.delivery_timeout));
+            } else {
+                self.ready.entry(tp).or_default().push_front(pending);
             }
         }
     }
@@ -534,6 +679,15 @@ impl Sender {
 
 fn record_is_keyless_sticky(sticky: &HashMap<String, u32>, tp: &TopicPartition) -> bool {
     sticky.get(&tp.topic).is_some_and(|&p| p == tp.partition)
+}
+
+async fn next_reply(
+    stream: Option<&mut ProduceStream>,
+) -> Result<Option<proto::ProduceStreamReply>, tonic::Status> {
+    match stream {
+        Some(stream) => stream.replies.message().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(wake: Option<Instant>) {
