@@ -3,8 +3,9 @@
 //! kafka-producer-perf-test, `rpk` and `nats bench`.
 //!
 //! - `produce`: pre-encoded batches of `--batch-size` records through the
-//!   broker's fast path, `--in-flight` requests per producer, optionally
-//!   paced to `--rate`; latency is per produce request.
+//!   broker's fast path, each producer pipelining `--in-flight` requests on
+//!   one `ProduceStream` (appended in order), optionally paced to `--rate`;
+//!   latency is per produce request, from sending it to its acknowledgement.
 //! - `consume`: replays a topic from its first offset with raw batch fetches
 //!   (checking each batch's CRC) and verifies the record count.
 //! - `e2e`: a producer at a fixed rate and a tailing consumer in the same
@@ -13,6 +14,7 @@
 //! With `--broker-pid`, the broker's anonymous resident memory (RssAnon in
 //! /proc/PID/status) is sampled while the bench runs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,8 +27,6 @@ use carteiro_client::{
     Acks, Admin, ClientError, Producer, ProducerConfig, ProducerRecord, TopicSettings,
 };
 use clap::{Args, Subcommand};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -119,6 +119,9 @@ pub struct E2eBench {
     /// The producer's linger, ms
     #[arg(long, default_value_t = 0)]
     linger_ms: u64,
+    /// The producer's most requests in flight to the partition (pipelined on one stream)
+    #[arg(long, default_value_t = carteiro_client::producer::MAX_IN_FLIGHT_PER_PARTITION_DEFAULT)]
+    in_flight: usize,
     /// When the broker acknowledges
     #[arg(long, value_enum, default_value_t = AcksArg::Durable)]
     acks: AcksArg,
@@ -271,7 +274,7 @@ async fn produce(broker: &str, out: &Printer, args: ProduceBench) -> Result<(), 
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.producers {
-        let client =
+        let mut client =
             BrokerClient::new(channel(broker)?).max_encoding_message_size(REQUEST_BYTES_MAX);
         let (next, batch, topic, bar) = (next.clone(), batch.clone(), topic.clone(), bar.clone());
         let (acks, in_flight, batch_size, rate) = (
@@ -282,10 +285,20 @@ async fn produce(broker: &str, out: &Printer, args: ProduceBench) -> Result<(), 
         );
         let broker = broker.to_string();
         tasks.push(tokio::spawn(async move {
+            let describe = |s| carteiro_client::connection::describe_status(&broker, s);
             let mut latency = histogram();
-            let mut pending = FuturesUnordered::new();
+            // One stream per producer: its requests are appended in order,
+            // `in_flight` of them pipelined.
+            let (requests, outgoing) = tokio::sync::mpsc::channel(in_flight);
+            let mut replies = client
+                .produce_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+                .await
+                .map_err(describe)?
+                .into_inner();
+            let mut sent_at = HashMap::new();
+            let mut sequence = 0u64;
             loop {
-                while pending.len() < in_flight {
+                while sent_at.len() < in_flight {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= batches {
                         break;
@@ -302,18 +315,26 @@ async fn produce(broker: &str, out: &Printer, args: ProduceBench) -> Result<(), 
                         acks: acks as i32,
                         ..Default::default()
                     };
-                    let mut client = client.clone();
-                    pending.push(async move {
-                        let sent = Instant::now();
-                        let result = client.produce(request).await;
-                        (sent.elapsed(), result)
-                    });
+                    if requests.send(request).await.is_err() {
+                        break;
+                    }
+                    sent_at.insert(sequence, Instant::now());
+                    sequence += 1;
                 }
-                let Some((took, result)) = pending.next().await else {
+                if sent_at.is_empty() {
                     break;
-                };
-                result.map_err(|s| carteiro_client::connection::describe_status(&broker, s))?;
-                let _ = latency.record((took.as_micros() as u64).clamp(1, LATENCY_MAX_US));
+                }
+                let reply = replies.message().await.map_err(describe)?.ok_or_else(|| {
+                    ClientError::Invalid("the broker ended the produce stream early".into())
+                })?;
+                if reply.error_code != 0 {
+                    let code = tonic::Code::from_i32(reply.error_code);
+                    return Err(describe(tonic::Status::new(code, reply.error_message)));
+                }
+                if let Some(sent) = sent_at.remove(&reply.sequence) {
+                    let took = sent.elapsed().as_micros() as u64;
+                    let _ = latency.record(took.clamp(1, LATENCY_MAX_US));
+                }
                 bar.inc(batch_size);
             }
             Ok::<_, ClientError>(latency)
@@ -505,6 +526,7 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
     };
     let config = ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
+        max_in_flight_per_partition: args.in_flight,
         acks: match args.acks {
             AcksArg::Durable => Acks::Durable,
             AcksArg::Appended => Acks::Appended,
@@ -515,25 +537,31 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
     let bar = out.progress(Some(args.records), "sent");
     let rss = RssSampler::start(args.broker_pid);
     let started = Instant::now();
-    let mut padding = vec![0u8; args.record_size];
-    for n in 0..args.records {
-        let due = started + Duration::from_secs_f64(n as f64 / args.rate as f64);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due).await;
+    // Paced on a thread of its own: a thread's sleep wakes within tens of µs,
+    // where tokio's timer wheel ticks in whole milliseconds and would send
+    // the records in bursts of `rate / 1000`.
+    let runtime = tokio::runtime::Handle::current();
+    let (records, rate, record_size) = (args.records, args.rate, args.record_size);
+    let (pacer_topic, pacer_bar) = (topic.clone(), bar.clone());
+    let producer = tokio::task::spawn_blocking(move || {
+        let started = started.into_std();
+        let mut padding = vec![0u8; record_size];
+        for n in 0..records {
+            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let sent = epoch.elapsed().as_nanos() as u64;
+            padding[..8].copy_from_slice(&sent.to_be_bytes());
+            let record = ProducerRecord::value(Bytes::copy_from_slice(&padding));
+            // Deliveries are not awaited one by one: the producer batches what is waiting.
+            drop(runtime.block_on(producer.send(&pacer_topic, record))?);
+            pacer_bar.inc(1);
         }
-        let sent = epoch.elapsed().as_nanos() as u64;
-        padding[..8].copy_from_slice(&sent.to_be_bytes());
-        // Deliveries are not awaited one by one: the producer batches what is waiting.
-        drop(
-            producer
-                .send(
-                    &topic,
-                    ProducerRecord::value(Bytes::copy_from_slice(&padding)),
-                )
-                .await?,
-        );
-        bar.inc(1);
-    }
+        Ok::<_, ClientError>(producer)
+    })
+    .await
+    .map_err(|e| ClientError::Invalid(format!("pacing thread: {e}")))??;
     producer.close().await?;
     let latency = consumer
         .await
@@ -550,7 +578,7 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
         rss.map(RssSampler::finish),
         json!({
             "topic": topic, "rate": args.rate, "record_size": args.record_size, "linger_ms": args.linger_ms,
-            "acks": format!("{:?}", args.acks).to_lowercase(),
+            "in_flight": args.in_flight, "acks": format!("{:?}", args.acks).to_lowercase(),
         }),
     );
     Ok(())
