@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the broker in process, through gRPC over
 //! loopback: produce (a pre-encoded batch of 1000 records, DURABLE, so each
-//! iteration includes the sync) and fetch (1 MiB of raw batches from a
-//! filled partition).
+//! iteration includes the sync), the same pipelined four at a time on a
+//! ProduceStream, and fetch (1 MiB of raw batches from a filled partition).
 //!
 //! `cargo bench --bench grpc` (data in the temp directory, or `CARTEIRO_BENCH_DIR`).
 
@@ -124,6 +124,40 @@ fn grpc(c: &mut Criterion) {
             })
         });
     }
+    // Pipelined: PIPELINE requests out at once on one ProduceStream, each
+    // iteration sending them and waiting for their acknowledgements.
+    const PIPELINE: usize = 4;
+    let batch = batch(100);
+    let (requests, outgoing) = tokio::sync::mpsc::channel(PIPELINE);
+    let mut replies = {
+        let mut client = running.client.clone();
+        running
+            .runtime
+            .block_on(client.produce_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing)))
+            .expect("open stream")
+            .into_inner()
+    };
+    group.throughput(Throughput::Bytes((PIPELINE * batch.len()) as u64));
+    group.bench_function(
+        format!("produce stream 100B x 1000, {PIPELINE} pipelined, durable"),
+        |b| {
+            b.iter(|| {
+                running.runtime.block_on(async {
+                    for _ in 0..PIPELINE {
+                        requests
+                            .send(produce_request(&batch))
+                            .await
+                            .expect("stream open");
+                    }
+                    for _ in 0..PIPELINE {
+                        let reply = replies.message().await.expect("reply").expect("open");
+                        assert_eq!(reply.error_code, 0, "{}", reply.error_message);
+                    }
+                })
+            })
+        },
+    );
+    drop(requests);
     // Fetch 1 MiB from the start of what the produce benchmarks wrote.
     group.throughput(Throughput::Bytes(1 << 20));
     group.measurement_time(Duration::from_secs(if benchmarking() { 5 } else { 1 }));

@@ -576,11 +576,21 @@ fn bench_produce_consume_and_e2e_report_every_figure() {
     );
     assert!(wrong.contains("read 20000 records, expected 5"), "{wrong}");
 
-    let e2e = cli.json(&["bench", "e2e", "--rate", "2000", "--records", "1000"]);
+    let e2e = cli.json(&[
+        "bench",
+        "e2e",
+        "--rate",
+        "2000",
+        "--records",
+        "1000",
+        "--warmup-secs",
+        "0.25",
+    ]);
     assert_eq!(e2e["records"], 1000);
+    assert_eq!(e2e["warmup_records"], 500);
     assert_eq!(
         e2e["latency"]["count"], 1000,
-        "every record timed by the tailing consumer"
+        "every record after the warm-up timed by the tailing consumer, none before"
     );
     broker.stop();
 }

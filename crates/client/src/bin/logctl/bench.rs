@@ -9,7 +9,8 @@
 //! - `consume`: replays a topic from its first offset with raw batch fetches
 //!   (checking each batch's CRC) and verifies the record count.
 //! - `e2e`: a producer at a fixed rate and a tailing consumer in the same
-//!   process; latency is from `send` to the consumer seeing the record.
+//!   process; latency is from `send` to the consumer seeing the record,
+//!   after `--warmup-secs` at the same rate that are not counted.
 //!
 //! With `--broker-pid`, the broker's anonymous resident memory (RssAnon in
 //! /proc/PID/status) is sampled while the bench runs.
@@ -119,6 +120,10 @@ pub struct E2eBench {
     /// The producer's linger, ms
     #[arg(long, default_value_t = 0)]
     linger_ms: u64,
+    /// Seconds sent at the same rate before timing starts, not counted
+    /// (connections, threads and caches warm up; as OpenMessaging Benchmark's warm-up)
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
     /// The producer's most requests in flight to the partition (pipelined on one stream)
     #[arg(long, default_value_t = carteiro_client::producer::MAX_IN_FLIGHT_PER_PARTITION_DEFAULT)]
     in_flight: usize,
@@ -460,6 +465,13 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
             "--record-size must be at least 8 and --rate at least 1".into(),
         ));
     }
+    if !(0.0..=3600.0).contains(&args.warmup_secs) {
+        return Err(ClientError::Invalid(format!(
+            "--warmup-secs {} is outside 0 to 3600",
+            args.warmup_secs
+        )));
+    }
+    let warmup_records = (args.warmup_secs * args.rate as f64).round() as u64;
     let topic = ensure_topic(broker, args.topic.clone(), 1).await?;
     let start_offset = Admin::connect(broker)?
         .offsets(&topic)
@@ -472,6 +484,8 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
         let mut client =
             BrokerClient::new(channel(broker)?).max_decoding_message_size(REPLY_BYTES_MAX);
         let (topic, want, broker) = (topic.clone(), args.records, broker.to_string());
+        let timed_from =
+            start_offset.saturating_add(i64::try_from(warmup_records).unwrap_or(i64::MAX));
         tokio::spawn(async move {
             let mut latency = histogram();
             let mut offset = start_offset;
@@ -506,7 +520,7 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
                             .map_err(|e| ClientError::Invalid(e.to_string()))?
                         {
                             let record = record.map_err(|e| ClientError::Invalid(e.to_string()))?;
-                            if record.offset < offset {
+                            if record.offset < offset.max(timed_from) {
                                 continue;
                             }
                             let sent = record
@@ -534,14 +548,14 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;
-    let bar = out.progress(Some(args.records), "sent");
+    let bar = out.progress(Some(warmup_records + args.records), "sent");
     let rss = RssSampler::start(args.broker_pid);
     let started = Instant::now();
     // Paced on a thread of its own: a thread's sleep wakes within tens of µs,
     // where tokio's timer wheel ticks in whole milliseconds and would send
     // the records in bursts of `rate / 1000`.
     let runtime = tokio::runtime::Handle::current();
-    let (records, rate, record_size) = (args.records, args.rate, args.record_size);
+    let (records, rate, record_size) = (warmup_records + args.records, args.rate, args.record_size);
     let (pacer_topic, pacer_bar) = (topic.clone(), bar.clone());
     let producer = tokio::task::spawn_blocking(move || {
         let started = started.into_std();
@@ -566,7 +580,9 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
     let latency = consumer
         .await
         .map_err(|e| ClientError::Invalid(format!("consumer task: {e}")))??;
-    let elapsed = started.elapsed();
+    let elapsed = started
+        .elapsed()
+        .saturating_sub(Duration::from_secs_f64(args.warmup_secs));
     bar.finish_and_clear();
     report(
         out,
@@ -578,7 +594,7 @@ async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(), ClientEr
         rss.map(RssSampler::finish),
         json!({
             "topic": topic, "rate": args.rate, "record_size": args.record_size, "linger_ms": args.linger_ms,
-            "in_flight": args.in_flight, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "in_flight": args.in_flight, "warmup_records": warmup_records, "acks": format!("{:?}", args.acks).to_lowercase(),
         }),
     );
     Ok(())
