@@ -53,7 +53,9 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// When appends are synced.
     pub flush: FlushPolicy,
-    /// Longest time between two recovery checkpoints while appending, in ms.
+    /// Time between two recovery checkpoints while appending, in ms (in a
+    /// store, the maintenance thread writes one within its period after it
+    /// is due).
     pub checkpoint_interval_ms: u64,
 }
 

@@ -8,7 +8,7 @@
 //! their segment mapped however the log changes afterwards.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,14 @@ pub struct Log {
     end_offset: AtomicU64,
     durable_offset: AtomicU64,
     sync: Mutex<SyncState>,
+    /// The last recovery point written; held while one is written, so two
+    /// writers never share the temporary file and the point never goes back.
+    checkpoint: Mutex<u64>,
+    /// The periodic recovery point is written by the maintenance pass
+    /// ([`Log::write_due_checkpoint`]) rather than by the sync that finds it due.
+    background_checkpoints: AtomicBool,
+    /// A sync found the periodic recovery point due.
+    checkpoint_due: AtomicBool,
     failure: OnceLock<String>,
     growth: Event,
     recovery: RecoveryReport,
@@ -201,12 +209,15 @@ impl Log {
                 last_checkpoint_ms: now,
                 last_sync_ms: now,
             }),
+            checkpoint: Mutex::new(0),
+            background_checkpoints: AtomicBool::new(false),
+            checkpoint_due: AtomicBool::new(false),
             failure: OnceLock::new(),
             growth: Event::new(),
             recovery: loaded.report,
             dir,
         };
-        log.write_checkpoint(CheckpointKind::RecoveryPoint, end)
+        log.write_recovery_point(end)
             .map_err(|source| OpenError::Io {
                 op: "writing checkpoint in",
                 path: log.dir.clone(),
@@ -398,7 +409,7 @@ impl Log {
         self.durable_offset.fetch_max(base, Ordering::AcqRel);
         self.growth.notify(usize::MAX);
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
-        if let Err(e) = self.write_checkpoint(CheckpointKind::RecoveryPoint, base) {
+        if let Err(e) = self.write_recovery_point(base) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
         }
         Ok(())
@@ -448,12 +459,47 @@ impl Log {
             >= ms_i64(self.config.checkpoint_interval_ms)
         {
             state.last_checkpoint_ms = now;
-            if let Err(e) =
-                self.write_checkpoint(CheckpointKind::RecoveryPoint, self.durable_offset())
-            {
+            if self.background_checkpoints.load(Ordering::Acquire) {
+                // Off the sync path: its fsyncs and rename would hold up
+                // every produce waiting on this log for about a millisecond.
+                self.checkpoint_due.store(true, Ordering::Release);
+            } else if let Err(e) = self.write_recovery_point(self.durable_offset()) {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
             }
         }
+        Ok(())
+    }
+
+    /// From now on, a sync that finds the periodic recovery checkpoint due
+    /// leaves it to [`write_due_checkpoint`](Self::write_due_checkpoint)
+    /// (which the store's maintenance thread calls) instead of writing it
+    /// while appenders wait.
+    pub fn defer_checkpoints(&self) {
+        self.background_checkpoints.store(true, Ordering::Release);
+    }
+
+    /// Writes the recovery checkpoint if a sync found it due since the last call.
+    pub fn write_due_checkpoint(&self) {
+        if self.checkpoint_due.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.write_recovery_point(self.durable_offset())
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
+        }
+    }
+
+    /// Records that offsets below `offset` are synced, unless a later point
+    /// is already written.
+    fn write_recovery_point(&self, offset: u64) -> std::io::Result<()> {
+        let mut written = lock(&self.checkpoint);
+        if offset < *written {
+            return Ok(());
+        }
+        debug_assert!(
+            offset <= self.durable_offset(),
+            "checkpoint past the synced end"
+        );
+        self.write_checkpoint(CheckpointKind::RecoveryPoint, offset)?;
+        *written = offset;
         Ok(())
     }
 
@@ -678,8 +724,7 @@ impl Log {
             path: self.dir.clone(),
             source,
         };
-        self.write_checkpoint(CheckpointKind::RecoveryPoint, end)
-            .map_err(io)?;
+        self.write_recovery_point(end).map_err(io)?;
         self.write_checkpoint(CheckpointKind::CleanShutdown, end)
             .map_err(io)?;
         self.growth.notify(usize::MAX);

@@ -29,9 +29,10 @@ pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 pub struct StoreOptions {
     /// Medium, clock and repair, passed to every log.
     pub log: LogOptions,
-    /// Period of the background thread that flushes interval-policy logs
-    /// and applies retention, in ms; `None` runs no thread (call
-    /// [`Store::run_maintenance`] yourself).
+    /// Period of the background thread that flushes interval-policy logs,
+    /// writes due recovery checkpoints and applies retention, in ms; `None`
+    /// runs no thread (logs then write their checkpoints as they sync; call
+    /// [`Store::run_maintenance`] yourself for the rest).
     pub maintenance_interval_ms: Option<u64>,
     /// Period between two retention passes, in ms.
     pub retention_check_interval_ms: u64,
@@ -186,7 +187,7 @@ impl Store {
         };
         let mut topics = BTreeMap::new();
         for record in records {
-            let topic = open_topic(&dir, &options.log, record)?;
+            let topic = open_topic(&dir, &options, record)?;
             topics.insert(topic.name.clone(), Arc::new(topic));
         }
         let store = Arc::new(Store {
@@ -296,7 +297,7 @@ impl Store {
             config: config.log.clone(),
             created_ms: self.options.log.clock.now_ms(),
         };
-        let topic = Arc::new(open_topic(&self.dir, &self.options.log, record)?);
+        let topic = Arc::new(open_topic(&self.dir, &self.options, record)?);
         let mut next = self
             .topics
             .read()
@@ -379,14 +380,16 @@ impl Store {
             .collect()
     }
 
-    /// One maintenance pass: flushes interval-policy logs that are due and,
-    /// with `retention`, applies retention to every log.
+    /// One maintenance pass: flushes interval-policy logs that are due,
+    /// writes the recovery checkpoints syncs found due and, with
+    /// `retention`, applies retention to every log.
     pub fn run_maintenance(&self, retention: bool) {
         for topic in self.topics() {
             for log in topic.partitions() {
                 if let Err(e) = log.flush_if_due() {
                     tracing::warn!(dir = %log.dir().display(), error = %e, "interval flush failed");
                 }
+                log.write_due_checkpoint();
                 if retention {
                     log.apply_retention();
                 }
@@ -464,19 +467,26 @@ impl Drop for Store {
     }
 }
 
-fn open_topic(dir: &Path, options: &LogOptions, record: TopicRecord) -> Result<Topic, StoreError> {
+fn open_topic(
+    dir: &Path,
+    options: &StoreOptions,
+    record: TopicRecord,
+) -> Result<Topic, StoreError> {
     let mut partitions = Vec::with_capacity(record.partitions as usize);
     for partition in 0..record.partitions {
         let log = Log::open(
             partition_dir(dir, &record.name, partition),
             record.config.clone(),
-            options,
+            &options.log,
         )
         .map_err(|source| StoreError::Open {
             topic: record.name.clone(),
             partition,
             source,
         })?;
+        if options.maintenance_interval_ms.is_some() {
+            log.defer_checkpoints();
+        }
         partitions.push(Arc::new(log));
     }
     Ok(Topic {

@@ -248,3 +248,90 @@ fn maintenance_applies_retention_and_interval_flushes() {
     );
     assert!(log.start_offset() > 0);
 }
+
+/// The recovery checkpoint's offset field (bytes 8..16, big-endian; see
+/// docs/format.md).
+fn recovery_point(dir: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(dir.join("recovery-point.checkpoint")).expect("checkpoint");
+    u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"))
+}
+
+#[test]
+fn with_a_maintenance_thread_the_due_checkpoint_is_written_by_maintenance_not_by_the_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(5_000_000);
+    let options = StoreOptions {
+        log: LogOptions {
+            clock: Arc::new(clock.clone()),
+            ..LogOptions::default()
+        },
+        // A thread that will not wake during the test; passes run by hand.
+        maintenance_interval_ms: Some(3_600_000),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).expect("opens");
+    let config = LogConfig {
+        checkpoint_interval_ms: 100,
+        ..small_config(1 << 20)
+    };
+    let topic = store
+        .create_topic(
+            "c",
+            TopicConfig {
+                partitions: 1,
+                log: config,
+            },
+        )
+        .expect("create");
+    let log = topic.partition(0).expect("p0").clone();
+    let log_dir = partition_dir(dir.path(), "c", 0);
+    for i in 0..10 {
+        log.append(&batch(&format!("a{i}"), 2, 5_000_000))
+            .expect("append");
+    }
+    clock.advance(200);
+    log.append(&batch("due", 2, 5_000_200)).expect("append");
+    assert_eq!(log.durable_offset(), 22);
+    assert_eq!(
+        recovery_point(&log_dir),
+        0,
+        "the sync that found it due left it to maintenance"
+    );
+    store.run_maintenance(false);
+    assert_eq!(recovery_point(&log_dir), 22, "maintenance wrote it");
+    store.run_maintenance(false);
+    assert_eq!(recovery_point(&log_dir), 22, "and only once");
+}
+
+#[test]
+fn without_a_maintenance_thread_the_sync_writes_the_due_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(5_000_000);
+    let options = StoreOptions {
+        log: LogOptions {
+            clock: Arc::new(clock.clone()),
+            ..LogOptions::default()
+        },
+        maintenance_interval_ms: None,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).expect("opens");
+    let config = LogConfig {
+        checkpoint_interval_ms: 100,
+        ..small_config(1 << 20)
+    };
+    let topic = store
+        .create_topic(
+            "c",
+            TopicConfig {
+                partitions: 1,
+                log: config,
+            },
+        )
+        .expect("create");
+    let log = topic.partition(0).expect("p0").clone();
+    log.append(&batch("a", 2, 5_000_000)).expect("append");
+    clock.advance(200);
+    log.append(&batch("due", 2, 5_000_200)).expect("append");
+    assert_eq!(recovery_point(&partition_dir(dir.path(), "c", 0)), 4);
+}
