@@ -9,24 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use carteiro::proto;
-use carteiro::record::{NewRecord, RecordBatchBuilder};
 use common::*;
 use tonic::Code;
-
-fn batch_of(values: &[&str]) -> Vec<u8> {
-    let mut builder = RecordBatchBuilder::new();
-    for v in values {
-        builder
-            .append(&NewRecord {
-                timestamp: 1,
-                key: None,
-                value: Some(v.as_bytes()),
-                headers: &[],
-            })
-            .expect("fits");
-    }
-    builder.build().expect("non-empty")
-}
 
 fn assert_status(
     result: Result<impl std::fmt::Debug, tonic::Status>,

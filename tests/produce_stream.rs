@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use carteiro::proto;
 use carteiro::proto::broker_client::BrokerClient;
-use carteiro::record::{NewRecord, RecordBatchBuilder};
 use carteiro_client::{ClientError, Producer, ProducerConfig, ProducerRecord};
 use common::*;
 use tokio::sync::mpsc;
@@ -22,26 +21,11 @@ use tonic::transport::Channel;
 /// Longest wait for a reply before the test fails.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn batch_of(values: &[String]) -> Bytes {
-    let mut builder = RecordBatchBuilder::new();
-    for value in values {
-        builder
-            .append(&NewRecord {
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(value.as_bytes()),
-                headers: &[],
-            })
-            .expect("append");
-    }
-    Bytes::from(builder.build().expect("build"))
-}
-
 fn request(topic: &str, values: &[String]) -> proto::ProduceRequest {
     proto::ProduceRequest {
         topic: topic.into(),
         partition: Some(0),
-        record_batch: batch_of(values),
+        record_batch: Bytes::from(batch_of(values)),
         acks: proto::Acks::Durable as i32,
         ..Default::default()
     }

@@ -264,3 +264,19 @@ pub async fn raw_bytes(client: &mut BrokerClient<Channel>, topic: &str, partitio
         offset = p.next_offset;
     }
 }
+
+/// A record batch of keyless records with these values, encoded as a producer would.
+pub fn batch_of<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
+    let mut builder = carteiro::record::RecordBatchBuilder::new();
+    for value in values {
+        builder
+            .append(&carteiro::record::NewRecord {
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(value.as_ref()),
+                headers: &[],
+            })
+            .expect("fits");
+    }
+    builder.build().expect("non-empty")
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use carteiro_storage::store::{PARTITIONS_MAX, partition_dir};
 use carteiro_storage::{
-    FlushPolicy, LogConfig, LogOptions, ManualClock, Store, StoreError, StoreOptions, TopicConfig,
+    FlushPolicy, Log, LogConfig, LogOptions, ManualClock, Store, StoreError, StoreOptions,
+    TopicConfig,
 };
 use common::*;
 
@@ -256,8 +257,11 @@ fn recovery_point(dir: &std::path::Path) -> u64 {
     u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"))
 }
 
-#[test]
-fn with_a_maintenance_thread_the_due_checkpoint_is_written_by_maintenance_not_by_the_sync() {
+/// A store whose one log ("c", partition 0) finds its checkpoint due 100 ms
+/// (on `clock`) after the last, with a maintenance thread or without one.
+fn checkpointing_store(
+    maintenance_interval_ms: Option<u64>,
+) -> (tempfile::TempDir, Arc<Store>, ManualClock, Arc<Log>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(5_000_000);
     let options = StoreOptions {
@@ -265,25 +269,26 @@ fn with_a_maintenance_thread_the_due_checkpoint_is_written_by_maintenance_not_by
             clock: Arc::new(clock.clone()),
             ..LogOptions::default()
         },
-        // A thread that will not wake during the test; passes run by hand.
-        maintenance_interval_ms: Some(3_600_000),
+        maintenance_interval_ms,
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), options).expect("opens");
-    let config = LogConfig {
-        checkpoint_interval_ms: 100,
-        ..small_config(1 << 20)
+    let config = TopicConfig {
+        partitions: 1,
+        log: LogConfig {
+            checkpoint_interval_ms: 100,
+            ..small_config(1 << 20)
+        },
     };
-    let topic = store
-        .create_topic(
-            "c",
-            TopicConfig {
-                partitions: 1,
-                log: config,
-            },
-        )
-        .expect("create");
+    let topic = store.create_topic("c", config).expect("create");
     let log = topic.partition(0).expect("p0").clone();
+    (dir, store, clock, log)
+}
+
+#[test]
+fn with_a_maintenance_thread_the_due_checkpoint_is_written_by_maintenance_not_by_the_sync() {
+    // A thread that will not wake during the test; passes run by hand.
+    let (dir, store, clock, log) = checkpointing_store(Some(3_600_000));
     let log_dir = partition_dir(dir.path(), "c", 0);
     for i in 0..10 {
         log.append(&batch(&format!("a{i}"), 2, 5_000_000))
@@ -305,31 +310,7 @@ fn with_a_maintenance_thread_the_due_checkpoint_is_written_by_maintenance_not_by
 
 #[test]
 fn without_a_maintenance_thread_the_sync_writes_the_due_checkpoint() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(5_000_000);
-    let options = StoreOptions {
-        log: LogOptions {
-            clock: Arc::new(clock.clone()),
-            ..LogOptions::default()
-        },
-        maintenance_interval_ms: None,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(dir.path(), options).expect("opens");
-    let config = LogConfig {
-        checkpoint_interval_ms: 100,
-        ..small_config(1 << 20)
-    };
-    let topic = store
-        .create_topic(
-            "c",
-            TopicConfig {
-                partitions: 1,
-                log: config,
-            },
-        )
-        .expect("create");
-    let log = topic.partition(0).expect("p0").clone();
+    let (dir, _store, clock, log) = checkpointing_store(None);
     log.append(&batch("a", 2, 5_000_000)).expect("append");
     clock.advance(200);
     log.append(&batch("due", 2, 5_000_200)).expect("append");
