@@ -576,6 +576,50 @@ fn bench_produce_consume_and_e2e_report_every_figure() {
     );
     assert!(wrong.contains("read 20000 records, expected 5"), "{wrong}");
 
+    // Records one by one through the library's Producer, then two
+    // consumers sharing the three partitions.
+    let linger = cli.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "lingered",
+        "--records",
+        "3000",
+        "--batch-size",
+        "100",
+        "--partitions",
+        "3",
+        "--linger-ms",
+        "1",
+    ]);
+    assert_eq!(linger["records"], 3000);
+    assert_eq!(linger["client"], "producer");
+    assert_eq!(
+        linger["latency"]["count"], 3000,
+        "one latency per record: {linger}"
+    );
+    let shared = cli.json(&[
+        "bench",
+        "consume",
+        "--topic",
+        "lingered",
+        "--consumers",
+        "2",
+    ]);
+    assert_eq!(
+        (
+            shared["records"].as_u64(),
+            shared["consumers"].as_u64(),
+            shared["verified"].as_bool()
+        ),
+        (Some(3000), Some(2), Some(true))
+    );
+    let described = cli.json(&["topics", "describe", "lingered"]);
+    for partition in 0..3 {
+        let end = &described["partition_details"][partition]["end_offset"];
+        assert_eq!(end, 1000, "records spread over the partitions: {described}");
+    }
+
     let e2e = cli.json(&[
         "bench",
         "e2e",

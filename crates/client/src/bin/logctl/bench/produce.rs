@@ -1,0 +1,315 @@
+//! `logctl bench produce`: pre-encoded batches of `--batch-size` records
+//! through the broker's fast path, each producer pipelining `--in-flight`
+//! requests on one `ProduceStream` (appended in order), optionally paced to
+//! `--rate`; latency is per request, from sending it to its acknowledgement.
+//! With `--linger-ms`, records go one by one through the client library's
+//! `Producer` instead, which batches and pipelines them; latency is then per
+//! record, from `send` to its delivery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use carteiro::proto::{self, broker_client::BrokerClient};
+use carteiro::record::{NewRecord, RecordBatchBuilder};
+use carteiro_client::connection::{REQUEST_BYTES_MAX, channel, describe_status};
+use carteiro_client::{
+    Acks, Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord,
+};
+use clap::Args;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{LATENCY_MAX_US, RssSampler, acks, ensure_topic, histogram, report};
+use crate::commands::AcksArg;
+use crate::output::Printer;
+
+/// Bytes a record adds to a batch beyond its value, for sizing the
+/// `Producer`'s batches from `--batch-size` (varints, attributes, deltas).
+const RECORD_OVERHEAD_BYTES: usize = 16;
+
+/// `bench produce`.
+#[derive(Debug, Args)]
+pub struct ProduceBench {
+    /// Topic to write (created if missing); default: a new topic named bench-TIME
+    #[arg(long)]
+    topic: Option<String>,
+    /// Records to produce
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Bytes of each record's value
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Records per batch (one produce request each)
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// When the broker acknowledges
+    #[arg(long, value_enum, default_value_t = AcksArg::Durable)]
+    acks: AcksArg,
+    /// Partitions of a created topic; batches go round them
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Concurrent producers
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Produce requests in flight per producer (with --linger-ms: per partition)
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Send records one by one through the client library's Producer, which
+    /// waits this long (ms) for a batch of --batch-size records to fill
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Target records per second (default: as fast as possible)
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Sample this broker process's RssAnon
+    #[arg(long)]
+    broker_pid: Option<u32>,
+}
+
+pub(super) async fn produce(
+    broker: &str,
+    out: &Printer,
+    args: ProduceBench,
+) -> Result<(), ClientError> {
+    if args.batch_size == 0 || args.producers == 0 || args.in_flight == 0 || args.partitions == 0 {
+        return Err(ClientError::Invalid(
+            "--batch-size, --producers, --in-flight and --partitions must be at least 1".into(),
+        ));
+    }
+    let topic = ensure_topic(broker, args.topic.clone(), args.partitions).await?;
+    let partitions = Admin::connect(broker)?
+        .describe_topic(&topic)
+        .await?
+        .partitions;
+    if let Some(linger_ms) = args.linger_ms {
+        return produce_records(broker, out, &args, topic, partitions, linger_ms).await;
+    }
+    let value = vec![0x61u8; args.record_size];
+    let mut builder = RecordBatchBuilder::with_capacity(args.batch_size * (args.record_size + 16));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for _ in 0..args.batch_size {
+        builder
+            .append(&NewRecord {
+                timestamp: now_ms,
+                key: None,
+                value: Some(&value),
+                headers: &[],
+            })
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+    }
+    let batch = Bytes::from(
+        builder
+            .build()
+            .map_err(|e| ClientError::Invalid(e.to_string()))?,
+    );
+    let batches = args.records.div_ceil(args.batch_size as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let bar = out.progress(Some(batches * args.batch_size as u64), "produced");
+    let rss = RssSampler::start(args.broker_pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.producers {
+        let mut client =
+            BrokerClient::new(channel(broker)?).max_encoding_message_size(REQUEST_BYTES_MAX);
+        let (next, batch, topic, bar) = (next.clone(), batch.clone(), topic.clone(), bar.clone());
+        let (acks, in_flight, batch_size, rate) = (
+            acks(args.acks),
+            args.in_flight,
+            args.batch_size as u64,
+            args.rate,
+        );
+        let broker = broker.to_string();
+        tasks.push(tokio::spawn(async move {
+            let describe = |s| describe_status(&broker, s);
+            let mut latency = histogram();
+            // One stream per producer: its requests are appended in order,
+            // `in_flight` of them pipelined.
+            let (requests, outgoing) = tokio::sync::mpsc::channel(in_flight);
+            let mut replies = client
+                .produce_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+                .await
+                .map_err(describe)?
+                .into_inner();
+            let mut sent_at = HashMap::new();
+            let mut sequence = 0u64;
+            loop {
+                while sent_at.len() < in_flight {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= batches {
+                        break;
+                    }
+                    if let Some(rate) = rate {
+                        let due = started
+                            + Duration::from_secs_f64((n * batch_size) as f64 / rate as f64);
+                        tokio::time::sleep_until(due).await;
+                    }
+                    let request = proto::ProduceRequest {
+                        topic: topic.clone(),
+                        partition: Some((n % u64::from(partitions)) as u32),
+                        record_batch: batch.clone(),
+                        acks: acks as i32,
+                        ..Default::default()
+                    };
+                    if requests.send(request).await.is_err() {
+                        break;
+                    }
+                    sent_at.insert(sequence, Instant::now());
+                    sequence += 1;
+                }
+                if sent_at.is_empty() {
+                    break;
+                }
+                let reply = replies.message().await.map_err(describe)?.ok_or_else(|| {
+                    ClientError::Invalid("the broker ended the produce stream early".into())
+                })?;
+                if reply.error_code != 0 {
+                    let code = tonic::Code::from_i32(reply.error_code);
+                    return Err(describe(tonic::Status::new(code, reply.error_message)));
+                }
+                if let Some(sent) = sent_at.remove(&reply.sequence) {
+                    let took = sent.elapsed().as_micros() as u64;
+                    let _ = latency.record(took.clamp(1, LATENCY_MAX_US));
+                }
+                bar.inc(batch_size);
+            }
+            Ok::<_, ClientError>(latency)
+        }));
+    }
+    let latency = join_histograms(tasks).await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let records = batches * args.batch_size as u64;
+    let bytes = batches * batch.len() as u64;
+    report(
+        out,
+        "produce",
+        records,
+        bytes,
+        elapsed,
+        Some(&latency),
+        rss.map(RssSampler::finish),
+        json!({
+            "topic": topic, "record_size": args.record_size, "batch_size": args.batch_size, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "partitions": partitions, "producers": args.producers, "in_flight": args.in_flight, "rate": args.rate,
+        }),
+    );
+    Ok(())
+}
+
+/// `bench produce --linger-ms`: records one by one through `Producer`.
+async fn produce_records(
+    broker: &str,
+    out: &Printer,
+    args: &ProduceBench,
+    topic: String,
+    partitions: u32,
+    linger_ms: u64,
+) -> Result<(), ClientError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let value = Bytes::from(vec![0x61u8; args.record_size]);
+    let bar = out.progress(Some(args.records), "produced");
+    let rss = RssSampler::start(args.broker_pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.producers {
+        let config = ProducerConfig {
+            linger: Duration::from_millis(linger_ms),
+            batch_bytes: args.batch_size * (args.record_size + RECORD_OVERHEAD_BYTES),
+            max_in_flight_per_partition: args.in_flight,
+            acks: match args.acks {
+                AcksArg::Durable => Acks::Durable,
+                AcksArg::Appended => Acks::Appended,
+            },
+            ..ProducerConfig::new(broker)
+        };
+        let producer = Producer::new(config)?;
+        let (next, topic, value, bar) = (next.clone(), topic.clone(), value.clone(), bar.clone());
+        let (records, rate) = (args.records, args.rate);
+        tasks.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            let mut pending = FuturesUnordered::new();
+            let mut n = next.fetch_add(1, Ordering::Relaxed);
+            while n < records || !pending.is_empty() {
+                tokio::select! {
+                    // Deliveries first, so each is timed when it lands.
+                    biased;
+                    Some((took, delivered)) = pending.next(), if !pending.is_empty() => {
+                        let _: carteiro_client::RecordMetadata = delivered?;
+                        let took: Duration = took;
+                        let _ = latency.record((took.as_micros() as u64).clamp(1, LATENCY_MAX_US));
+                        bar.inc(1);
+                    }
+                    accepted = send_one(&producer, &topic, n, partitions, &value, rate, started), if n < records => {
+                        let (sent, delivery) = accepted?;
+                        pending.push(async move { let delivered = delivery.await; (sent.elapsed(), delivered) });
+                        n = next.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            producer.close().await?;
+            Ok::<_, ClientError>(latency)
+        }));
+    }
+    let latency = join_histograms(tasks).await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    report(
+        out,
+        "produce",
+        args.records,
+        args.records * args.record_size as u64,
+        elapsed,
+        Some(&latency),
+        rss.map(RssSampler::finish),
+        json!({
+            "topic": topic, "record_size": args.record_size, "batch_size": args.batch_size, "linger_ms": linger_ms,
+            "acks": format!("{:?}", args.acks).to_lowercase(), "partitions": partitions, "producers": args.producers,
+            "in_flight": args.in_flight, "rate": args.rate, "client": "producer",
+        }),
+    );
+    Ok(())
+}
+
+/// Sends record `n` once its time under `rate` has come; returns when it
+/// was handed over (the latency's start) and its delivery.
+async fn send_one(
+    producer: &Producer,
+    topic: &str,
+    n: u64,
+    partitions: u32,
+    value: &Bytes,
+    rate: Option<u64>,
+    started: Instant,
+) -> Result<(Instant, Delivery), ClientError> {
+    if let Some(rate) = rate {
+        tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate as f64)).await;
+    }
+    let sent = Instant::now();
+    let record = ProducerRecord {
+        partition: Some((n % u64::from(partitions.max(1))) as u32),
+        ..ProducerRecord::value(value.clone())
+    };
+    Ok((sent, producer.send(topic, record).await?))
+}
+
+/// Waits for every producer task and merges their histograms.
+async fn join_histograms(
+    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, ClientError>>>,
+) -> Result<Histogram<u64>, ClientError> {
+    let mut latency = histogram();
+    for task in tasks {
+        let h = task
+            .await
+            .map_err(|e| ClientError::Invalid(format!("producer task: {e}")))??;
+        let _ = latency.add(&h);
+    }
+    Ok(latency)
+}
