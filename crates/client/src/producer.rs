@@ -48,6 +48,9 @@ pub const MAX_IN_FLIGHT_DEFAULT: usize = 16;
 pub const MAX_IN_FLIGHT_PER_PARTITION_DEFAULT: usize = 5;
 /// Default records accepted by `send` but not yet sent; more make `send` wait.
 pub const BUFFER_RECORDS_DEFAULT: usize = 100_000;
+/// Most commands taken from `send` in one round of the background task,
+/// so replies and timers are not starved by a flood of records.
+const COMMANDS_PER_ROUND_MAX: usize = 1024;
 /// Default first retry backoff, in ms; it doubles up to [`RETRY_BACKOFF_MAX_MS`].
 pub const RETRY_BACKOFF_MS_DEFAULT: u64 = 50;
 /// Longest retry backoff, in ms.
@@ -310,21 +313,43 @@ impl Sender {
             }
             let wake = self.next_wake();
             tokio::select! {
-                command = commands.recv(), if accepting => match command {
-                    Some(Command::Send { topic, record, done }) => self.accept(topic, record, done).await,
-                    Some(Command::Flush(done)) => {
-                        self.seal_all();
-                        self.flush_waiters.push(done);
+                command = commands.recv(), if accepting => {
+                    accepting = self.handle(command).await;
+                    // Take what else is waiting before the per-round work
+                    // (sealing, dispatch, timers), so it is paid per burst,
+                    // not per record.
+                    let mut taken = 1;
+                    while accepting && taken < COMMANDS_PER_ROUND_MAX {
+                        let Ok(command) = commands.try_recv() else { break };
+                        accepting = self.handle(Some(command)).await;
+                        taken += 1;
                     }
-                    None => {
-                        accepting = false;
-                        self.seal_all();
-                    }
-                },
+                }
                 reply = next_reply(self.stream.as_mut()) => self.on_reply(reply),
                 _ = sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Handles one command (`None`: the producer was dropped or closed);
+    /// returns whether to keep accepting.
+    async fn handle(&mut self, command: Option<Command>) -> bool {
+        match command {
+            Some(Command::Send {
+                topic,
+                record,
+                done,
+            }) => self.accept(topic, record, done).await,
+            Some(Command::Flush(done)) => {
+                self.seal_all();
+                self.flush_waiters.push(done);
+            }
+            None => {
+                self.seal_all();
+                return false;
+            }
+        }
+        true
     }
 
     fn unacked(&self) -> usize {
@@ -425,7 +450,12 @@ impl Sender {
         if size.is_some_and(|s| s > self.config.batch_bytes) {
             self.seal(&tp);
         }
-        let pending = self.open.entry(tp.clone()).or_insert_with(Pending::new);
+        if !self.open.contains_key(&tp) {
+            self.open.insert(tp.clone(), Pending::new());
+        }
+        let Some(pending) = self.open.get_mut(&tp) else {
+            return;
+        };
         if let Err(e) = pending.builder.append(&new) {
             let _ = done.send(Err(ClientError::Invalid(e.to_string())));
             return;
