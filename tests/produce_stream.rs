@@ -268,3 +268,69 @@ async fn a_pipelining_producer_through_broker_kills_loses_nothing_and_keeps_orde
     );
     broker.stop();
 }
+
+/// A record whose key lands in `partition` of a `partitions`-partition topic.
+fn keyed_to(partition: u32, partitions: u32, value: &str) -> proto::Record {
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| carteiro::partitioner::partition_for_key(k.as_bytes(), partitions) == partition)
+        .expect("some key lands there");
+    record(Some(&key), value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_appended_before_a_later_partition_fails_still_become_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let config = proto::TopicConfig {
+        max_batch_bytes: Some(4096),
+        ..small_topic(64 * 1024)
+    };
+    create_topic(&broker, "split", 2, config).await;
+    let mut client = broker.broker().await;
+    // Partition 0 gets a small batch and is appended first; partition 1's
+    // batch is over the topic's 4 KiB limit and fails the request, on a
+    // stream and then unary.
+    let big = "x".repeat(8 * 1024);
+    let records = vec![keyed_to(0, 2, "small"), keyed_to(1, 2, &big)];
+    let failing = |records: Vec<proto::Record>| proto::ProduceRequest {
+        topic: "split".into(),
+        records,
+        acks: proto::Acks::Durable as i32,
+        ..Default::default()
+    };
+    let (tx, mut replies) = open(&mut client, 1).await;
+    tx.send(failing(records.clone())).await.expect("send");
+    let reply = next_reply(&mut replies).await.expect("reply");
+    assert_eq!(reply.error_code, tonic::Code::InvalidArgument as i32);
+    assert_eq!(read_one(&mut client, 0).await, "small");
+    let unary = client.produce(failing(records)).await;
+    assert_eq!(
+        unary.expect_err("refused").code(),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(read_one(&mut client, 1).await, "small");
+    broker.stop();
+}
+
+/// Long-polls partition 0 of "split" for the record at `offset`: each
+/// failed request appended "small" to it before failing, and a consumer
+/// must be able to read it.
+async fn read_one(client: &mut BrokerClient<Channel>, offset: i64) -> String {
+    let reply = client
+        .fetch(proto::FetchRequest {
+            format: proto::FetchFormat::Decoded as i32,
+            min_bytes: 1,
+            max_wait_ms: 10_000,
+            ..fetch_one("split", 0, offset)
+        })
+        .await
+        .expect("fetch")
+        .into_inner();
+    let got = values(&reply.partitions[0].records);
+    assert!(
+        !got.is_empty(),
+        "the record at {offset} never became readable"
+    );
+    got[0].clone()
+}

@@ -87,15 +87,7 @@ async fn meet_acks(
                     source,
                 })?;
         }
-        FlushPolicy::Always if !durable => {
-            // Not waited for, but consumers see records only once synced.
-            let syncer = log.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = syncer.sync_to(end) {
-                    tracing::error!(error = %e, "background sync failed");
-                }
-            });
-        }
+        FlushPolicy::Always if !durable => sync_in_background(log, end),
         FlushPolicy::IntervalMs(_) if durable => {
             // The maintenance thread's next interval flush acknowledges it.
             log.grown_past(info.last_offset, true).await;
@@ -211,8 +203,19 @@ impl BrokerService {
         let admitted = self.admit_produce(&request)?;
         let mut appends = Vec::new();
         for planned in self.plan(&request)? {
-            let info = append(&planned, false).await?;
-            appends.push((planned.partition, planned.log, info));
+            match append(&planned, false).await {
+                Ok(info) => appends.push((planned.partition, planned.log, info)),
+                Err(e) => {
+                    // The request fails, but what it appended to earlier
+                    // partitions stays and must become readable.
+                    for (_, log, info) in &appends {
+                        if log.config().flush == FlushPolicy::Always {
+                            sync_in_background(log, info.last_offset + 1);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(Appended {
             acks: request.acks(),
@@ -305,6 +308,17 @@ impl BrokerService {
         *counter = counter.wrapping_add(1);
         partition
     }
+}
+
+/// Syncs `log` up to `end` with nobody waiting: consumers of an `always`
+/// topic see records only once they are synced.
+fn sync_in_background(log: &Arc<Log>, end: u64) {
+    let syncer = log.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = syncer.sync_to(end) {
+            tracing::error!(error = %e, "background sync failed");
+        }
+    });
 }
 
 /// Appends a planned batch on a blocking thread, synced too if `sync_now`.
