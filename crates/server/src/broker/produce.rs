@@ -52,7 +52,7 @@ impl Appended {
     async fn acknowledged(self) -> Result<proto::ProduceResponse, BrokerError> {
         let mut reply = proto::ProduceResponse::default();
         for (partition, log, info) in self.appends {
-            meet_acks(&log, &info, self.acks, false).await?;
+            meet_acks(&log, &info, self.acks).await?;
             reply.partitions.push(proto::PartitionAppend {
                 topic: self.topic.clone(),
                 partition,
@@ -65,18 +65,17 @@ impl Appended {
     }
 }
 
-/// Waits until an append meets `acks` under its log's flush policy;
-/// `synced` says the append itself already synced.
+/// Waits until an append meets `acks` under its log's flush policy
+/// (`info.durable` says the append itself already synced).
 async fn meet_acks(
     log: &Arc<Log>,
     info: &AppendInfo,
     acks: proto::Acks,
-    synced: bool,
 ) -> Result<(), BrokerError> {
     let durable = acks == proto::Acks::Durable;
     let end = info.last_offset + 1;
     match log.config().flush {
-        FlushPolicy::Always if durable && !synced => {
+        FlushPolicy::Always if durable && !info.durable => {
             // Concurrent callers share one sync (group commit in `sync_to`).
             let syncer = log.clone();
             tokio::task::spawn_blocking(move || syncer.sync_to(end))
@@ -103,25 +102,10 @@ impl BrokerService {
         &self,
         request: proto::ProduceRequest,
     ) -> Result<proto::ProduceResponse, BrokerError> {
-        let admitted = self.admit_produce(&request)?;
-        let acks = request.acks();
-        let mut reply = proto::ProduceResponse::default();
-        for planned in self.plan(&request)? {
-            // One blocking call appends and syncs: one thread hop, not two.
-            let sync_now =
-                acks == proto::Acks::Durable && planned.log.config().flush == FlushPolicy::Always;
-            let info = append(&planned, sync_now).await?;
-            meet_acks(&planned.log, &info, acks, sync_now).await?;
-            reply.partitions.push(proto::PartitionAppend {
-                topic: request.topic.clone(),
-                partition: planned.partition,
-                base_offset: info.base_offset as i64,
-                record_count: (info.last_offset - info.base_offset + 1) as u32,
-                append_time_ms: info.append_time_ms,
-            });
-        }
-        drop(admitted);
-        Ok(reply)
+        self.append_request(request, true)
+            .await?
+            .acknowledged()
+            .await
     }
 
     /// Serves a produce stream: appends its requests one after another in
@@ -153,7 +137,7 @@ impl BrokerService {
                         };
                         let this = sequence;
                         sequence += 1;
-                        match service.append_request(request).await {
+                        match service.append_request(request, false).await {
                             Ok(appended) => waiting.push(Box::pin(async move {
                                 (this, appended.acknowledged().await)
                             })
@@ -195,21 +179,29 @@ impl BrokerService {
         Ok(admitted)
     }
 
-    /// Checks and appends one request of a stream without syncing it.
+    /// Checks and appends one request. With `sync_in_append` (unary), a
+    /// DURABLE batch on a flush-always topic is synced in the same blocking
+    /// call as its append: one thread hop, not two. A stream's requests
+    /// are not, or the next request would wait behind the sync.
     async fn append_request(
         &self,
         request: proto::ProduceRequest,
+        sync_in_append: bool,
     ) -> Result<Appended, BrokerError> {
         let admitted = self.admit_produce(&request)?;
+        let acks = request.acks();
         let mut appends = Vec::new();
         for planned in self.plan(&request)? {
-            match append(&planned, false).await {
+            let sync_now = sync_in_append
+                && acks == proto::Acks::Durable
+                && planned.log.config().flush == FlushPolicy::Always;
+            match append(&planned, sync_now).await {
                 Ok(info) => appends.push((planned.partition, planned.log, info)),
                 Err(e) => {
                     // The request fails, but what it appended to earlier
                     // partitions stays and must become readable.
                     for (_, log, info) in &appends {
-                        if log.config().flush == FlushPolicy::Always {
+                        if log.config().flush == FlushPolicy::Always && !info.durable {
                             sync_in_background(log, info.last_offset + 1);
                         }
                     }
@@ -218,7 +210,7 @@ impl BrokerService {
             }
         }
         Ok(Appended {
-            acks: request.acks(),
+            acks,
             topic: request.topic,
             appends,
             _admitted: admitted,
