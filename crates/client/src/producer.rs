@@ -68,6 +68,15 @@ pub enum Acks {
     Appended,
 }
 
+impl From<Acks> for proto::Acks {
+    fn from(acks: Acks) -> proto::Acks {
+        match acks {
+            Acks::Durable => proto::Acks::Durable,
+            Acks::Appended => proto::Acks::Appended,
+        }
+    }
+}
+
 /// A producer's settings.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -602,15 +611,11 @@ impl Sender {
                         }
                     },
                 };
-                let acks = match self.config.acks {
-                    Acks::Durable => proto::Acks::Durable,
-                    Acks::Appended => proto::Acks::Appended,
-                };
                 let request = proto::ProduceRequest {
                     topic: tp.topic.clone(),
                     partition: Some(tp.partition),
                     record_batch: batch,
-                    acks: acks as i32,
+                    acks: proto::Acks::from(self.config.acks) as i32,
                     ..Default::default()
                 };
                 // Room is certain: the channel holds `max_in_flight` and

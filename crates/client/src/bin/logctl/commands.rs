@@ -36,6 +36,15 @@ pub enum AcksArg {
     Appended,
 }
 
+impl From<AcksArg> for Acks {
+    fn from(arg: AcksArg) -> Acks {
+        match arg {
+            AcksArg::Durable => Acks::Durable,
+            AcksArg::Appended => Acks::Appended,
+        }
+    }
+}
+
 /// `topics create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -351,10 +360,7 @@ pub async fn produce(broker: &str, out: &Printer, args: ProduceArgs) -> Result<(
         });
     }
     let config = ProducerConfig {
-        acks: match args.acks {
-            AcksArg::Durable => Acks::Durable,
-            AcksArg::Appended => Acks::Appended,
-        },
+        acks: args.acks.into(),
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;

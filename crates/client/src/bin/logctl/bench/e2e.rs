@@ -6,7 +6,7 @@ use bytes::Bytes;
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::RecordBatch;
 use carteiro_client::connection::{REPLY_BYTES_MAX, channel};
-use carteiro_client::{Acks, Admin, ClientError, Producer, ProducerConfig, ProducerRecord};
+use carteiro_client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use serde_json::json;
 use tokio::time::Instant;
@@ -131,10 +131,7 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
     let config = ProducerConfig {
         linger: Duration::from_millis(args.linger_ms),
         max_in_flight_per_partition: args.in_flight,
-        acks: match args.acks {
-            AcksArg::Durable => Acks::Durable,
-            AcksArg::Appended => Acks::Appended,
-        },
+        acks: args.acks.into(),
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;

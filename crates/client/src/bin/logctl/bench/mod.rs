@@ -17,14 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use carteiro::proto;
 use carteiro_client::{Admin, ClientError, TopicSettings};
 use clap::Subcommand;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::Output;
-use crate::commands::AcksArg;
 use crate::output::Printer;
 
 /// Most latency a histogram records, in µs (one minute).
@@ -137,13 +135,6 @@ async fn ensure_topic(
             Ok(name)
         }
         Err(e) => Err(e),
-    }
-}
-
-fn acks(arg: AcksArg) -> proto::Acks {
-    match arg {
-        AcksArg::Durable => proto::Acks::Durable,
-        AcksArg::Appended => proto::Acks::Appended,
     }
 }
 

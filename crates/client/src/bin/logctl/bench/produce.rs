@@ -15,9 +15,7 @@ use bytes::Bytes;
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::{NewRecord, RecordBatchBuilder};
 use carteiro_client::connection::{REQUEST_BYTES_MAX, channel, describe_status};
-use carteiro_client::{
-    Acks, Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord,
-};
+use carteiro_client::{Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -25,7 +23,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{LATENCY_MAX_US, RssSampler, acks, ensure_topic, histogram, report};
+use super::{LATENCY_MAX_US, RssSampler, ensure_topic, histogram, report};
 use crate::commands::AcksArg;
 use crate::output::Printer;
 
@@ -121,7 +119,7 @@ pub(super) async fn produce(
             BrokerClient::new(channel(broker)?).max_encoding_message_size(REQUEST_BYTES_MAX);
         let (next, batch, topic, bar) = (next.clone(), batch.clone(), topic.clone(), bar.clone());
         let (acks, in_flight, batch_size, rate) = (
-            acks(args.acks),
+            proto::Acks::from(carteiro_client::Acks::from(args.acks)),
             args.in_flight,
             args.batch_size as u64,
             args.rate,
@@ -224,10 +222,7 @@ async fn produce_records(
             linger: Duration::from_millis(linger_ms),
             batch_bytes: args.batch_size * (args.record_size + RECORD_OVERHEAD_BYTES),
             max_in_flight_per_partition: args.in_flight,
-            acks: match args.acks {
-                AcksArg::Durable => Acks::Durable,
-                AcksArg::Appended => Acks::Appended,
-            },
+            acks: args.acks.into(),
             ..ProducerConfig::new(broker)
         };
         let producer = Producer::new(config)?;
