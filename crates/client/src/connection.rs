@@ -35,12 +35,7 @@ pub fn channel(broker: &str) -> Result<Channel, ClientError> {
 }
 
 /// Maps a failed call to the client error, telling transport failures apart.
-pub fn describe_status(broker: &str, status: tonic::Status) -> ClientError {
-    call_error(broker, status)
-}
-
-/// Maps a failed call to the client error, telling transport failures apart.
-pub(crate) fn call_error(broker: &str, status: tonic::Status) -> ClientError {
+pub fn call_error(broker: &str, status: tonic::Status) -> ClientError {
     // tonic reports a refused or dropped connection with a transport error as
     // the source (as UNAVAILABLE, UNKNOWN or CANCELLED, depending on when it
     // closed); a status the broker sent has no source.

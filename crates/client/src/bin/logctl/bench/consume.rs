@@ -4,7 +4,7 @@
 
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::RecordBatch;
-use carteiro_client::connection::{REPLY_BYTES_MAX, channel, describe_status};
+use carteiro_client::connection::{REPLY_BYTES_MAX, call_error, channel};
 use carteiro_client::{Admin, ClientError};
 use clap::Args;
 use indicatif::ProgressBar;
@@ -128,7 +128,7 @@ async fn replay(
         let reply = client
             .fetch(request)
             .await
-            .map_err(|s| describe_status(broker, s))?
+            .map_err(|s| call_error(broker, s))?
             .into_inner();
         for partition in reply.partitions {
             if let Some(e) = partition.error {

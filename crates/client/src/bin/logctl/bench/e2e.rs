@@ -94,7 +94,7 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
                 let reply = client
                     .fetch(request)
                     .await
-                    .map_err(|s| carteiro_client::connection::describe_status(&broker, s))?
+                    .map_err(|s| carteiro_client::connection::call_error(&broker, s))?
                     .into_inner();
                 let now = epoch.elapsed().as_nanos() as u64;
                 let Some(partition) = reply.partitions.into_iter().next() else {

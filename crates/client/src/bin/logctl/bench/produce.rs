@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::{NewRecord, RecordBatchBuilder};
-use carteiro_client::connection::{REQUEST_BYTES_MAX, channel, describe_status};
+use carteiro_client::connection::{REQUEST_BYTES_MAX, call_error, channel};
 use carteiro_client::{Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use futures_util::StreamExt;
@@ -126,7 +126,7 @@ pub(super) async fn produce(
         );
         let broker = broker.to_string();
         tasks.push(tokio::spawn(async move {
-            let describe = |s| describe_status(&broker, s);
+            let describe = |s| call_error(&broker, s);
             let mut latency = histogram();
             // One stream per producer: its requests are appended in order,
             // `in_flight` of them pipelined.
