@@ -3,15 +3,16 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use carteiro::record::{BATCH_LENGTH_AT, BatchHeader, MAGIC_AT, PARTITION_LEADER_EPOCH_AT};
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, SEGMENT_ALLOCATE_STEP_BYTES};
+use crate::cursor::RegionCursor;
 use crate::index::{Index, IndexWriter, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::medium::Medium;
-use crate::region::RegionWriter;
+use crate::region::{Growth, RegionWriter};
 use crate::segment::{IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, Segment, encode_log_header};
 
 /// The active segment with its writers. Owned by the log's writer lock.
@@ -33,13 +34,18 @@ pub(crate) struct Resume {
     pub cadence: IndexCadence,
 }
 
-fn capacity(config: &LogConfig) -> usize {
-    config.segment_bytes as usize
+/// How a segment file grows: to `segment_bytes`, a step at a time.
+fn growth(config: &LogConfig) -> Growth {
+    Growth {
+        capacity: config.segment_bytes as usize,
+        allocate_step: SEGMENT_ALLOCATE_STEP_BYTES as usize,
+    }
 }
 
 impl ActiveSegment {
     /// Creates the three files of a new segment at `base_offset`; the log
-    /// header is synced before this returns.
+    /// header is synced before this returns. On an error (a full disk, say)
+    /// none of the three files is left behind.
     pub(crate) fn create(
         medium: &dyn Medium,
         dir: &Path,
@@ -47,12 +53,28 @@ impl ActiveSegment {
         config: &LogConfig,
         now_ms: i64,
     ) -> io::Result<Self> {
+        let created = Self::create_files(medium, dir, base_offset, config, now_ms);
+        if created.is_err() {
+            for path in Segment::paths(dir, base_offset) {
+                let _ = medium.remove_file(&path);
+            }
+        }
+        created
+    }
+
+    fn create_files(
+        medium: &dyn Medium,
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
-        let (_, log) = medium.create_region(&log_path, capacity(config))?;
+        let (_, log) = medium.create_region(&log_path, growth(config))?;
         let mut log = log.0;
         log.append(&[&encode_log_header(base_offset, now_ms)])?;
         log.publish();
-        log.region().sync(0, LOG_HEADER_BYTES)?;
+        log.region().sync()?;
         let resume = Resume {
             base_offset,
             created_ms: now_ms,
@@ -82,7 +104,7 @@ impl ActiveSegment {
         resume: Resume,
     ) -> io::Result<Self> {
         let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
-        let (_, log) = medium.open_region(&log_path, Some(capacity(config)))?;
+        let (_, log) = medium.open_region(&log_path, Some(growth(config)))?;
         Self::assemble(
             medium,
             base_offset,
@@ -109,10 +131,10 @@ impl ActiveSegment {
         let (time_index, mut time_writer) =
             Index::<TimeKind>::create(medium, time_path, base_offset, entries)?;
         for entry in resume.offset_entries {
-            offset_writer.append(&offset_index, entry)?;
+            offset_writer.append(&offset_index, entry);
         }
         for entry in resume.time_entries {
-            time_writer.append(&time_index, entry)?;
+            time_writer.append(&time_index, entry);
         }
         let segment = Arc::new(Segment {
             base_offset,
@@ -123,6 +145,8 @@ impl ActiveSegment {
             time_index,
             next_offset: AtomicU64::new(resume.next_offset),
             max_timestamp: AtomicI64::new(resume.cadence.max_timestamp()),
+            scanned_index: OnceLock::new(),
+            index_interval_bytes: config.index_interval_bytes,
         });
         Ok(ActiveSegment {
             segment,
@@ -146,6 +170,9 @@ impl ActiveSegment {
 
     /// Appends `batch` (validated, with `header`) at `base_offset` and
     /// publishes it with its index entries. The caller checked the room.
+    /// On an error (a full disk, say) nothing changed: the batch is not
+    /// published and the next append writes over whatever part of it
+    /// reached the file.
     pub(crate) fn append(
         &mut self,
         base_offset: u64,
@@ -160,9 +187,6 @@ impl ActiveSegment {
         let position = self.log.written();
         let mut header = *header;
         header.base_offset = base_offset as i64;
-        let (offset_entry, time_entry) =
-            self.cadence
-                .observe(self.segment.base_offset, position, &header);
         // The log's base offset and leader epoch replace the producer's; the
         // CRC covers neither, so the batch stays valid.
         self.log.append(&[
@@ -172,12 +196,14 @@ impl ActiveSegment {
             &batch[MAGIC_AT..],
         ])?;
         self.log.publish();
+        let (offset_entry, time_entry) =
+            self.cadence
+                .observe(self.segment.base_offset, position, &header);
         if let Some(entry) = offset_entry {
-            self.offset_index
-                .append(&self.segment.offset_index, entry)?;
+            self.offset_index.append(&self.segment.offset_index, entry);
         }
         if let Some(entry) = time_entry {
-            self.time_index.append(&self.segment.time_index, entry)?;
+            self.time_index.append(&self.segment.time_index, entry);
         }
         self.segment
             .max_timestamp
@@ -189,18 +215,19 @@ impl ActiveSegment {
     }
 
     /// Closes the segment: a last time-index entry for its largest timestamp,
-    /// both indexes sealed, the log synced and cut to its used length.
+    /// the log synced and cut to its used length, both indexes sealed (an
+    /// index that cannot be sealed is rebuilt at the next open).
     pub(crate) fn seal(mut self) -> io::Result<Arc<Segment>> {
         let next = self.segment.next_offset();
         if next > self.segment.base_offset {
             let last_relative = self.last_batch_relative_offset();
             if let Some(entry) = self.cadence.time_entry(last_relative) {
-                self.time_index.append(&self.segment.time_index, entry)?;
+                self.time_index.append(&self.segment.time_index, entry);
             }
         }
         self.log.seal()?;
-        self.offset_index.seal()?;
-        self.time_index.seal()?;
+        self.offset_index.seal();
+        self.time_index.seal();
         Ok(self.segment)
     }
 
@@ -211,9 +238,10 @@ impl ActiveSegment {
             .offset_index
             .last_where(|_| true)
             .map_or(LOG_HEADER_BYTES, |e| e.position as usize);
+        let mut cursor = RegionCursor::new(&self.segment.log, end);
         let mut last = 0;
         while position < end {
-            match self.segment.header_at(position, end) {
+            match cursor.header(position) {
                 Ok(header) => {
                     last = (header.base_offset as u64 - self.segment.base_offset) as u32;
                     position += header.total_bytes();

@@ -11,6 +11,10 @@ pub const MAX_BATCH_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const MAX_BATCH_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// Default segment size, in bytes (1 GiB, Kafka's default).
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Disk space a segment file reserves at a time ahead of its writes, in
+/// bytes (16 MiB, as Redpanda's fallocation step): a new segment takes one
+/// step, not `segment_bytes`, and a reopened one takes none until written.
+pub const SEGMENT_ALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
 /// Smallest segment size, in bytes: tests use small segments to roll often.
 pub const SEGMENT_BYTES_MIN: u64 = 1024;
 /// Largest segment size, in bytes: index entries hold 32-bit positions.
@@ -39,7 +43,8 @@ pub enum FlushPolicy {
 /// The configuration of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogConfig {
-    /// Size at which the active segment rolls, in bytes (preallocated up front).
+    /// Size at which the active segment rolls, in bytes (its file grows to it
+    /// [`SEGMENT_ALLOCATE_STEP_BYTES`] at a time).
     pub segment_bytes: u64,
     /// Age at which a non-empty active segment rolls, in ms.
     pub segment_ms: u64,

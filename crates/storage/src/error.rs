@@ -115,13 +115,16 @@ pub enum ReadError {
         /// The log end offset.
         end: u64,
     },
-    /// A stored batch header is damaged.
-    #[error("corrupt batch in {file} at byte {position}: {reason}")]
+    /// A stored batch is damaged (or its file was cut short from outside):
+    /// the batches before it are served, it and those after it are not.
+    #[error("corrupt batch at offset {offset} in {file} at byte {position}: {reason}")]
     Corrupt {
         /// The segment file.
         file: PathBuf,
         /// Byte position in the file.
         position: u64,
+        /// The offset the damaged batch should start at.
+        offset: u64,
         /// What is wrong.
         reason: String,
     },

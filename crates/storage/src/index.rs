@@ -7,11 +7,11 @@
 //! unsealed or fails its checks is rebuilt from the log.
 
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::medium::Medium;
-use crate::region::{Region, RegionWriter};
+use crate::region::{Growth, Region, RegionWriter};
 
 /// Size of an index file's header, in bytes.
 pub(crate) const INDEX_HEADER_BYTES: usize = 16;
@@ -20,6 +20,8 @@ pub(crate) const INDEX_TRAILER_BYTES: usize = 16;
 /// Version of the index file format.
 pub(crate) const INDEX_VERSION: u16 = 1;
 const SEAL_MAGIC: [u8; 4] = *b"SEAL";
+/// The largest entry of any index kind, in bytes.
+const ENTRY_BYTES_MAX: usize = 12;
 
 /// One kind of index: its magic and its entry layout.
 pub(crate) trait IndexKind {
@@ -124,16 +126,22 @@ fn header<K: IndexKind>(base_offset: u64) -> [u8; INDEX_HEADER_BYTES] {
 
 /// The read side of an index.
 pub(crate) struct Index<K: IndexKind> {
-    region: Region,
+    /// `None` for an index kept nowhere (look-ups then scan the log).
+    region: Option<Region>,
     entries: AtomicUsize,
     kind: PhantomData<K>,
 }
 
-/// The write side of an active index.
+/// The write side of an active index. Entries are a speed-up, never needed
+/// for correctness: a write that fails (a full disk) stops the indexing of
+/// this segment, and the index is left unsealed, to be rebuilt from the log.
 pub(crate) struct IndexWriter<K: IndexKind> {
     writer: RegionWriter,
+    path: PathBuf,
     entries: usize,
     last_key: Option<i64>,
+    /// A write failed: no more entries, and no seal.
+    stopped: bool,
     kind: PhantomData<K>,
 }
 
@@ -146,24 +154,35 @@ impl<K: IndexKind> Index<K> {
         max_entries: usize,
     ) -> std::io::Result<(Index<K>, IndexWriter<K>)> {
         let capacity = INDEX_HEADER_BYTES + max_entries * K::ENTRY_BYTES + INDEX_TRAILER_BYTES;
-        let (_, writer) = medium.create_region(path, capacity)?;
-        let mut writer = writer.0;
-        writer.append(&[&header::<K>(base_offset)])?;
-        writer.publish();
+        let growth = Growth {
+            capacity,
+            allocate_step: 0,
+        };
+        let (_, writer) = medium.create_region(path, growth)?;
+        let mut writer = IndexWriter {
+            writer: writer.0,
+            path: path.to_path_buf(),
+            entries: 0,
+            last_key: None,
+            stopped: false,
+            kind: PhantomData,
+        };
+        writer.write(&header::<K>(base_offset));
         let index = Index {
-            region: writer.region(),
+            region: Some(writer.writer.region()),
             entries: AtomicUsize::new(0),
             kind: PhantomData,
         };
-        Ok((
-            index,
-            IndexWriter {
-                writer,
-                entries: 0,
-                last_key: None,
-                kind: PhantomData,
-            },
-        ))
+        Ok((index, writer))
+    }
+
+    /// An index with no entries, kept nowhere: look-ups scan the log.
+    pub(crate) fn empty() -> Index<K> {
+        Index {
+            region: None,
+            entries: AtomicUsize::new(0),
+            kind: PhantomData,
+        }
     }
 
     /// Opens a sealed index, checking its header, trailer, CRC and order.
@@ -180,7 +199,7 @@ impl<K: IndexKind> Index<K> {
             return Err(format!("{len} bytes is too short to be sealed"));
         }
         let body = len - INDEX_HEADER_BYTES - INDEX_TRAILER_BYTES;
-        let bytes = region.read(0, len).ok_or("unreadable")?;
+        let bytes = region.read(0, len).map_err(|e| e.to_string())?;
         if bytes[..INDEX_HEADER_BYTES] != header::<K>(base_offset) {
             return Err("header does not match (magic, version, entry size or base offset)".into());
         }
@@ -201,23 +220,20 @@ impl<K: IndexKind> Index<K> {
                 "checksum mismatch: trailer says {expected:#010x}, bytes give {actual:#010x}"
             ));
         }
-        let index = Index {
-            region,
-            entries: AtomicUsize::new(count),
-            kind: PhantomData,
-        };
         let mut previous = i64::MIN;
         for i in 0..count {
-            let key = index
-                .entry(i)
-                .map(|e| K::key(&e))
-                .ok_or("unreadable entry")?;
+            let at = INDEX_HEADER_BYTES + i * K::ENTRY_BYTES;
+            let key = K::key(&K::decode(&bytes[at..at + K::ENTRY_BYTES]));
             if key < previous {
                 return Err(format!("entry {i} is out of order"));
             }
             previous = key;
         }
-        Ok(index)
+        Ok(Index {
+            region: Some(region),
+            entries: AtomicUsize::new(count),
+            kind: PhantomData,
+        })
     }
 
     /// Entries visible now.
@@ -225,12 +241,13 @@ impl<K: IndexKind> Index<K> {
         self.entries.load(Ordering::Acquire)
     }
 
-    /// Entry `i`, if visible.
+    /// Entry `i`, if visible and readable.
     pub(crate) fn entry(&self, i: usize) -> Option<K::Entry> {
         let start = INDEX_HEADER_BYTES + i * K::ENTRY_BYTES;
-        self.region
-            .read(start, start + K::ENTRY_BYTES)
-            .map(K::decode)
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let buf = &mut buf[..K::ENTRY_BYTES];
+        self.region.as_ref()?.read_into(start, buf).ok()?;
+        Some(K::decode(buf))
     }
 
     /// All visible entries, in order.
@@ -255,40 +272,73 @@ impl<K: IndexKind> Index<K> {
 
 impl<K: IndexKind> IndexWriter<K> {
     /// Room for another entry (the trailer's room is kept free).
-    pub(crate) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         self.writer.remaining() >= K::ENTRY_BYTES + INDEX_TRAILER_BYTES
     }
 
+    /// Writes `bytes` and publishes them; on a failure, stops the index.
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.stopped {
+            return false;
+        }
+        match self.writer.append(&[bytes]) {
+            Ok(_) => {
+                self.writer.publish();
+                true
+            }
+            Err(e) => {
+                self.stopped = true;
+                tracing::warn!(
+                    index = %self.path.display(), error = %e,
+                    "index write failed: this segment's index stops here and is rebuilt from the log at the next open"
+                );
+                false
+            }
+        }
+    }
+
     /// Appends and publishes an entry; keys must not decrease.
-    pub(crate) fn append(&mut self, index: &Index<K>, entry: K::Entry) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, index: &Index<K>, entry: K::Entry) {
         debug_assert!(
             self.last_key.is_none_or(|k| k <= K::key(&entry)),
             "index keys must not decrease"
         );
-        if !self.has_room() {
-            // Sparse entries are a speed-up, never needed for correctness.
-            return Ok(());
+        // Sparse entries are a speed-up: a full index simply takes no more.
+        if !self.has_room() || !self.write(&K::encode(&entry)) {
+            return;
         }
-        self.writer.append(&[&K::encode(&entry)])?;
-        self.writer.publish();
         self.entries += 1;
         self.last_key = Some(K::key(&entry));
         index.entries.store(self.entries, Ordering::Release);
-        Ok(())
     }
 
-    /// Writes the trailer, syncs, and cuts the file to its used length.
-    pub(crate) fn seal(mut self) -> std::io::Result<()> {
-        self.writer.publish();
+    /// Writes the trailer, syncs, and cuts the file to its used length. An
+    /// index whose writes failed is left unsealed (rebuilt at the next
+    /// open), and so is one whose seal fails: neither is an error.
+    pub(crate) fn seal(mut self) {
+        if self.stopped {
+            return;
+        }
         let used = self.writer.written();
         let region = self.writer.region();
-        let crc = crc32fast::hash(region.read(0, used).unwrap_or(&[]));
+        let body = match region.read(0, used) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(index = %self.path.display(), error = %e, "index left unsealed");
+                return;
+            }
+        };
         let mut trailer = [0u8; INDEX_TRAILER_BYTES];
         trailer[0..4].copy_from_slice(&SEAL_MAGIC);
         trailer[4..8].copy_from_slice(&(self.entries as u32).to_be_bytes());
-        trailer[8..12].copy_from_slice(&crc.to_be_bytes());
-        self.writer.append(&[&trailer])?;
-        self.writer.seal().map(|_| ())
+        trailer[8..12].copy_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        if !self.write(&trailer) {
+            return;
+        }
+        let path = self.path.clone();
+        if let Err(e) = self.writer.seal() {
+            tracing::warn!(index = %path.display(), error = %e, "index left unsealed");
+        }
     }
 }
 
@@ -304,15 +354,13 @@ mod tests {
         let (index, mut writer) =
             Index::<OffsetKind>::create(&medium, path, 100, 10).expect("create");
         for i in 0..5u32 {
-            writer
-                .append(
-                    &index,
-                    OffsetEntry {
-                        relative_offset: i * 10,
-                        position: i * 4096,
-                    },
-                )
-                .expect("append");
+            writer.append(
+                &index,
+                OffsetEntry {
+                    relative_offset: i * 10,
+                    position: i * 4096,
+                },
+            );
         }
         assert_eq!(
             index.last_where(|k| k <= 25),
@@ -322,7 +370,7 @@ mod tests {
             })
         );
         assert_eq!(index.last_where(|k| k < 0), None);
-        writer.seal().expect("seal");
+        writer.seal();
         let reopened =
             Index::<OffsetKind>::open_sealed(&medium, path, 100).expect("sealed index opens");
         assert_eq!(reopened.entries(), index.entries());
@@ -344,15 +392,37 @@ mod tests {
         let medium = SimulatedMedium::new();
         let path = Path::new("/d/0.timeindex");
         let (index, mut writer) = Index::<TimeKind>::create(&medium, path, 0, 4).expect("create");
-        writer
-            .append(
-                &index,
-                TimeEntry {
-                    timestamp: 5,
-                    relative_offset: 0,
-                },
-            )
-            .expect("append");
+        writer.append(
+            &index,
+            TimeEntry {
+                timestamp: 5,
+                relative_offset: 0,
+            },
+        );
         assert!(Index::<TimeKind>::open_sealed(&medium, path, 0).is_err());
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_index_without_an_error_and_leaves_it_unsealed() {
+        let medium = SimulatedMedium::new();
+        let path = Path::new("/d/00000000000000000000.index");
+        let (index, mut writer) =
+            Index::<OffsetKind>::create(&medium, path, 0, 100).expect("create");
+        let entry = |i: u32| OffsetEntry {
+            relative_offset: i,
+            position: 32 + i,
+        };
+        writer.append(&index, entry(0));
+        medium.set_space_limit(Some(medium.used_bytes()));
+        writer.append(&index, entry(1));
+        medium.set_space_limit(None);
+        writer.append(&index, entry(2));
+        assert_eq!(
+            index.entries(),
+            vec![entry(0)],
+            "no entry after the failed one"
+        );
+        writer.seal();
+        assert!(Index::<OffsetKind>::open_sealed(&medium, path, 0).is_err());
     }
 }

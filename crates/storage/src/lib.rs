@@ -5,8 +5,9 @@
 //! - [`config`]: a log's limits and defaults; [`clock`]: injected time.
 //! - [`medium`]: the file system as the log uses it; [`simulated`]: one
 //!   that loses unsynced bytes on a simulated power loss.
-//! - `region` (private): mapped bytes with one writer (`pwrite`) and many
-//!   readers (views of the map) — the crate's only `unsafe`.
+//! - `region` (private): a file with one writer (`pwrite`) and many
+//!   readers (`pread`), grown a step at a time; `cursor` (private):
+//!   buffered sequential reads of one.
 //! - `segment`, `active`, `index`, `checkpoint` (private): the segment
 //!   files, the writer of the active segment, the sparse indexes, and the
 //!   recovery checkpoint and clean-shutdown marker.
@@ -20,6 +21,7 @@ mod active;
 mod checkpoint;
 pub mod clock;
 pub mod config;
+mod cursor;
 pub mod error;
 mod index;
 pub mod log;

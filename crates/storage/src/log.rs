@@ -4,8 +4,13 @@
 //! Appends take the writer lock only to write the batch into the segment
 //! file and publish it; syncs happen outside it, and concurrent appends waiting to
 //! be durable share one sync (group commit). Readers never take the writer
-//! lock: they see batches once published, as zero-copy views that keep
-//! their segment mapped however the log changes afterwards.
+//! lock: they see batches once published, copied out of the file with
+//! their CRC checked, and keep their segment's file open however the log
+//! changes afterwards.
+//!
+//! A failed write (a full disk) leaves the log as it was and the next
+//! append may succeed; a failed sync stops the log, because after a failed
+//! `fsync` the page cache can no longer be trusted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +28,7 @@ use crate::config::{FlushPolicy, LogConfig, ms_i64};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::medium::{Medium, OsMedium};
 use crate::recovery::{self, RecoveryReport};
+use crate::region::is_disk_full;
 use crate::segment::Segment;
 
 /// How a log is opened: where its bytes live, its clock, and whether
@@ -189,7 +195,7 @@ impl Log {
             .active
             .segment
             .log
-            .sync(0, active_len)
+            .sync()
             .map_err(|source| OpenError::Io {
                 op: "syncing",
                 path: loaded.active.segment.log_path.clone(),
@@ -217,12 +223,21 @@ impl Log {
             recovery: loaded.report,
             dir,
         };
-        log.write_recovery_point(end)
-            .map_err(|source| OpenError::Io {
-                op: "writing checkpoint in",
-                path: log.dir.clone(),
-                source,
-            })?;
+        match log.write_recovery_point(end) {
+            Ok(()) => {}
+            // Best-effort on a full disk: the older checkpoint stays true
+            // (it lags, never leads), and no data is dropped for it.
+            Err(e) if is_disk_full(&e) => {
+                tracing::warn!(dir = %log.dir.display(), error = %e, "disk full: recovery checkpoint not rewritten at open");
+            }
+            Err(source) => {
+                return Err(OpenError::Io {
+                    op: "writing checkpoint in",
+                    path: log.dir.clone(),
+                    source,
+                });
+            }
+        }
         tracing::debug!(dir = %log.dir.display(), end, report = ?log.recovery, "log opened");
         Ok(log)
     }
@@ -345,16 +360,21 @@ impl Log {
             && now.saturating_sub(active.segment.created_ms) >= ms_i64(self.config.segment_ms);
         if active.remaining() < batch.len() || aged || active.offsets_exhausted(base_offset, count)
         {
-            self.roll(&mut guard, now)?;
+            self.roll_locked(&mut guard, now)?;
         }
         let Some(active) = guard.as_mut() else {
             return Err(AppendError::Closed {
                 dir: self.dir.clone(),
             });
         };
-        if let Err(e) = active.append(base_offset, batch, &header) {
-            let path = active.segment.log_path.clone();
-            return Err(self.fail("writing", &path, e));
+        if let Err(source) = active.append(base_offset, batch, &header) {
+            // Nothing was published: the log is as it was, and a later
+            // append (once the disk has room) writes over the attempt.
+            return Err(AppendError::Io {
+                op: "writing",
+                path: active.segment.log_path.clone(),
+                source,
+            });
         }
         let next = base_offset + u64::from(count);
         self.end_offset.store(next, Ordering::Release);
@@ -371,9 +391,27 @@ impl Log {
         })
     }
 
+    /// Closes the active segment and starts a new one at the log's end,
+    /// unless the active one holds no batch yet. Returns the log's end: the
+    /// base offset of the segment now active.
+    pub fn roll(&self) -> Result<u64, AppendError> {
+        let mut guard = lock(&self.writer);
+        self.check_failed()?;
+        let Some(active) = guard.as_ref() else {
+            return Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            });
+        };
+        let end = active.segment.next_offset();
+        if end > active.segment.base_offset {
+            self.roll_locked(&mut guard, self.clock.now_ms())?;
+        }
+        Ok(end)
+    }
+
     /// Closes the active segment and starts a new one at the next offset.
     /// Called with the writer lock held.
-    fn roll(
+    fn roll_locked(
         &self,
         guard: &mut MutexGuard<'_, Option<ActiveSegment>>,
         now: i64,
@@ -384,7 +422,14 @@ impl Log {
             });
         };
         let base = active.segment.next_offset();
-        // Create the new segment first: if that fails, the old one stays active.
+        // Sync the old segment before the new one exists, so that a segment
+        // file only ever follows data that is on disk: a crash can then
+        // never leave a gap before a new segment, and a gap means damage.
+        let old_path = active.segment.log_path.clone();
+        if let Err(e) = active.segment.log.sync() {
+            return Err(self.fail("syncing", &old_path, e));
+        }
+        // Create the new segment next: if that fails, the old one stays active.
         let next = ActiveSegment::create(self.medium.as_ref(), &self.dir, base, &self.config, now)
             .map_err(|e| AppendError::Io {
                 op: "creating segment in",
@@ -396,7 +441,6 @@ impl Log {
                 dir: self.dir.clone(),
             });
         };
-        let old_path = old.segment.log_path.clone();
         if let Err(e) = old.seal() {
             return Err(self.fail("sealing", &old_path, e));
         }
@@ -446,7 +490,7 @@ impl Log {
             state.synced_bytes = 0;
         }
         if published > state.synced_bytes {
-            if let Err(e) = active.log.sync(state.synced_bytes, published) {
+            if let Err(e) = active.log.sync() {
                 return Err(self.fail("syncing", &active.log_path, e));
             }
             state.synced_bytes = published;
@@ -524,10 +568,18 @@ impl Log {
         self.sync_locked(&mut state)
     }
 
+    /// Writes the checkpoint or marker `kind` with `offset` and the newest
+    /// segment's base offset.
     fn write_checkpoint(&self, kind: CheckpointKind, offset: u64) -> std::io::Result<()> {
         let path = self.dir.join(kind.file_name());
+        let newest = self
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map_or(offset, |s| s.base_offset);
         self.medium
-            .write_file_atomic(&path, &checkpoint::encode(kind, offset))
+            .write_file_atomic(&path, &checkpoint::encode(kind, offset, newest))
     }
 
     /// Reads whole batches from the one holding `from_offset`, up to
@@ -684,6 +736,28 @@ impl Log {
             }
             segments.first().map_or(0, |s| s.base_offset)
         };
+        self.remove_segments(victims, start)
+    }
+
+    /// Deletes the closed segments that hold only offsets below `offset`;
+    /// the log then starts at the first segment left. The active segment is
+    /// never deleted ([`roll`](Self::roll) first to delete up to the end).
+    pub fn delete_segments_before(&self, offset: u64) -> RetentionReport {
+        let (victims, start) = {
+            let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            let keep_from = segments
+                .iter()
+                .position(|s| s.next_offset() > offset)
+                .unwrap_or(segments.len())
+                .min(segments.len().saturating_sub(1));
+            let victims: Vec<Arc<Segment>> = segments.drain(..keep_from).collect();
+            (victims, segments.first().map_or(0, |s| s.base_offset))
+        };
+        self.remove_segments(victims, start)
+    }
+
+    /// Removes the files of segments already taken out of the list.
+    fn remove_segments(&self, victims: Vec<Arc<Segment>>, start: u64) -> RetentionReport {
         let mut report = RetentionReport {
             log_start_offset: start,
             ..RetentionReport::default()
@@ -691,7 +765,7 @@ impl Log {
         for segment in victims {
             report.deleted_segments.push(segment.base_offset);
             report.deleted_bytes += segment.size_bytes();
-            for path in Segment::paths(&self.dir, segment.base_offset) {
+            for path in Segment::paths_for_removal(&self.dir, segment.base_offset) {
                 if let Err(e) = self.medium.remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "could not delete segment file");
                 }
@@ -699,9 +773,9 @@ impl Log {
         }
         if !report.deleted_segments.is_empty() {
             if let Err(e) = self.medium.sync_dir(&self.dir) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync directory after retention");
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync directory after deleting segments");
             }
-            tracing::info!(dir = %self.dir.display(), deleted = ?report.deleted_segments, start, "retention deleted segments");
+            tracing::info!(dir = %self.dir.display(), deleted = ?report.deleted_segments, start, "deleted segments");
         }
         report
     }
@@ -719,6 +793,7 @@ impl Log {
         let path = active.segment.log_path.clone();
         active.seal().map_err(|e| self.fail("sealing", &path, e))?;
         self.durable_offset.fetch_max(end, Ordering::AcqRel);
+        self.growth.notify(usize::MAX);
         let io = |source| AppendError::Io {
             op: "writing checkpoint in",
             path: self.dir.clone(),
@@ -727,7 +802,6 @@ impl Log {
         self.write_recovery_point(end).map_err(io)?;
         self.write_checkpoint(CheckpointKind::CleanShutdown, end)
             .map_err(io)?;
-        self.growth.notify(usize::MAX);
         tracing::debug!(dir = %self.dir.display(), end, "log closed cleanly");
         Ok(())
     }

@@ -1,18 +1,18 @@
 //! Where the log's bytes live: a [`Medium`] holds files and directories.
 //!
-//! [`OsMedium`] is the real file system with memory maps; the simulated
-//! medium ([`crate::simulated::SimulatedMedium`]) keeps a live and a durable
-//! image of every file so that crash tests can lose what was not synced.
-//! The durability contract of each call is the same for both.
+//! [`OsMedium`] is the real file system; the simulated medium
+//! ([`crate::simulated::SimulatedMedium`]) keeps a live and a durable image
+//! of every file so that crash tests can lose what was not synced, and can
+//! run out of space. The durability contract of each call is the same for
+//! both.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use memmap2::MmapOptions;
-
-use crate::region::{Backing, Memory, Region, RegionWriter, new_region};
+pub use crate::region::Growth;
+use crate::region::{Backing, Region, RegionWriter, new_region};
 
 /// A file system as the log uses it.
 ///
@@ -21,49 +21,59 @@ use crate::region::{Backing, Memory, Region, RegionWriter, new_region};
 pub trait Medium: Send + Sync + fmt::Debug + 'static {
     /// Creates `dir` and its parents; durable.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Removes `dir` and everything in it.
+    /// Removes `dir` and everything in it (not durable until the parent's
+    /// [`sync_dir`](Self::sync_dir)).
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// The names of the entries of `dir`.
+    /// Renames the file or directory `from` to `to` (not durable until the
+    /// parent's [`sync_dir`](Self::sync_dir)).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// The names of the entries of `dir`, sorted.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// True if `path` is a directory.
+    fn is_dir(&self, path: &Path) -> bool;
     /// Makes creations, renames and removals of entries in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Creates (or replaces) the file at `path`, `capacity` zero bytes with
-    /// real blocks behind them, and maps it; durable, entry included.
+    /// Creates (or replaces) an empty file at `path` that will grow as
+    /// `growth` says, with its first allocation step reserved; durable,
+    /// entry included. On an error, nothing is left at `path`.
     #[doc(hidden)]
     fn create_region(
         &self,
         path: &Path,
-        capacity: usize,
+        growth: Growth,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)>;
-    /// Maps the existing file at `path`, whose bytes become published
-    /// content; if `capacity` exceeds its length, the file grows to it first
-    /// with real zero blocks (durable).
+    /// Opens the existing file at `path`, whose bytes become published
+    /// content; with `growth`, the writer may append to it (reserving blocks
+    /// only when it writes), else it is read-only.
     #[doc(hidden)]
     fn open_region(
         &self,
         path: &Path,
-        capacity: Option<usize>,
+        growth: Option<Growth>,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)>;
     /// Cuts the file at `path` to `len` bytes; durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
-    /// The whole file, or `None` if it does not exist.
+    /// The whole file, or `None` if it does not exist. For small files only:
+    /// metadata, checkpoints, markers.
     fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Replaces the file at `path` with `bytes` atomically: a temporary file,
-    /// synced, renamed over it, and the directory synced; durable.
+    /// synced, renamed over it, and the directory synced; durable. On an
+    /// error the old file is unchanged and no temporary file is left.
     fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Removes the file at `path` (not durable until [`sync_dir`](Self::sync_dir)).
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Takes an exclusive lock on `dir` for the life of the returned guard,
-    /// so two processes never open one data directory.
+    /// Takes an exclusive lock on the directory `dir` itself for the life of
+    /// the returned guard, so two processes never open one data directory
+    /// (no file inside it can be deleted to steal the lock).
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn Send + Sync>>;
 }
 
-/// A mapped region, as a [`Medium`] hands it out. Opaque outside the crate.
+/// A region, as a [`Medium`] hands it out. Opaque outside the crate.
 pub struct RegionHandle(pub(crate) Region);
-/// The write side of a mapped region. Opaque outside the crate.
+/// The write side of a region. Opaque outside the crate.
 pub struct RegionWriterHandle(pub(crate) RegionWriter);
 
-/// The real file system, with files memory-mapped.
+/// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsMedium;
 
@@ -72,70 +82,64 @@ struct FileBacking {
 }
 
 impl Backing for FileBacking {
-    fn sync(&self, _memory: &Memory, _start: usize, _bytes: &[u8]) -> io::Result<()> {
-        // The map's msync already wrote the pages; nothing more to do.
-        Ok(())
+    fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, offset as u64)
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset as u64).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                let len = self.file.metadata().map_or(0, |m| m.len());
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file is {len} bytes, shorter than the {} the log wrote: cut from outside?",
+                        offset + buf.len()
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocate(&self, len: usize) -> io::Result<()> {
+        allocate(&self.file, len as u64)
     }
 
     fn trim(&self, len: usize) -> io::Result<()> {
         self.file.set_len(len as u64)?;
         self.file.sync_all()
     }
-
-    fn write_at(&self, offset: usize, data: &[u8]) -> Option<io::Result<()>> {
-        use std::os::unix::fs::FileExt;
-        Some(self.file.write_all_at(data, offset as u64))
-    }
 }
 
 /// The directory holding `path`; `.` for a bare relative name.
-fn parent(path: &Path) -> &Path {
+pub(crate) fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
 }
 
-/// Gives `file` real blocks up to `len` bytes, so that writes through a map
-/// can never meet a full disk (which would be a SIGBUS, not an error).
+/// Gives `file` real blocks up to `len` bytes, growing its length.
 fn allocate(file: &File, len: u64) -> io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            // File systems without fallocate: write the zeros ourselves.
-            let current = file.metadata()?.len();
-            let mut writer = io::BufWriter::new(file);
-            let zeros = [0u8; 64 * 1024];
-            let mut at = current;
-            while at < len {
-                let n = (len - at).min(zeros.len() as u64) as usize;
-                writer.write_all(&zeros[..n])?;
-                at += n as u64;
-            }
-            writer.flush()
-        }
+        // File systems without fallocate: each pwrite grows the file instead.
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-fn map(file: File, len: usize) -> io::Result<(RegionHandle, RegionWriterHandle)> {
-    map_with_content(file, len, len)
-}
-
-fn map_with_content(
-    file: File,
-    capacity: usize,
-    content: usize,
-) -> io::Result<(RegionHandle, RegionWriterHandle)> {
-    if capacity == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "cannot map an empty file",
-        ));
-    }
-    let map = MmapOptions::new().len(capacity).map_raw(&file)?;
-    let (region, writer) = new_region(Memory::Map(map), content, Box::new(FileBacking { file }));
-    Ok((RegionHandle(region), RegionWriterHandle(writer)))
+fn file_region(file: File, content: usize, growth: Growth) -> (RegionHandle, RegionWriterHandle) {
+    let (region, writer) = new_region(Box::new(FileBacking { file }), content, content, growth);
+    (RegionHandle(region), RegionWriterHandle(writer))
 }
 
 impl Medium for OsMedium {
@@ -151,6 +155,10 @@ impl Medium for OsMedium {
         }
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -162,6 +170,10 @@ impl Medium for OsMedium {
         Ok(names)
     }
 
+    fn is_dir(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
@@ -169,36 +181,57 @@ impl Medium for OsMedium {
     fn create_region(
         &self,
         path: &Path,
-        capacity: usize,
+        growth: Growth,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        allocate(&file, capacity as u64)?;
-        file.sync_all()?;
-        self.sync_dir(parent(path))?;
-        map_with_content(file, capacity, 0)
+        let created = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            let first_step = growth.allocate_step.min(growth.capacity);
+            if first_step > 0 {
+                allocate(&file, first_step as u64)?;
+            }
+            file.sync_all()?;
+            self.sync_dir(parent(path))?;
+            Ok(file)
+        })();
+        match created {
+            Ok(file) => {
+                let (region, writer) = new_region(
+                    Box::new(FileBacking { file }),
+                    0,
+                    growth.allocate_step.min(growth.capacity),
+                    growth,
+                );
+                Ok((RegionHandle(region), RegionWriterHandle(writer)))
+            }
+            Err(e) => {
+                // Leave no half-made file behind, least of all one holding blocks.
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     fn open_region(
         &self,
         path: &Path,
-        capacity: Option<usize>,
+        growth: Option<Growth>,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(growth.is_some())
+            .open(path)?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file larger than memory"))?;
-        match capacity {
-            Some(capacity) if capacity > len => {
-                allocate(&file, capacity as u64)?;
-                file.sync_all()?;
-                map_with_content(file, capacity, len)
-            }
-            _ => map(file, len),
-        }
+        let growth = growth.unwrap_or(Growth {
+            capacity: len,
+            allocate_step: 0,
+        });
+        Ok(file_region(file, len, growth))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -219,12 +252,16 @@ impl Medium for OsMedium {
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".tmp");
         let tmp = path.with_file_name(tmp_name);
-        {
+        let written = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, path)?;
         self.sync_dir(parent(path))
     }
 
@@ -236,17 +273,17 @@ impl Medium for OsMedium {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn Send + Sync>> {
-        let path: PathBuf = dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
+        // flock on the directory's own descriptor: the lock lives as long as
+        // the directory does, and deleting a file cannot release it.
+        let handle = File::open(dir)?;
+        match handle.try_lock() {
+            Ok(()) => Ok(Box::new(handle)),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
-                format!("{} is locked by another process", dir.display()),
+                format!(
+                    "{} is locked by another process (another broker uses this data directory)",
+                    dir.display()
+                ),
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }

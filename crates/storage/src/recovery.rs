@@ -1,28 +1,41 @@
 //! Opening a partition directory: find the segments, trust what was synced
-//! and sealed, validate what might be torn, cut a torn tail, rebuild
-//! indexes, and refuse to touch damaged data that had been acknowledged as
-//! durable unless the operator asked for repair.
+//! and sealed, check what might be torn, tell a torn tail from damage, cut
+//! only a torn tail, rebuild indexes, and refuse to touch damaged or
+//! missing data unless the operator asked for repair.
 //!
-//! Segments before the one holding the recovery checkpoint were synced and
+//! A torn tail is what a crash leaves: an invalid region at the very end of
+//! what was written, with no valid batch anywhere after it, above the
+//! recovery point. Everything else is damage: a bad batch with a valid
+//! batch after it, a bad batch below the recovery point, a gap between
+//! segments, a segment file missing where its indexes or the checkpoint say
+//! one was, or a log that ends before its recovery point. Damage refuses to
+//! open, naming the file, the byte and what was expected; repair cuts the
+//! log at the first damage and reports the offsets it gave up.
+//!
+//! Segments before the one holding the recovery point were synced and
 //! sealed when they rolled, so only their indexes and tails are checked.
-//! From that segment on, after an unclean shutdown, every batch is checked:
-//! length, CRC-32C, and a base offset that follows the previous batch.
+//! From that segment on, after an unclean shutdown, every batch is checked.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Arc, OnceLock};
 
-use carteiro::record::{BatchHeader, RecordBatch};
+use carteiro::record::{
+    BATCH_HEADER_BYTES, BatchHeader, MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT, RecordBatch,
+};
 
 use crate::active::{ActiveSegment, Resume};
-use crate::checkpoint::{self, CheckpointKind};
+use crate::checkpoint::{self, Checkpoint, CheckpointKind};
 use crate::config::LogConfig;
+use crate::cursor::{CURSOR_WINDOW_BYTES, RegionCursor};
 use crate::error::OpenError;
 use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::medium::Medium;
+use crate::region::Region;
 use crate::segment::{
     INDEX_SUFFIX, IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, LOG_SUFFIX, Segment,
-    TIME_INDEX_SUFFIX, decode_log_header, parse_file_name,
+    TIME_INDEX_SUFFIX, decode_log_header, file_name, parse_file_name,
 };
 
 /// What recovery found and did, for logs and tests.
@@ -32,7 +45,8 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// Offsets below this were synced before the last shutdown.
     pub recovery_point: u64,
-    /// Bytes of data (not preallocated zeros) cut from a torn or corrupt tail.
+    /// Bytes of data (not preallocated zeros) cut from a torn tail or, with
+    /// repair, from damage.
     pub truncated_bytes: u64,
     /// The offset the log was cut back to, if it was cut.
     pub truncated_at_offset: Option<u64>,
@@ -40,8 +54,14 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<u64>,
     /// Segments whose indexes were rebuilt from the log.
     pub rebuilt_indexes: Vec<u64>,
-    /// True if repair cut data that had been acknowledged as durable.
+    /// True if repair cut or gave up data that had been acknowledged as durable.
     pub repaired_durable_data: bool,
+    /// With repair: the offsets given up, from the first damaged one to the
+    /// last one known to have existed.
+    pub lost_offsets: Option<Range<u64>>,
+    /// Bytes of segment files read batch by batch (what recovery time
+    /// depends on).
+    pub scanned_bytes: u64,
 }
 
 /// A loaded log, ready to serve.
@@ -60,248 +80,68 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Index entries computed from a scan of the log.
+type Rebuilt = (Vec<OffsetEntry>, Vec<TimeEntry>, IndexCadence);
+
+/// Why the scan of a segment stopped before the end of its file.
+#[derive(Debug)]
+enum Stop {
+    /// It read to the end of the file.
+    End,
+    /// Only zero bytes follow: the unused, preallocated end.
+    Zeros,
+    /// An invalid batch (or header) at the stop position.
+    Invalid {
+        reason: String,
+        /// A valid batch found after it: `(position, base offset, next offset)`.
+        valid_after: Option<(usize, u64, u64)>,
+    },
+}
+
 /// A segment's state once its bytes are checked.
 struct Checked {
     base_offset: u64,
     created_ms: i64,
+    /// Where valid data ends (the stop position).
     valid_len: usize,
+    file_len: usize,
     next_offset: u64,
+    stop: Stop,
     /// Index entries, if they had to be (or could be) computed from a scan.
-    rebuilt: Option<(Vec<OffsetEntry>, Vec<TimeEntry>, IndexCadence)>,
+    rebuilt: Option<Rebuilt>,
     /// Sealed indexes that passed their checks.
     sealed: Option<(Index<OffsetKind>, Index<TimeKind>)>,
+    scanned_bytes: u64,
 }
 
-/// Where the valid data of a segment ends, and why.
-struct Damage {
+impl Checked {
+    fn holds_batches(&self) -> bool {
+        self.next_offset > self.base_offset || matches!(self.stop, Stop::Invalid { .. })
+    }
+}
+
+/// The first thing wrong with a log, and where a cut would go.
+struct Problem {
+    /// The segment the cut would keep as the last (its index in the list),
+    /// or `None` to keep none.
+    segment: Option<usize>,
+    /// Byte position of the cut in that segment.
     position: usize,
+    /// The file to name.
+    file: PathBuf,
+    /// The first offset a cut here gives up.
+    offset: u64,
     reason: String,
-    /// False when only zero bytes follow: the unused, preallocated end.
-    data_follows: bool,
+    /// A torn tail: nothing valid after it. Anything else is damage.
+    torn: bool,
 }
 
-fn all_zero(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| b == 0)
-}
-
-/// Scans batches from `position` to `end`: with `verify`, each batch's CRC and
-/// that its base offset follows `next`. Returns where valid data ends.
-fn scan(
-    bytes: &[u8],
-    base_offset: u64,
-    mut position: usize,
-    mut next: u64,
-    verify: bool,
-    mut cadence: Option<&mut (Vec<OffsetEntry>, Vec<TimeEntry>, IndexCadence)>,
-) -> (usize, u64, Option<Damage>) {
-    let end = bytes.len();
-    while position < end {
-        let rest = &bytes[position..];
-        let damage = |reason: String| Damage {
-            position,
-            reason,
-            data_follows: !all_zero(rest),
-        };
-        let header = match BatchHeader::parse(rest) {
-            Ok(h) => h,
-            Err(e) => return (position, next, Some(damage(e.to_string()))),
-        };
-        if header.total_bytes() > rest.len() {
-            let reason = format!(
-                "batch of {} bytes runs past the end of the file",
-                header.total_bytes()
-            );
-            return (position, next, Some(damage(reason)));
-        }
-        if verify {
-            if let Err(e) = RecordBatch::parse(rest) {
-                return (position, next, Some(damage(e.to_string())));
-            }
-            if header.base_offset != next as i64 {
-                let reason = format!(
-                    "batch base offset {} does not follow offset {}",
-                    header.base_offset, next
-                );
-                return (position, next, Some(damage(reason)));
-            }
-            if header.partition_leader_epoch != LEADER_EPOCH {
-                let reason = format!(
-                    "partition leader epoch {} is not {LEADER_EPOCH}",
-                    header.partition_leader_epoch
-                );
-                return (position, next, Some(damage(reason)));
-            }
-            if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
-                let reason = format!(
-                    "last_offset_delta {} does not match record_count {}",
-                    header.last_offset_delta, header.record_count
-                );
-                return (position, next, Some(damage(reason)));
-            }
-        } else if header.base_offset < next as i64 || header.base_offset < base_offset as i64 {
-            let reason = format!(
-                "batch base offset {} goes back before offset {}",
-                header.base_offset, next
-            );
-            return (position, next, Some(damage(reason)));
-        }
-        if let Some(state) = cadence.as_deref_mut() {
-            let (offset_entry, time_entry) = state.2.observe(base_offset, position, &header);
-            state.0.extend(offset_entry);
-            state.1.extend(time_entry);
-        }
-        position += header.total_bytes();
-        next = header.next_offset() as u64;
-    }
-    (position, next, None)
-}
-
-/// How far to trust a segment without checking every batch.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Trust {
-    /// Synced and sealed: check the indexes and the tail only.
-    Sealed,
-    /// Possibly torn: check every batch.
-    Scan,
-}
-
-fn check_segment(
-    medium: &dyn Medium,
-    dir: &Path,
-    config: &LogConfig,
-    base_offset: u64,
-    expected_base: Option<u64>,
-    trust: Trust,
-) -> Result<(Checked, Option<Damage>), OpenError> {
-    let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
-    let region = match medium.open_region(&log_path, None) {
-        Ok((region, _)) => region.0,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Ok((
-                empty_checked(base_offset),
-                Some(Damage {
-                    position: 0,
-                    reason: e.to_string(),
-                    data_follows: false,
-                }),
-            ));
-        }
-        Err(e) => return Err(io_err("opening", &log_path)(e)),
-    };
-    let bytes = region.read(0, region.published()).unwrap_or(&[]);
-    let created_ms = match decode_log_header(bytes, base_offset) {
-        Ok(created) => created,
-        Err(reason) => {
-            let data_follows = !all_zero(bytes);
-            return Ok((
-                empty_checked(base_offset),
-                Some(Damage {
-                    position: 0,
-                    reason,
-                    data_follows,
-                }),
-            ));
-        }
-    };
-    if let Some(expected) = expected_base
-        && expected != base_offset
-    {
-        let reason = format!(
-            "segment starts at offset {base_offset}, but the previous segment ends at {expected}"
-        );
-        return Ok((
-            empty_checked(base_offset),
-            Some(Damage {
-                position: 0,
-                reason,
-                data_follows: true,
-            }),
-        ));
-    }
-    let mut checked = Checked {
-        base_offset,
-        created_ms,
-        valid_len: LOG_HEADER_BYTES,
-        next_offset: base_offset,
-        rebuilt: None,
-        sealed: None,
-    };
-    let sealed = if trust == Trust::Sealed {
-        match (
-            Index::<OffsetKind>::open_sealed(medium, &index_path, base_offset),
-            Index::<TimeKind>::open_sealed(medium, &time_path, base_offset),
-        ) {
-            (Ok(offsets), Ok(times)) => {
-                // A sealed index must also fit the segment it describes.
-                let fits = offsets.last_where(|_| true).is_none_or(|e| {
-                    (e.position as usize) < bytes.len() && e.position as usize >= LOG_HEADER_BYTES
-                });
-                if fits {
-                    Some((offsets, times))
-                } else {
-                    tracing::warn!(segment = %log_path.display(), "rebuilding index that points past the segment");
-                    None
-                }
-            }
-            (offsets, times) => {
-                let reason = offsets.err().or(times.err()).unwrap_or_default();
-                tracing::warn!(segment = %log_path.display(), %reason, "rebuilding index");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let damage = match sealed {
-        Some((offsets, times)) => {
-            // Trust the sealed index; walk the headers after its last entry to find the end.
-            let (position, next) = match offsets.last_where(|_| true) {
-                Some(entry) => (
-                    entry.position as usize,
-                    base_offset + u64::from(entry.relative_offset),
-                ),
-                None => (LOG_HEADER_BYTES, base_offset),
-            };
-            let (valid_len, next_offset, damage) =
-                scan(bytes, base_offset, position, next, false, None);
-            checked.valid_len = valid_len;
-            checked.next_offset = next_offset;
-            checked.sealed = Some((offsets, times));
-            damage
-        }
-        None => {
-            let mut state = (
-                Vec::new(),
-                Vec::new(),
-                IndexCadence::new(config.index_interval_bytes),
-            );
-            let verify = trust == Trust::Scan;
-            let (valid_len, next_offset, damage) = scan(
-                bytes,
-                base_offset,
-                LOG_HEADER_BYTES,
-                base_offset,
-                verify,
-                Some(&mut state),
-            );
-            checked.valid_len = valid_len;
-            checked.next_offset = next_offset;
-            checked.rebuilt = Some(state);
-            damage
-        }
-    };
-    Ok((checked, damage))
-}
-
-fn empty_checked(base_offset: u64) -> Checked {
-    Checked {
-        base_offset,
-        created_ms: 0,
-        valid_len: 0,
-        next_offset: base_offset,
-        rebuilt: None,
-        sealed: None,
-    }
+/// The segments of a partition directory.
+struct Listing {
+    bases: Vec<u64>,
+    /// Bases of index files whose segment file is missing, above the first
+    /// segment (below it they are leftovers of retention, and removed).
+    missing: Vec<u64>,
 }
 
 /// Reads the recovery checkpoint or the clean-shutdown marker.
@@ -309,26 +149,36 @@ fn read_checkpoint(
     medium: &dyn Medium,
     dir: &Path,
     kind: CheckpointKind,
-) -> Result<Option<Result<u64, String>>, OpenError> {
+) -> Result<Option<Result<Checkpoint, String>>, OpenError> {
     let path = dir.join(kind.file_name());
     let bytes = medium.read_file(&path).map_err(io_err("reading", &path))?;
     Ok(bytes.map(|b| checkpoint::decode(kind, &b)))
 }
 
 /// The segment base offsets in `dir`, after removing leftovers of
-/// interrupted writes (temporary files, indexes without a segment).
-fn list_segments(medium: &dyn Medium, dir: &Path) -> Result<Vec<u64>, OpenError> {
+/// interrupted writes (temporary files) and of retention (indexes of
+/// deleted segments, which sort before the first segment).
+fn list_segments(medium: &dyn Medium, dir: &Path) -> Result<Listing, OpenError> {
     let names = medium.list_dir(dir).map_err(io_err("listing", dir))?;
     let mut bases: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_file_name(n, LOG_SUFFIX))
         .collect();
     bases.sort_unstable();
+    let mut missing = Vec::new();
     for name in &names {
-        let orphan_index = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|suffix| {
-            parse_file_name(name, suffix).is_some_and(|b| bases.binary_search(&b).is_err())
+        let orphan = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().find_map(|suffix| {
+            parse_file_name(name, suffix).filter(|b| bases.binary_search(b).is_err())
         });
-        if orphan_index || name.ends_with(".tmp") {
+        let leftover = match orphan {
+            Some(base) if bases.first().is_some_and(|&first| base < first) => true,
+            Some(base) => {
+                missing.push(base);
+                false
+            }
+            None => name.ends_with(".tmp"),
+        };
+        if leftover {
             let path = dir.join(name);
             tracing::info!(file = %path.display(), "removing leftover file");
             medium
@@ -336,7 +186,9 @@ fn list_segments(medium: &dyn Medium, dir: &Path) -> Result<Vec<u64>, OpenError>
                 .map_err(io_err("removing", &path))?;
         }
     }
-    Ok(bases)
+    missing.sort_unstable();
+    missing.dedup();
+    Ok(Listing { bases, missing })
 }
 
 /// Opens the log in `dir`: the whole recovery procedure.
@@ -350,22 +202,21 @@ pub(crate) fn load(
     medium
         .create_dir_all(dir)
         .map_err(io_err("creating", dir))?;
-    let bases = list_segments(medium, dir)?;
-    let marker = read_checkpoint(medium, dir, CheckpointKind::CleanShutdown)?;
-    let clean_end = match marker {
-        Some(Ok(end)) => Some(end),
+    let listing = list_segments(medium, dir)?;
+    let marker = match read_checkpoint(medium, dir, CheckpointKind::CleanShutdown)? {
+        Some(Ok(marker)) => Some(marker),
         Some(Err(reason)) => {
             tracing::warn!(dir = %dir.display(), %reason, "ignoring damaged clean-shutdown marker");
             None
         }
         None => None,
     };
-    let recovery_point = match read_checkpoint(medium, dir, CheckpointKind::RecoveryPoint)? {
-        None => 0,
+    let point = match read_checkpoint(medium, dir, CheckpointKind::RecoveryPoint)? {
+        None => Checkpoint::default(),
         Some(Ok(point)) => point,
         Some(Err(reason)) if repair => {
             tracing::error!(dir = %dir.display(), %reason, "repair: ignoring damaged recovery checkpoint");
-            0
+            Checkpoint::default()
         }
         Some(Err(reason)) => {
             return Err(OpenError::CorruptDurableData {
@@ -375,177 +226,629 @@ pub(crate) fn load(
             });
         }
     };
-    if let Some(end) = clean_end {
-        match load_segments(
-            medium,
-            dir,
-            config,
-            &bases,
-            recovery_point,
-            true,
-            repair,
-            now_ms,
-        ) {
-            Ok(loaded) if loaded.end_offset == end => return Ok(loaded),
-            Ok(loaded) => tracing::warn!(
-                dir = %dir.display(), marker = end, found = loaded.end_offset,
+    if let Some(marker) = marker {
+        // A clean close sealed every segment: nothing needs a scan, unless
+        // the log disagrees with the marker.
+        let inspection = inspect(medium, dir, config, &listing, point, true)?;
+        let end = inspection.end_offset(point);
+        let newest = listing.bases.last().copied();
+        match &inspection.problem {
+            None if end == marker.offset
+                && marker.newest_segment.is_none_or(|b| Some(b) == newest) =>
+            {
+                return finish(medium, dir, config, inspection, point, true, now_ms);
+            }
+            None => tracing::warn!(
+                dir = %dir.display(), marker = marker.offset, found = end,
                 "clean-shutdown marker disagrees with the log; recovering as after a crash"
             ),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "clean open failed; recovering as after a crash")
-            }
+            Some(problem) => tracing::warn!(
+                dir = %dir.display(), reason = %problem.reason,
+                "clean open found a problem; recovering as after a crash"
+            ),
         }
     }
-    load_segments(
-        medium,
-        dir,
-        config,
-        &bases,
-        recovery_point,
-        false,
-        repair,
-        now_ms,
-    )
+    let inspection = inspect(medium, dir, config, &listing, point, false)?;
+    let inspection = resolve(medium, dir, &listing, inspection, point, repair)?;
+    finish(medium, dir, config, inspection, point, false, now_ms)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn load_segments(
+/// Every segment checked, and the first problem found; nothing changed yet.
+struct Inspection {
+    segments: Vec<Checked>,
+    problem: Option<Problem>,
+    report: RecoveryReport,
+}
+
+impl Inspection {
+    fn end_offset(&self, point: Checkpoint) -> u64 {
+        self.segments.last().map_or(point.offset, |s| s.next_offset)
+    }
+
+    /// The highest offset known to have existed: the end of any segment, any
+    /// valid batch found after damage, the recovery point.
+    fn known_end(&self, point: Checkpoint) -> u64 {
+        let mut end = point.offset.max(point.newest_segment.unwrap_or(0));
+        for s in &self.segments {
+            end = end.max(s.next_offset);
+            if let Stop::Invalid {
+                valid_after: Some((_, _, next)),
+                ..
+            } = s.stop
+            {
+                end = end.max(next);
+            }
+        }
+        end
+    }
+}
+
+fn inspect(
     medium: &dyn Medium,
     dir: &Path,
     config: &LogConfig,
-    bases: &[u64],
-    recovery_point: u64,
+    listing: &Listing,
+    point: Checkpoint,
     clean: bool,
-    repair: bool,
-    now_ms: i64,
-) -> Result<Loaded, OpenError> {
-    let mut report = RecoveryReport {
+) -> Result<Inspection, OpenError> {
+    let report = RecoveryReport {
         clean_shutdown: clean,
-        recovery_point,
+        recovery_point: point.offset,
         ..RecoveryReport::default()
     };
-    if bases.is_empty() {
-        if recovery_point > 0 && !repair {
-            return Err(OpenError::CorruptDurableData {
-                file: dir.to_path_buf(),
-                position: 0,
-                reason: format!(
-                    "no segment files, but the checkpoint says offsets below {recovery_point} were synced"
-                ),
-            });
-        }
-        let active = ActiveSegment::create(medium, dir, recovery_point, config, now_ms)
-            .map_err(io_err("creating segment in", dir))?;
-        return Ok(Loaded {
-            segments: vec![active.segment.clone()],
-            active,
-            end_offset: recovery_point,
-            report,
-        });
-    }
+    let bases = &listing.bases;
     // From the segment holding the recovery point on, batches may be torn.
     let first_scanned = if clean {
         bases.len()
     } else {
-        bases
-            .iter()
-            .rposition(|&b| b <= recovery_point)
-            .unwrap_or(0)
+        bases.iter().rposition(|&b| b <= point.offset).unwrap_or(0)
     };
-    let mut checked: Vec<Checked> = Vec::new();
-    let mut cut: Option<(usize, Damage)> = None;
+    let mut segments: Vec<Checked> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let trust = if i < first_scanned {
             Trust::Sealed
         } else {
             Trust::Scan
         };
-        let expected = checked.last().map(|c| c.next_offset);
-        let (segment, damage) = check_segment(medium, dir, config, base, expected, trust)?;
-        let last = i + 1 == bases.len();
-        // A closed segment was cut to its used length when it rolled, so
-        // even trailing zeros mean damage there; only the last may end in
-        // them, and only after an intact header.
-        let damage = damage.filter(|d| {
-            d.data_follows || !last || trust == Trust::Sealed || d.position < LOG_HEADER_BYTES
-        });
-        checked.push(segment);
-        if let Some(damage) = damage {
-            cut = Some((i, damage));
-            break;
-        }
+        segments.push(check_segment(medium, dir, config, base, trust)?);
     }
-    if let Some((i, damage)) = cut {
-        let segment = &checked[i];
-        let log_path = Segment::paths(dir, segment.base_offset)[0].clone();
-        let lost_from = segment.next_offset;
-        if lost_from < recovery_point {
-            if !repair {
-                return Err(OpenError::CorruptDurableData {
-                    file: log_path,
-                    position: damage.position as u64,
+    let mut inspection = Inspection {
+        segments,
+        problem: None,
+        report,
+    };
+    inspection.problem = first_problem(dir, listing, &inspection, point);
+    Ok(inspection)
+}
+
+fn segment_file(dir: &Path, base: u64) -> PathBuf {
+    dir.join(file_name(base, LOG_SUFFIX))
+}
+
+fn first_problem(
+    dir: &Path,
+    listing: &Listing,
+    inspection: &Inspection,
+    point: Checkpoint,
+) -> Option<Problem> {
+    let segments = &inspection.segments;
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            let before = &segments[i - 1];
+            if s.base_offset != before.next_offset {
+                return Some(Problem {
+                    segment: Some(i - 1),
+                    position: before.valid_len,
+                    file: segment_file(dir, s.base_offset),
+                    offset: before.next_offset,
                     reason: format!(
-                        "{} (offsets below {recovery_point} had been synced)",
-                        damage.reason
+                        "segment starts at offset {}, but the segment before it ends at offset {}: \
+                         a segment file is missing or damaged",
+                        s.base_offset, before.next_offset
                     ),
+                    torn: false,
                 });
             }
-            report.repaired_durable_data = true;
-            tracing::error!(
-                file = %log_path.display(), position = damage.position, reason = %damage.reason,
-                "repair: truncating damaged data that had been acknowledged as durable"
-            );
         }
-        let file_len = medium
-            .read_file(&log_path)
-            .map_err(io_err("reading", &log_path))?
-            .map_or(0, |bytes| {
-                let tail = bytes.get(damage.position..).unwrap_or(&[]);
-                tail.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
-            });
-        report.truncated_bytes = file_len as u64;
-        report.truncated_at_offset = Some(lost_from);
-        for &later in &bases[i + 1..] {
-            report.removed_segments.push(later);
-            for path in Segment::paths(dir, later) {
-                medium
-                    .remove_file(&path)
-                    .map_err(io_err("removing", &path))?;
+        let Stop::Invalid {
+            reason,
+            valid_after,
+        } = &s.stop
+        else {
+            continue;
+        };
+        let later_data = segments[i + 1..].iter().any(Checked::holds_batches);
+        let after = match valid_after {
+            Some((position, base, _)) => {
+                format!("; a valid batch follows at byte {position} (offset {base})")
             }
-        }
-        if damage.position < LOG_HEADER_BYTES {
-            // Not even the header survived: drop the segment; a new one starts at its base.
-            report.removed_segments.push(segment.base_offset);
-            for path in Segment::paths(dir, segment.base_offset) {
-                medium
-                    .remove_file(&path)
-                    .map_err(io_err("removing", &path))?;
-            }
-            checked.pop();
-        }
-        medium.sync_dir(dir).map_err(io_err("syncing", dir))?;
-        if report.truncated_bytes > 0 || !report.removed_segments.is_empty() {
-            tracing::warn!(
-                file = %log_path.display(), position = damage.position, reason = %damage.reason,
-                cut_bytes = report.truncated_bytes, from_offset = lost_from,
-                removed_segments = ?report.removed_segments, "cut the log's torn or corrupt tail"
-            );
+            None if later_data => "; later segments hold batches".to_string(),
+            None => String::new(),
+        };
+        let header_lost = s.valid_len < LOG_HEADER_BYTES;
+        return Some(Problem {
+            segment: if header_lost {
+                i.checked_sub(1)
+            } else {
+                Some(i)
+            },
+            position: if header_lost {
+                i.checked_sub(1).map_or(0, |p| segments[p].valid_len)
+            } else {
+                s.valid_len
+            },
+            file: segment_file(dir, s.base_offset),
+            offset: s.next_offset,
+            reason: format!(
+                "expected a valid batch at offset {} (byte {}): {reason}{after}",
+                s.next_offset, s.valid_len
+            ),
+            torn: valid_after.is_none() && !later_data,
+        });
+    }
+    let end = inspection.end_offset(point);
+    let last = segments.last();
+    let cut = |reason: String, file: PathBuf| Problem {
+        segment: segments.len().checked_sub(1),
+        position: last.map_or(0, |s| s.valid_len),
+        file,
+        offset: end,
+        reason,
+        torn: false,
+    };
+    let newest_file = last.map_or_else(|| dir.to_path_buf(), |s| segment_file(dir, s.base_offset));
+    if let Some(newest) = point.newest_segment
+        && last.is_none_or(|s| s.base_offset < newest)
+    {
+        return Some(cut(
+            format!(
+                "the recovery checkpoint says the newest segment starts at offset {newest}, \
+                 but {} is missing",
+                file_name(newest, LOG_SUFFIX)
+            ),
+            newest_file,
+        ));
+    }
+    if let Some(&base) = listing.missing.first() {
+        return Some(cut(
+            format!(
+                "{} is missing, but its index files are there",
+                file_name(base, LOG_SUFFIX)
+            ),
+            segment_file(dir, base),
+        ));
+    }
+    if end < point.offset {
+        return Some(cut(
+            format!(
+                "the log ends at offset {end}, but the recovery checkpoint says offsets below {} \
+                 were synced",
+                point.offset
+            ),
+            newest_file,
+        ));
+    }
+    None
+}
+
+/// Cuts a torn tail, or with repair any damage; refuses damage otherwise.
+fn resolve(
+    medium: &dyn Medium,
+    dir: &Path,
+    listing: &Listing,
+    mut inspection: Inspection,
+    point: Checkpoint,
+    repair: bool,
+) -> Result<Inspection, OpenError> {
+    let Some(problem) = inspection.problem.take() else {
+        return Ok(inspection);
+    };
+    let durable = !problem.torn || problem.offset < point.offset;
+    let known_end = inspection.known_end(point);
+    if durable && !repair {
+        return Err(OpenError::CorruptDurableData {
+            file: problem.file,
+            position: problem.position as u64,
+            reason: format!(
+                "{}; offsets below {} had been synced, and repair would give up offsets {}..{}",
+                problem.reason, point.offset, problem.offset, known_end
+            ),
+        });
+    }
+    let report = &mut inspection.report;
+    if durable {
+        report.repaired_durable_data = true;
+        report.lost_offsets = Some(problem.offset..known_end.max(problem.offset));
+        tracing::error!(
+            file = %problem.file.display(), position = problem.position, reason = %problem.reason,
+            lost_from = problem.offset, lost_to = known_end,
+            "repair: giving up damaged or missing data that had been acknowledged as durable"
+        );
+    }
+    report.truncated_at_offset = Some(problem.offset);
+    let keep = problem.segment.map_or(0, |i| i + 1);
+    for removed in inspection.segments.drain(keep..) {
+        report.removed_segments.push(removed.base_offset);
+        report.truncated_bytes += removed.file_len as u64;
+        for path in Segment::paths_for_removal(dir, removed.base_offset) {
+            medium
+                .remove_file(&path)
+                .map_err(io_err("removing", &path))?;
         }
     }
-    finish(medium, dir, config, checked, report, now_ms)
+    for &base in &listing.missing {
+        for path in Segment::paths_for_removal(dir, base) {
+            medium
+                .remove_file(&path)
+                .map_err(io_err("removing", &path))?;
+        }
+    }
+    if let Some(last) = inspection.segments.last() {
+        // Every problem sits at the valid end of the segment kept last, so
+        // its index entries (all before that end) stay as they are.
+        debug_assert_eq!(last.valid_len, problem.position, "a cut at the valid end");
+        let path = segment_file(dir, last.base_offset);
+        report.truncated_bytes += data_bytes_after(medium, &path, last.valid_len)?;
+    }
+    medium.sync_dir(dir).map_err(io_err("syncing", dir))?;
+    if report.truncated_bytes > 0 || !report.removed_segments.is_empty() {
+        tracing::warn!(
+            file = %problem.file.display(), position = problem.position, reason = %problem.reason,
+            cut_bytes = report.truncated_bytes, from_offset = problem.offset,
+            removed_segments = ?report.removed_segments,
+            "cut the log's {}", if durable { "damaged data (repair)" } else { "torn tail" }
+        );
+    }
+    Ok(inspection)
+}
+
+/// Bytes of data (up to the last non-zero byte) in the file after `position`.
+fn data_bytes_after(medium: &dyn Medium, path: &Path, position: usize) -> Result<u64, OpenError> {
+    let (region, _) = medium
+        .open_region(path, None)
+        .map_err(io_err("opening", path))?;
+    let region = region.0;
+    let mut cursor = RegionCursor::new(&region, region.published());
+    let (mut at, mut last_nonzero) = (position, position);
+    while at < cursor.end() {
+        let chunk = cursor
+            .bytes_up_to(at, CURSOR_WINDOW_BYTES)
+            .map_err(io_err("reading", path))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            last_nonzero = at + i + 1;
+        }
+        at += chunk.len();
+    }
+    Ok((last_nonzero - position) as u64)
+}
+
+/// How far to trust a segment without checking every batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Synced and sealed: check the indexes and the tail only.
+    Sealed,
+    /// Possibly torn: check every batch.
+    Scan,
+}
+
+/// Why the batch at `position` cannot be the next one, if it cannot;
+/// with `verify`, its CRC and fields are checked too.
+fn batch_problem(
+    cursor: &mut RegionCursor<'_>,
+    position: usize,
+    next: u64,
+    verify: bool,
+) -> Result<BatchHeader, String> {
+    let header = cursor.header(position)?;
+    if header.base_offset != next as i64 {
+        return Err(format!(
+            "batch base offset {} does not follow offset {next}",
+            header.base_offset
+        ));
+    }
+    if !verify {
+        return Ok(header);
+    }
+    let bytes = cursor
+        .bytes(position, header.total_bytes())
+        .map_err(|e| e.to_string())?;
+    RecordBatch::parse(bytes).map_err(|e| e.to_string())?;
+    if header.partition_leader_epoch != LEADER_EPOCH {
+        return Err(format!(
+            "partition leader epoch {} is not {LEADER_EPOCH}",
+            header.partition_leader_epoch
+        ));
+    }
+    if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        return Err(format!(
+            "last_offset_delta {} does not match record_count {}",
+            header.last_offset_delta, header.record_count
+        ));
+    }
+    Ok(header)
+}
+
+/// Where a scan ended: the valid length, the next offset, and why it stopped.
+struct ScanEnd {
+    valid_len: usize,
+    next_offset: u64,
+    stop: Stop,
+}
+
+/// Walks batches from `position` to the end, each following `next`; with
+/// `verify`, checks each one whole. Feeds `rebuilt` the index entries.
+fn scan(
+    cursor: &mut RegionCursor<'_>,
+    region: &Region,
+    base_offset: u64,
+    mut position: usize,
+    mut next: u64,
+    verify: bool,
+    mut rebuilt: Option<&mut Rebuilt>,
+) -> ScanEnd {
+    let end = cursor.end();
+    while position < end {
+        match batch_problem(cursor, position, next, verify) {
+            Ok(header) => {
+                if let Some((offsets, times, cadence)) = rebuilt.as_deref_mut() {
+                    let (offset_entry, time_entry) =
+                        cadence.observe(base_offset, position, &header);
+                    offsets.extend(offset_entry);
+                    times.extend(time_entry);
+                }
+                position += header.total_bytes();
+                next = header.next_offset() as u64;
+            }
+            Err(reason) => {
+                return ScanEnd {
+                    valid_len: position,
+                    next_offset: next,
+                    stop: stop_at(cursor, region, position, next, reason),
+                };
+            }
+        }
+    }
+    ScanEnd {
+        valid_len: position,
+        next_offset: next,
+        stop: Stop::End,
+    }
+}
+
+/// What an invalid batch at `position` means: zeros to the end (the unused
+/// end of the file), or an invalid region, with any valid batch after it.
+fn stop_at(
+    cursor: &mut RegionCursor<'_>,
+    region: &Region,
+    position: usize,
+    next: u64,
+    reason: String,
+) -> Stop {
+    match cursor.zeros_from(position) {
+        Ok(true) => Stop::Zeros,
+        Ok(false) => Stop::Invalid {
+            reason,
+            valid_after: find_valid_batch(region, cursor.end(), position + 1, next),
+        },
+        Err(e) => Stop::Invalid {
+            reason: format!("{reason}; reading on failed: {e}"),
+            valid_after: None,
+        },
+    }
+}
+
+/// The first valid batch at or after byte `from` (before `end`) whose base
+/// offset is at least `min_offset`: `(position, base offset, next offset)`.
+/// Candidates are found by the two bytes every stored batch has at fixed
+/// places (magic 2, leader epoch 0); each is then checked whole.
+fn find_valid_batch(
+    region: &Region,
+    end: usize,
+    from: usize,
+    min_offset: u64,
+) -> Option<(usize, u64, u64)> {
+    let mut chunk = Vec::new();
+    let mut start = from;
+    while start + BATCH_HEADER_BYTES <= end {
+        // Each chunk overlaps the next by a header, so no candidate is missed.
+        let len = (CURSOR_WINDOW_BYTES + BATCH_HEADER_BYTES).min(end - start);
+        chunk.resize(len, 0);
+        region.read_into(start, &mut chunk).ok()?;
+        let last_candidate = len - BATCH_HEADER_BYTES;
+        for i in 0..=last_candidate {
+            if chunk[i + MAGIC_AT] != MAGIC_V2 as u8
+                || chunk[i + PARTITION_LEADER_EPOCH_AT..i + MAGIC_AT] != LEADER_EPOCH.to_be_bytes()
+            {
+                continue;
+            }
+            let Ok(header) = BatchHeader::parse(&chunk[i..]) else {
+                continue;
+            };
+            let position = start + i;
+            if header.base_offset < min_offset as i64
+                || header.record_count < 1
+                || position + header.total_bytes() > end
+            {
+                continue;
+            }
+            let valid = if i + header.total_bytes() <= chunk.len() {
+                RecordBatch::parse(&chunk[i..]).is_ok()
+            } else {
+                region
+                    .read(position, position + header.total_bytes())
+                    .is_ok_and(|b| RecordBatch::parse(&b).is_ok())
+            };
+            if valid {
+                return Some((
+                    position,
+                    header.base_offset as u64,
+                    header.next_offset() as u64,
+                ));
+            }
+        }
+        start += last_candidate + 1;
+    }
+    None
+}
+
+/// Sealed indexes of the segment at `base_offset`, if they pass their
+/// checks and their first and last entries name the batches found there.
+fn trusted_indexes(
+    medium: &dyn Medium,
+    dir: &Path,
+    base_offset: u64,
+    cursor: &mut RegionCursor<'_>,
+) -> Option<(Index<OffsetKind>, Index<TimeKind>)> {
+    let [log_path, index_path, time_path] = Segment::paths(dir, base_offset);
+    let opened =
+        Index::<OffsetKind>::open_sealed(medium, &index_path, base_offset).and_then(|offsets| {
+            let times = Index::<TimeKind>::open_sealed(medium, &time_path, base_offset)?;
+            Ok((offsets, times))
+        });
+    let (offsets, times) = match opened {
+        Ok(indexes) => indexes,
+        Err(reason) => {
+            tracing::warn!(segment = %log_path.display(), %reason, "rebuilding index");
+            return None;
+        }
+    };
+    for entry in [offsets.entry(0), offsets.last_where(|_| true)]
+        .into_iter()
+        .flatten()
+    {
+        let expected = base_offset + u64::from(entry.relative_offset);
+        let position = entry.position as usize;
+        let names_its_batch = position >= LOG_HEADER_BYTES
+            && cursor
+                .header(position)
+                .is_ok_and(|h| h.base_offset == expected as i64);
+        if !names_its_batch {
+            tracing::warn!(
+                segment = %log_path.display(), offset = expected, position,
+                "rebuilding index whose entry does not name the batch at its position"
+            );
+            return None;
+        }
+    }
+    Some((offsets, times))
+}
+
+fn check_segment(
+    medium: &dyn Medium,
+    dir: &Path,
+    config: &LogConfig,
+    base_offset: u64,
+    trust: Trust,
+) -> Result<Checked, OpenError> {
+    let log_path = segment_file(dir, base_offset);
+    let (region, _) = medium
+        .open_region(&log_path, None)
+        .map_err(io_err("opening", &log_path))?;
+    let region = region.0;
+    let file_len = region.published();
+    let mut cursor = RegionCursor::new(&region, file_len);
+    let mut checked = Checked {
+        base_offset,
+        created_ms: 0,
+        valid_len: 0,
+        file_len,
+        next_offset: base_offset,
+        stop: Stop::End,
+        rebuilt: None,
+        sealed: None,
+        scanned_bytes: 0,
+    };
+    let header = cursor
+        .bytes_up_to(0, LOG_HEADER_BYTES)
+        .map_err(io_err("reading", &log_path))?;
+    match decode_log_header(header, base_offset) {
+        Ok(created) => checked.created_ms = created,
+        Err(reason) => {
+            // Even zeros here are a problem: the segment has no header to
+            // append after (a crash before its creation was synced).
+            checked.stop = match stop_at(&mut cursor, &region, 0, base_offset, reason) {
+                Stop::Zeros | Stop::End => Stop::Invalid {
+                    reason: "the segment header was never written (zeros)".into(),
+                    valid_after: None,
+                },
+                invalid => invalid,
+            };
+            return Ok(checked);
+        }
+    }
+    let sealed = match trust {
+        Trust::Sealed => trusted_indexes(medium, dir, base_offset, &mut cursor),
+        Trust::Scan => None,
+    };
+    let end = match sealed {
+        Some((offsets, times)) => {
+            // Trust the sealed index; walk the headers after its last entry to find the end.
+            let (position, next) = match offsets.last_where(|_| true) {
+                Some(entry) => (
+                    entry.position as usize,
+                    base_offset + u64::from(entry.relative_offset),
+                ),
+                None => (LOG_HEADER_BYTES, base_offset),
+            };
+            checked.sealed = Some((offsets, times));
+            scan(
+                &mut cursor,
+                &region,
+                base_offset,
+                position,
+                next,
+                false,
+                None,
+            )
+        }
+        None => {
+            let mut state = (
+                Vec::new(),
+                Vec::new(),
+                IndexCadence::new(config.index_interval_bytes),
+            );
+            let verify = trust == Trust::Scan;
+            let end = scan(
+                &mut cursor,
+                &region,
+                base_offset,
+                LOG_HEADER_BYTES,
+                base_offset,
+                verify,
+                Some(&mut state),
+            );
+            if verify {
+                checked.scanned_bytes = end.valid_len as u64;
+            }
+            checked.rebuilt = Some(state);
+            end
+        }
+    };
+    checked.valid_len = end.valid_len;
+    checked.next_offset = end.next_offset;
+    checked.stop = end.stop;
+    Ok(checked)
 }
 
 fn finish(
     medium: &dyn Medium,
     dir: &Path,
     config: &LogConfig,
-    mut checked: Vec<Checked>,
-    mut report: RecoveryReport,
+    inspection: Inspection,
+    point: Checkpoint,
+    clean: bool,
     now_ms: i64,
 ) -> Result<Loaded, OpenError> {
+    let Inspection {
+        segments: mut checked,
+        mut report,
+        ..
+    } = inspection;
+    report.clean_shutdown = clean;
+    report.scanned_bytes = checked.iter().map(|c| c.scanned_bytes).sum();
     let Some(last) = checked.pop() else {
         // Nothing survived: start an empty log where the removed one began.
-        let base = report.truncated_at_offset.unwrap_or(report.recovery_point);
+        let base = report.truncated_at_offset.unwrap_or(point.offset);
         let active = ActiveSegment::create(medium, dir, base, config, now_ms)
             .map_err(io_err("creating segment in", dir))?;
         return Ok(Loaded {
@@ -557,15 +860,23 @@ fn finish(
     };
     let mut segments = Vec::with_capacity(checked.len() + 1);
     for segment in checked {
-        segments.push(Arc::new(closed_segment(medium, dir, segment, &mut report)?));
+        segments.push(Arc::new(closed_segment(
+            medium,
+            dir,
+            config,
+            segment,
+            &mut report,
+        )?));
     }
-    let [log_path, ..] = Segment::paths(dir, last.base_offset);
+    let log_path = segment_file(dir, last.base_offset);
     let end_offset = last.next_offset;
     let resume = resume_state(config, &last, &mut report);
-    // Cut preallocated zeros or a torn tail, then grow back to a full segment.
-    medium
-        .truncate(&log_path, last.valid_len as u64)
-        .map_err(io_err("truncating", &log_path))?;
+    // Cut preallocated zeros or a torn tail; the file grows again as it is written.
+    if last.file_len != last.valid_len {
+        medium
+            .truncate(&log_path, last.valid_len as u64)
+            .map_err(io_err("truncating", &log_path))?;
+    }
     drop(last);
     let active = ActiveSegment::reopen(medium, dir, resume.base_offset, config, resume)
         .map_err(io_err("reopening", &log_path))?;
@@ -616,17 +927,25 @@ fn resume_state(config: &LogConfig, last: &Checked, report: &mut RecoveryReport)
     }
 }
 
-/// A closed segment, with its sealed indexes or ones rebuilt now.
+/// A closed segment, with its sealed indexes or ones rebuilt now. A file
+/// left longer than its data by a crash during a roll is cut to it first.
 fn closed_segment(
     medium: &dyn Medium,
     dir: &Path,
+    config: &LogConfig,
     checked: Checked,
     report: &mut RecoveryReport,
 ) -> Result<Segment, OpenError> {
     let [log_path, index_path, time_path] = Segment::paths(dir, checked.base_offset);
+    if checked.file_len != checked.valid_len {
+        medium
+            .truncate(&log_path, checked.valid_len as u64)
+            .map_err(io_err("truncating", &log_path))?;
+    }
     let (log, _) = medium
         .open_region(&log_path, None)
         .map_err(io_err("opening", &log_path))?;
+    let scanned_index = OnceLock::new();
     let (offset_index, time_index, max_timestamp) = match checked.sealed {
         Some((offsets, times)) => {
             let max = times.last_where(|_| true).map_or(i64::MIN, |e| e.timestamp);
@@ -634,22 +953,39 @@ fn closed_segment(
         }
         None => {
             report.rebuilt_indexes.push(checked.base_offset);
-            let (offsets, times, cadence) = checked
+            let (offsets, mut times, mut cadence) = checked
                 .rebuilt
                 .unwrap_or_else(|| (Vec::new(), Vec::new(), IndexCadence::new(0)));
-            let offset_index =
-                write_sealed::<OffsetKind>(medium, &index_path, checked.base_offset, &offsets)?;
-            let mut times = times;
-            let mut cadence = cadence;
             let last_relative = (checked
                 .next_offset
                 .saturating_sub(1)
                 .max(checked.base_offset)
                 - checked.base_offset) as u32;
             times.extend(cadence.time_entry(last_relative));
-            let time_index =
-                write_sealed::<TimeKind>(medium, &time_path, checked.base_offset, &times)?;
-            (offset_index, time_index, cadence.max_timestamp())
+            let written =
+                write_sealed::<OffsetKind>(medium, &index_path, checked.base_offset, &offsets)
+                    .and_then(|o| {
+                        let t = write_sealed::<TimeKind>(
+                            medium,
+                            &time_path,
+                            checked.base_offset,
+                            &times,
+                        )?;
+                        Ok((o, t))
+                    });
+            match written {
+                Ok((o, t)) => (o, t, cadence.max_timestamp()),
+                Err(e) => {
+                    // A full disk must not stop the log from opening: keep
+                    // the entries in memory; the next open rebuilds the files.
+                    tracing::warn!(segment = %log_path.display(), error = %e, "index kept in memory");
+                    for path in [&index_path, &time_path] {
+                        let _ = medium.remove_file(path);
+                    }
+                    let _ = scanned_index.set(offsets);
+                    (Index::empty(), Index::empty(), cadence.max_timestamp())
+                }
+            }
         }
     };
     Ok(Segment {
@@ -661,6 +997,8 @@ fn closed_segment(
         time_index,
         next_offset: AtomicU64::new(checked.next_offset),
         max_timestamp: AtomicI64::new(max_timestamp),
+        scanned_index,
+        index_interval_bytes: config.index_interval_bytes,
     })
 }
 
@@ -673,12 +1011,10 @@ fn write_sealed<K: crate::index::IndexKind>(
     let (index, mut writer) = Index::<K>::create(medium, path, base_offset, entries.len())
         .map_err(io_err("rebuilding", path))?;
     for entry in entries {
-        writer
-            .append(&index, *entry)
-            .map_err(io_err("rebuilding", path))?;
+        writer.append(&index, *entry);
     }
-    writer.seal().map_err(io_err("sealing", path))?;
-    // Reopen from the sealed file so the index maps exactly its used length.
+    writer.seal();
+    // Reopen from the sealed file, which proves the seal was written.
     Index::<K>::open_sealed(medium, path, base_offset).map_err(|reason| OpenError::Io {
         op: "reopening rebuilt index",
         path: PathBuf::from(path),

@@ -1,91 +1,49 @@
-//! A fixed-capacity byte region that one writer appends to and many readers
-//! read in place: a memory map of a segment or index file, or (for crash
-//! tests) a heap buffer.
+//! A byte region with one writer that appends and many readers that copy
+//! published bytes out: a segment or index file (`pwrite` and `pread`), or,
+//! for crash tests, a file of the simulated medium.
 //!
-//! Over a file, the writer writes with `pwrite` and readers see the bytes
-//! through the map (the page cache is shared). Writing through the map
-//! instead faults each new page in through the read path, and for a
-//! fallocated (unwritten) extent the kernel zero-fills it first: a profile
-//! showed that zeroing at 26 % of the broker's CPU (docs/performance.md).
+//! Readers copy rather than map. A map of a file that someone truncates
+//! from outside kills the whole process with SIGBUS on the next access; a
+//! `pread` of it returns fewer bytes, which is an error on that partition
+//! only. The copy costs one pass over bytes that the batch CRC check reads
+//! anyway.
 //!
-//! This is the crate's only `unsafe` code. Its invariant: bytes below
-//! `published` are never written again while the region lives, and the
-//! writer (a unique [`RegionWriter`]) only writes at or above it. Readers see
-//! only published bytes, so a shared slice never aliases a write.
-
-#![allow(unsafe_code)]
+//! Files grow in allocation steps (`fallocate`), not to their capacity at
+//! once: a new segment reserves one step, and a reopened one reserves
+//! nothing until it is written to.
+//!
+//! Invariant: bytes below `published` are never written again while the
+//! region lives, and the writer (a unique [`RegionWriter`]) only writes at
+//! or above it. Readers see only published bytes.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use memmap2::MmapRaw;
 
-/// What keeps a region's memory alive and makes its bytes durable.
+/// What holds a region's bytes: a file, or a simulated one.
 pub(crate) trait Backing: Send + Sync {
-    /// Makes `bytes`, which sit at `start` in the region, durable.
-    fn sync(&self, memory: &Memory, start: usize, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `data` at `offset` (`pwrite`), growing the file if needed.
+    fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()>;
+    /// Fills `buf` from `offset` (`pread`); an error if the file ends first.
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()>;
+    /// Makes every byte written so far durable (`fdatasync`).
+    fn sync(&self) -> io::Result<()>;
+    /// Gives the file real blocks up to `len` bytes (growing its length), so
+    /// that later writes below `len` cannot meet a full disk.
+    fn allocate(&self, len: usize) -> io::Result<()>;
     /// Cuts the file to `len` bytes, durably.
     fn trim(&self, len: usize) -> io::Result<()>;
-    /// Writes `data` at `offset` through the file (`pwrite`), which the map
-    /// then shows; `None` if this backing has no file and the region's
-    /// memory must be written directly.
-    fn write_at(&self, offset: usize, data: &[u8]) -> Option<io::Result<()>> {
-        let _ = (offset, data);
-        None
-    }
-}
-
-/// The memory behind a region.
-pub(crate) enum Memory {
-    /// A shared, writable map of a file.
-    Map(MmapRaw),
-    /// A heap buffer owned by the region (the simulated medium).
-    Heap(Box<[u8]>),
-}
-
-impl Memory {
-    fn base(&self) -> *mut u8 {
-        match self {
-            Memory::Map(map) => map.as_mut_ptr(),
-            Memory::Heap(buf) => buf.as_ptr() as *mut u8,
-        }
-    }
-
-    fn capacity(&self) -> usize {
-        match self {
-            Memory::Map(map) => map.len(),
-            Memory::Heap(buf) => buf.len(),
-        }
-    }
-
-    /// Flushes a mapped range to the file; a heap buffer has nothing to flush.
-    pub(crate) fn flush_range(&self, start: usize, len: usize) -> io::Result<()> {
-        match self {
-            Memory::Map(map) if len > 0 => map.flush_range(start, len),
-            _ => Ok(()),
-        }
-    }
 }
 
 struct Inner {
-    memory: Memory,
-    base: *mut u8,
     capacity: usize,
     published: AtomicUsize,
     backing: Box<dyn Backing>,
 }
 
-// SAFETY: `base` points into `memory`, which `Inner` owns and never moves
-// (a map or a boxed slice). Shared access is only to published bytes, which
-// are immutable; the one writer is the unique `RegionWriter`.
-unsafe impl Send for Inner {}
-// SAFETY: as above.
-unsafe impl Sync for Inner {}
-
-/// The read side of a region: cheap to clone; every clone and every [`Bytes`]
-/// view keeps the memory alive.
+/// The read side of a region: cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Region {
     inner: Arc<Inner>,
@@ -95,23 +53,33 @@ pub(crate) struct Region {
 pub(crate) struct RegionWriter {
     inner: Arc<Inner>,
     written: usize,
+    /// Bytes of the file with blocks behind them (its length, once grown).
+    allocated: usize,
+    /// Bytes to allocate at a time ahead of the writes; 0 lets each write
+    /// grow the file itself.
+    allocate_step: usize,
 }
 
-/// Creates a region over `memory` whose first `len` bytes are already content.
+/// How a region grows: its largest size and its allocation step, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Growth {
+    /// The region never holds more than this.
+    pub capacity: usize,
+    /// Blocks are reserved this many bytes at a time ahead of the writes
+    /// (0: none reserved; each write grows the file).
+    pub allocate_step: usize,
+}
+
+/// Creates a region over `backing`, whose first `len` bytes are already
+/// content and whose file is `file_len` bytes long.
 pub(crate) fn new_region(
-    memory: Memory,
-    len: usize,
     backing: Box<dyn Backing>,
+    len: usize,
+    file_len: usize,
+    growth: Growth,
 ) -> (Region, RegionWriter) {
-    let base = memory.base();
-    let capacity = memory.capacity();
-    assert!(
-        len <= capacity,
-        "region content {len} exceeds capacity {capacity}"
-    );
+    let capacity = growth.capacity.max(len);
     let inner = Arc::new(Inner {
-        memory,
-        base,
         capacity,
         published: AtomicUsize::new(len),
         backing,
@@ -123,7 +91,16 @@ pub(crate) fn new_region(
         RegionWriter {
             inner,
             written: len,
+            allocated: file_len,
+            allocate_step: growth.allocate_step,
         },
+    )
+}
+
+fn past_published(start: usize, end: usize, published: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("read of bytes {start}..{end} past the {published} published"),
     )
 }
 
@@ -133,51 +110,43 @@ impl Region {
         self.inner.published.load(Ordering::Acquire)
     }
 
-    /// The published bytes `start..end`, borrowed; `None` if not all published.
-    pub(crate) fn read(&self, start: usize, end: usize) -> Option<&[u8]> {
-        if start > end || end > self.published() {
-            return None;
+    /// Copies the published bytes `start..start + buf.len()` into `buf`.
+    pub(crate) fn read_into(&self, start: usize, buf: &mut [u8]) -> io::Result<()> {
+        let end = start.saturating_add(buf.len());
+        let published = self.published();
+        if end > published {
+            return Err(past_published(start, end, published));
         }
-        // SAFETY: `start..end` lies below `published`, inside the region, and
-        // published bytes are never written again while `self` keeps them alive.
-        Some(unsafe { std::slice::from_raw_parts(self.inner.base.add(start), end - start) })
+        self.inner.backing.read_at(start, buf)
     }
 
-    /// The published bytes `start..end` as a zero-copy view that keeps the
-    /// region alive; `None` if not all published.
-    pub(crate) fn bytes(&self, start: usize, end: usize) -> Option<Bytes> {
-        self.read(start, end)?;
-        Some(Bytes::from_owner(RegionView {
-            region: self.clone(),
-            start,
-            end,
-        }))
+    /// The published bytes `start..end`, copied into a buffer of their own.
+    pub(crate) fn read(&self, start: usize, end: usize) -> io::Result<Bytes> {
+        if start > end {
+            return Err(past_published(start, end, self.published()));
+        }
+        let mut buf = vec![0u8; end - start];
+        self.read_into(start, &mut buf)?;
+        Ok(Bytes::from(buf))
     }
 
-    /// Makes the published bytes `start..end` durable.
-    pub(crate) fn sync(&self, start: usize, end: usize) -> io::Result<()> {
-        let Some(bytes) = self.read(start, end) else {
-            return Err(io::Error::other(format!(
-                "sync of {start}..{end} past the published {} bytes",
-                self.published()
-            )));
-        };
-        self.inner.memory.flush_range(start, end - start)?;
-        self.inner.backing.sync(&self.inner.memory, start, bytes)
+    /// Makes everything written so far durable.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.inner.backing.sync()
     }
 }
 
-struct RegionView {
-    region: Region,
-    start: usize,
-    end: usize,
-}
-
-impl AsRef<[u8]> for RegionView {
-    fn as_ref(&self) -> &[u8] {
-        // Checked when the view was made; published only grows.
-        self.region.read(self.start, self.end).unwrap_or(&[])
+/// The part of a step-rounded allocation that `needed` bytes call for:
+/// the next multiple of `step` at or above `needed`, at most `capacity`.
+fn allocation_target(needed: usize, step: usize, capacity: usize) -> usize {
+    if step == 0 {
+        return needed;
     }
+    needed
+        .div_ceil(step)
+        .saturating_mul(step)
+        .min(capacity)
+        .max(needed)
 }
 
 impl RegionWriter {
@@ -191,7 +160,31 @@ impl RegionWriter {
         self.inner.capacity - self.written
     }
 
+    /// Reserves blocks for the next `bytes` bytes of writes, a step at a
+    /// time; on a full disk, exactly what they need; else the disk's error.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> io::Result<()> {
+        let needed = self.written + bytes;
+        if self.allocate_step == 0 || needed <= self.allocated {
+            return Ok(());
+        }
+        let target = allocation_target(needed, self.allocate_step, self.inner.capacity);
+        match self.inner.backing.allocate(target) {
+            Ok(()) => {
+                self.allocated = target;
+                Ok(())
+            }
+            Err(e) if target > needed && is_disk_full(&e) => {
+                self.inner.backing.allocate(needed)?;
+                self.allocated = needed;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Appends `parts` back to back, unpublished; returns where they start.
+    /// On an error nothing counts as written: the next append writes over
+    /// whatever part of them reached the file.
     ///
     /// # Panics
     /// If they do not fit: callers check [`remaining`](Self::remaining) first.
@@ -201,23 +194,14 @@ impl RegionWriter {
             total <= self.remaining(),
             "append of {total} bytes past the region's end"
         );
+        self.reserve(total)?;
         let start = self.written;
+        let mut at = start;
         for part in parts {
-            match self.inner.backing.write_at(self.written, part) {
-                Some(result) => result?,
-                // SAFETY: `written..written + len` is inside the region (checked
-                // above) and at or above `published`, so no reader can see it, and
-                // `self` is the only writer.
-                None => unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        part.as_ptr(),
-                        self.inner.base.add(self.written),
-                        part.len(),
-                    );
-                },
-            }
-            self.written += part.len();
+            self.inner.backing.write_at(at, part)?;
+            at += part.len();
         }
+        self.written = at;
         Ok(start)
     }
 
@@ -238,8 +222,30 @@ impl RegionWriter {
     pub(crate) fn seal(self) -> io::Result<Region> {
         self.publish();
         let region = self.region();
-        region.sync(0, self.written)?;
+        region.sync()?;
         self.inner.backing.trim(self.written)?;
         Ok(region)
+    }
+}
+
+/// True if `e` says the disk (or the user's quota) is full.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_rounds_up_to_the_step_within_capacity() {
+        assert_eq!(allocation_target(1, 16, 100), 16);
+        assert_eq!(allocation_target(16, 16, 100), 16);
+        assert_eq!(allocation_target(17, 16, 100), 32);
+        assert_eq!(allocation_target(99, 16, 100), 100);
+        assert_eq!(allocation_target(5, 0, 100), 5);
     }
 }

@@ -3,11 +3,13 @@
 //! appended to by the log's single writer.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use carteiro::record::{BatchHeader, RecordBatch};
+use carteiro::record::{BATCH_HEADER_BYTES, BatchHeader, RecordBatch};
 
+use crate::cursor::RegionCursor;
 use crate::error::ReadError;
 use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::region::Region;
@@ -104,6 +106,11 @@ pub(crate) struct Segment {
     pub next_offset: AtomicU64,
     /// Largest batch max-timestamp published, `i64::MIN` while empty.
     pub max_timestamp: AtomicI64,
+    /// Offset-index entries computed from the log, once the stored index
+    /// was found to point at a wrong batch; look-ups use these from then on.
+    pub scanned_index: OnceLock<Vec<OffsetEntry>>,
+    /// Bytes between two offset-index entries (the log's config), for a rescan.
+    pub index_interval_bytes: u32,
 }
 
 /// Batches read from one segment.
@@ -123,6 +130,13 @@ impl Segment {
         ]
     }
 
+    /// The same paths in the order to remove them: indexes first, so that an
+    /// index without its segment file always means the file went missing.
+    pub(crate) fn paths_for_removal(dir: &Path, base_offset: u64) -> [PathBuf; 3] {
+        let [log, index, time] = Self::paths(dir, base_offset);
+        [index, time, log]
+    }
+
     /// Bytes of the segment file in use, header included.
     pub(crate) fn size_bytes(&self) -> u64 {
         self.log.published() as u64
@@ -132,51 +146,117 @@ impl Segment {
         self.next_offset.load(Ordering::Acquire)
     }
 
-    fn corrupt(&self, position: usize, reason: impl ToString) -> ReadError {
+    fn corrupt(&self, position: usize, offset: u64, reason: impl ToString) -> ReadError {
         ReadError::Corrupt {
             file: self.log_path.clone(),
             position: position as u64,
+            offset,
             reason: reason.to_string(),
         }
     }
 
-    /// Reads the batch header at `position`, if it lies within `end`.
-    pub(crate) fn header_at(&self, position: usize, end: usize) -> Result<BatchHeader, ReadError> {
-        let bytes = self
-            .log
-            .read(position, end)
-            .ok_or_else(|| self.corrupt(position, "position past the published end"))?;
-        let header = BatchHeader::parse(bytes).map_err(|e| self.corrupt(position, e))?;
-        if header.total_bytes() > bytes.len() {
-            return Err(self.corrupt(position, "batch runs past the end of the segment"));
+    /// The offset-index entry at or before `relative`, from the stored
+    /// index or, once that was found wrong, from a scan of the log.
+    fn index_entry(&self, relative: u64) -> Option<OffsetEntry> {
+        let below = |k: i64| k as u64 <= relative;
+        match self.scanned_index.get() {
+            Some(entries) => {
+                let i = entries.partition_point(|e| below(i64::from(e.relative_offset)));
+                i.checked_sub(1).map(|i| entries[i])
+            }
+            None => self.offset_index.last_where(below),
         }
-        Ok(header)
+    }
+
+    /// Replaces the stored index with entries computed from the log (once),
+    /// after `entry` was found to point at the wrong batch.
+    fn distrust_index(&self, entry: OffsetEntry, reason: &str) -> Result<(), ReadError> {
+        if self.scanned_index.get().is_some() {
+            return Err(self.corrupt(
+                entry.position as usize,
+                self.base_offset + u64::from(entry.relative_offset),
+                reason,
+            ));
+        }
+        tracing::error!(
+            segment = %self.log_path.display(), relative_offset = entry.relative_offset,
+            position = entry.position, %reason,
+            "offset index points at the wrong batch; using entries computed from the log"
+        );
+        let end = self.log.published();
+        let mut cursor = RegionCursor::new(&self.log, end);
+        let mut cadence = IndexCadence::new(self.index_interval_bytes);
+        let mut entries = Vec::new();
+        let mut position = LOG_HEADER_BYTES;
+        let mut next = self.base_offset;
+        while position < end {
+            let header = cursor
+                .header(position)
+                .map_err(|e| self.corrupt(position, next, e))?;
+            entries.extend(cadence.observe(self.base_offset, position, &header).0);
+            position += header.total_bytes();
+            next = header.next_offset() as u64;
+        }
+        let _ = self.scanned_index.set(entries);
+        Ok(())
     }
 
     /// Position of the batch that holds `offset`, or `None` if the segment
-    /// ends (within `end` bytes) before it.
+    /// ends (within `end` bytes) before it. Checks that the index entry it
+    /// starts from names the batch found there, and that batches follow on.
     pub(crate) fn position_of(
         &self,
         offset: u64,
         end: usize,
     ) -> Result<Option<(usize, BatchHeader)>, ReadError> {
         let relative = offset.saturating_sub(self.base_offset);
-        let mut position = match self.offset_index.last_where(|k| k as u64 <= relative) {
-            Some(entry) => entry.position as usize,
-            None => LOG_HEADER_BYTES,
+        let mut cursor = RegionCursor::new(&self.log, end);
+        let (mut position, mut next) = loop {
+            let Some(entry) = self.index_entry(relative) else {
+                break (LOG_HEADER_BYTES, self.base_offset);
+            };
+            let expected = self.base_offset + u64::from(entry.relative_offset);
+            let found = match cursor.header(entry.position as usize) {
+                Ok(header) if header.base_offset == expected as i64 => None,
+                Ok(header) => Some(format!(
+                    "entry says offset {expected} at byte {}, the batch there starts at offset {}",
+                    entry.position, header.base_offset
+                )),
+                Err(e) => Some(format!(
+                    "entry says offset {expected} at byte {}: {e}",
+                    entry.position
+                )),
+            };
+            match found {
+                None => break (entry.position as usize, expected),
+                Some(reason) => self.distrust_index(entry, &reason)?,
+            }
         };
         while position < end {
-            let header = self.header_at(position, end)?;
+            let header = cursor
+                .header(position)
+                .map_err(|e| self.corrupt(position, next, e))?;
+            if header.base_offset != next as i64 {
+                let reason = format!(
+                    "batch base offset {} does not follow offset {next}",
+                    header.base_offset
+                );
+                return Err(self.corrupt(position, next, reason));
+            }
             if header.last_offset() >= offset as i64 {
                 return Ok(Some((position, header)));
             }
             position += header.total_bytes();
+            next = header.next_offset() as u64;
         }
         Ok(None)
     }
 
     /// Whole batches from the one holding `offset`: at least one, then more
-    /// while the total stays within `max_bytes` and each ends before `limit_offset`.
+    /// while the total stays within `max_bytes` and each ends before
+    /// `limit_offset`. Every batch handed out has passed its CRC check; a
+    /// damaged batch ends the read before it, or is the error if it is the
+    /// first.
     pub(crate) fn read(
         &self,
         offset: u64,
@@ -190,24 +270,58 @@ impl Segment {
         if first.next_offset() as u64 > limit_offset {
             return Ok(None);
         }
-        let mut position = start + first.total_bytes();
-        let mut next_offset = first.next_offset() as u64;
-        while position < end {
-            let header = self.header_at(position, end)?;
-            let batch_end = position + header.total_bytes();
-            if batch_end - start > max_bytes || header.next_offset() as u64 > limit_offset {
-                break;
-            }
-            position = batch_end;
-            next_offset = header.next_offset() as u64;
-        }
+        let span = first.total_bytes().max(max_bytes.min(end - start));
+        let first_offset = first.base_offset as u64;
         let data = self
             .log
-            .bytes(start, position)
-            .ok_or_else(|| self.corrupt(start, "unreadable range"))?;
+            .read(start, start + span)
+            .map_err(|e| self.corrupt(start, first_offset, e))?;
+        let (mut used, mut next_offset) = (0usize, first_offset);
+        let mut damage = None;
+        while used < data.len() {
+            let rest = &data[used..];
+            let header = match BatchHeader::parse(rest) {
+                Ok(header) => header,
+                // A header cut by the end of the span: the next read starts here.
+                Err(_) if rest.len() < BATCH_HEADER_BYTES && used > 0 => break,
+                Err(e) => {
+                    damage = Some(e.to_string());
+                    break;
+                }
+            };
+            if header.total_bytes() > rest.len() {
+                if used == 0 {
+                    damage = Some("batch runs past the end of the data read".to_string());
+                }
+                break;
+            }
+            if header.next_offset() as u64 > limit_offset {
+                break;
+            }
+            if header.base_offset != next_offset as i64 {
+                damage = Some(format!(
+                    "batch base offset {} does not follow offset {next_offset}",
+                    header.base_offset
+                ));
+                break;
+            }
+            if let Err(e) = RecordBatch::parse(rest) {
+                damage = Some(e.to_string());
+                break;
+            }
+            used += header.total_bytes();
+            next_offset = header.next_offset() as u64;
+        }
+        if let Some(reason) = damage
+            && used == 0
+        {
+            return Err(self.corrupt(start, first_offset, reason));
+        }
+        // Good batches before a damaged one are served; the next read, at
+        // the damaged batch, reports it.
         Ok(Some(SegmentRead {
-            data,
-            first_offset: first.base_offset as u64,
+            data: data.slice(..used),
+            first_offset,
             next_offset,
         }))
     }
@@ -226,18 +340,21 @@ impl Segment {
         let Some((mut position, _)) = self.position_of(from, end)? else {
             return Ok(None);
         };
+        let mut cursor = RegionCursor::new(&self.log, end);
         while position < end {
-            let header = self.header_at(position, end)?;
+            let header = cursor
+                .header(position)
+                .map_err(|e| self.corrupt(position, from, e))?;
+            let batch_offset = header.base_offset as u64;
             if header.max_timestamp >= timestamp {
-                let bytes = self
-                    .log
-                    .read(position, position + header.total_bytes())
-                    .unwrap_or(&[]);
-                let (batch, _) =
-                    RecordBatch::parse(bytes).map_err(|e| self.corrupt(position, e))?;
-                let records = batch.records().map_err(|e| self.corrupt(position, e))?;
+                let corrupt = |e: &dyn std::fmt::Display| self.corrupt(position, batch_offset, e);
+                let bytes = cursor
+                    .bytes(position, header.total_bytes())
+                    .map_err(|e| corrupt(&e))?;
+                let (batch, _) = RecordBatch::parse(bytes).map_err(|e| corrupt(&e))?;
+                let records = batch.records().map_err(|e| corrupt(&e))?;
                 for record in records {
-                    let record = record.map_err(|e| self.corrupt(position, e))?;
+                    let record = record.map_err(|e| corrupt(&e))?;
                     if record.timestamp >= timestamp {
                         return Ok(Some(record.offset as u64));
                     }

@@ -1,19 +1,21 @@
 //! A medium for crash tests: every file has a live image (what the process
 //! sees) and a durable image (what a power loss leaves). Only syncs move
 //! bytes from one to the other, and only a directory sync makes a new,
-//! renamed or removed entry durable.
+//! renamed or removed file entry durable (directory renames and directory
+//! creations are durable at once here).
 //!
 //! A sync budget makes the power fail at a chosen sync point: that sync and
 //! every later one fail, and [`SimulatedMedium::after_power_loss`] gives the
-//! medium a machine would find on reboot.
+//! medium a machine would find on reboot. A space limit makes writes that
+//! would grow the files past it fail as a full disk does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::medium::{Medium, RegionHandle, RegionWriterHandle};
-use crate::region::{Backing, Memory, Region, new_region};
+use crate::region::{Backing, Growth, new_region};
 
 /// An in-memory medium that loses unsynced bytes on a simulated power loss.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +28,12 @@ struct State {
     files: HashMap<u64, SimFile>,
     live: BTreeMap<PathBuf, u64>,
     durable: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
     next_id: u64,
     syncs: u64,
     budget: Option<u64>,
     powered_off: bool,
+    space_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for State {
@@ -42,31 +46,21 @@ impl std::fmt::Debug for State {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SimFile {
-    /// The bytes of the region most recently mapped, if any; else `bytes`.
-    region: Option<Region>,
-    bytes: Vec<u8>,
-    len: usize,
+    live: Vec<u8>,
     durable: Vec<u8>,
-}
-
-impl SimFile {
-    fn live_content(&self) -> Vec<u8> {
-        let mut out = match &self.region {
-            Some(region) => region
-                .read(0, region.published().min(self.len))
-                .unwrap_or(&[])
-                .to_vec(),
-            None => self.bytes[..self.bytes.len().min(self.len)].to_vec(),
-        };
-        out.resize(self.len, 0);
-        out
-    }
 }
 
 fn power_loss() -> io::Error {
     io::Error::other("simulated power loss")
+}
+
+fn disk_full(needed: u64, used: u64, limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("no space left on device (simulated: {needed} more bytes, {used} of {limit} used)"),
+    )
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -100,6 +94,26 @@ impl State {
         }
     }
 
+    /// Bytes held by the files that have a name.
+    fn used(&self) -> u64 {
+        let ids: BTreeSet<u64> = self.live.values().copied().collect();
+        ids.iter()
+            .filter_map(|id| self.files.get(id))
+            .map(|f| f.live.len() as u64)
+            .sum()
+    }
+
+    /// Fails as a full disk would if `more` bytes do not fit.
+    fn check_space(&self, more: u64) -> io::Result<()> {
+        if let Some(limit) = self.space_limit {
+            let used = self.used();
+            if more > 0 && used + more > limit {
+                return Err(disk_full(more, used, limit));
+            }
+        }
+        Ok(())
+    }
+
     fn new_file(&mut self, path: &Path, file: SimFile) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -122,6 +136,18 @@ impl State {
             }
         }
     }
+
+    /// Grows the file `id` to at least `len` bytes of zeros, if space allows.
+    fn grow(&mut self, id: u64, len: usize) -> io::Result<()> {
+        let current = self.files.get(&id).map_or(0, |f| f.live.len());
+        if len > current {
+            self.check_space((len - current) as u64)?;
+            if let Some(file) = self.files.get_mut(&id) {
+                file.live.resize(len, 0);
+            }
+        }
+        Ok(())
+    }
 }
 
 struct SimBacking {
@@ -130,25 +156,54 @@ struct SimBacking {
 }
 
 impl Backing for SimBacking {
-    fn sync(&self, _memory: &Memory, start: usize, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        state.grow(self.id, offset + data.len())?;
+        if let Some(file) = state.files.get_mut(&self.id) {
+            file.live[offset..offset + data.len()].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        let state = lock(&self.state);
+        let live = state.files.get(&self.id).map_or(&[][..], |f| &f.live[..]);
+        let end = offset + buf.len();
+        if end > live.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file is {} bytes, shorter than the {end} the log wrote: cut from outside?",
+                    live.len()
+                ),
+            ));
+        }
+        buf.copy_from_slice(&live[offset..end]);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.sync_point()?;
         if let Some(file) = state.files.get_mut(&self.id) {
-            let end = start + bytes.len();
-            if file.durable.len() < end {
-                file.durable.resize(end, 0);
-            }
-            file.durable[start..end].copy_from_slice(bytes);
+            file.durable.clone_from(&file.live);
         }
         Ok(())
+    }
+
+    fn allocate(&self, len: usize) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        state.grow(self.id, len)
     }
 
     fn trim(&self, len: usize) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.sync_point()?;
         if let Some(file) = state.files.get_mut(&self.id) {
-            file.len = len;
-            file.durable.resize(len, 0);
+            file.live.truncate(len);
+            file.durable.clone_from(&file.live);
         }
         Ok(())
     }
@@ -161,8 +216,13 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// True if `path` lies strictly inside `dir`.
+fn inside(path: &Path, dir: &Path) -> bool {
+    path != dir && path.starts_with(dir)
+}
+
 impl SimulatedMedium {
-    /// An empty medium with power that never fails.
+    /// An empty medium with power that never fails and no space limit.
     pub fn new() -> Self {
         Self::default()
     }
@@ -188,21 +248,33 @@ impl SimulatedMedium {
         lock(&self.state).powered_off = true;
     }
 
+    /// Limits the bytes all named files may hold together; `None` lifts it.
+    /// Writes, allocations and file creations past it fail with
+    /// [`io::ErrorKind::StorageFull`].
+    pub fn set_space_limit(&self, bytes: Option<u64>) {
+        lock(&self.state).space_limit = bytes;
+    }
+
+    /// Bytes all named files hold together.
+    pub fn used_bytes(&self) -> u64 {
+        lock(&self.state).used()
+    }
+
     /// The medium as a machine finds it after the power fails: only durable
     /// entries, each with only its durable bytes.
     pub fn after_power_loss(&self) -> SimulatedMedium {
         let state = lock(&self.state);
-        let mut fresh = State::default();
+        let mut fresh = State {
+            dirs: state.dirs.clone(),
+            ..State::default()
+        };
         for (path, id) in &state.durable {
             if let Some(file) = state.files.get(id) {
                 let bytes = file.durable.clone();
-                let len = bytes.len();
                 let new_id = fresh.new_file(
                     path,
                     SimFile {
-                        region: None,
-                        bytes: bytes.clone(),
-                        len,
+                        live: bytes.clone(),
                         durable: bytes,
                     },
                 );
@@ -218,51 +290,44 @@ impl SimulatedMedium {
     pub fn corrupt(&self, path: &Path, at: usize, bytes: &[u8]) -> io::Result<()> {
         let mut state = lock(&self.state);
         let (_, file) = state.file(path)?;
-        let mut content = file.live_content();
         let end = at + bytes.len();
-        if end > content.len() {
+        if end > file.live.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "corruption past the end of the file",
             ));
         }
-        content[at..end].copy_from_slice(bytes);
-        file.durable = content.clone();
-        file.len = content.len();
-        file.bytes = content;
-        file.region = None;
+        file.live[at..end].copy_from_slice(bytes);
+        file.durable.clone_from(&file.live);
         Ok(())
     }
 
-    fn map_file(
+    fn region(
         &self,
-        state: &mut State,
         id: u64,
-        content: Vec<u8>,
-        capacity: usize,
+        content: usize,
+        file_len: usize,
+        growth: Growth,
     ) -> (RegionHandle, RegionWriterHandle) {
-        let len = content.len();
-        let mut buf = content;
-        buf.resize(capacity.max(len), 0);
         let backing = SimBacking {
             state: self.state.clone(),
             id,
         };
-        let (region, writer) =
-            new_region(Memory::Heap(buf.into_boxed_slice()), len, Box::new(backing));
-        if let Some(file) = state.files.get_mut(&id) {
-            file.region = Some(region.clone());
-            file.bytes = Vec::new();
-            file.len = capacity.max(len);
-        }
+        let (region, writer) = new_region(Box::new(backing), content, file_len, growth);
         (RegionHandle(region), RegionWriterHandle(writer))
     }
 }
 
 impl Medium for SimulatedMedium {
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        // Directories are implied by the paths of their files.
-        lock(&self.state).sync_point()
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.sync_point()?;
+        for ancestor in dir.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                state.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -270,6 +335,43 @@ impl Medium for SimulatedMedium {
         state.check_power()?;
         state.live.retain(|path, _| !path.starts_with(dir));
         state.durable.retain(|path, _| !path.starts_with(dir));
+        state.dirs.retain(|path| !path.starts_with(dir));
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_power()?;
+        if let Some(id) = state.live.remove(from) {
+            state.live.insert(to.to_path_buf(), id);
+            return Ok(());
+        }
+        if !state.dirs.contains(from) && !state.live.keys().any(|p| inside(p, from)) {
+            return Err(not_found(from));
+        }
+        let moved = |path: &Path| to.join(path.strip_prefix(from).unwrap_or(path));
+        let state = &mut *state;
+        for map in [&mut state.live, &mut state.durable] {
+            let inner: Vec<(PathBuf, u64)> = map
+                .iter()
+                .filter(|(p, _)| inside(p, from))
+                .map(|(p, id)| (p.clone(), *id))
+                .collect();
+            for (path, id) in inner {
+                map.remove(&path);
+                map.insert(moved(&path), id);
+            }
+        }
+        let dirs: Vec<PathBuf> = state
+            .dirs
+            .iter()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for dir in dirs {
+            state.dirs.remove(&dir);
+            state.dirs.insert(moved(&dir));
+        }
         Ok(())
     }
 
@@ -278,14 +380,21 @@ impl Medium for SimulatedMedium {
         let mut names: Vec<String> = state
             .live
             .keys()
+            .chain(state.dirs.iter())
             .filter_map(|path| {
                 let rest = path.strip_prefix(dir).ok()?;
                 let first = rest.components().next()?;
                 first.as_os_str().to_str().map(str::to_string)
             })
             .collect();
+        names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        let state = lock(&self.state);
+        state.dirs.contains(path) || state.live.keys().any(|p| inside(p, path))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -298,58 +407,63 @@ impl Medium for SimulatedMedium {
     fn create_region(
         &self,
         path: &Path,
-        capacity: usize,
+        growth: Growth,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)> {
         let mut state = lock(&self.state);
         state.sync_point()?;
+        let first_step = growth.allocate_step.min(growth.capacity);
+        // A truncating open frees the old file's bytes first; on a failure
+        // the real medium removes the file it could not fill.
+        if let Some(old) = state.live.get(path).copied()
+            && let Some(file) = state.files.get_mut(&old)
+        {
+            file.live.clear();
+        }
+        if let Err(e) = state.check_space(first_step as u64) {
+            state.live.remove(path);
+            return Err(e);
+        }
+        let zeros = vec![0; first_step];
         let id = state.new_file(
             path,
             SimFile {
-                durable: vec![0; capacity],
-                len: capacity,
-                ..SimFile::default()
+                live: zeros.clone(),
+                durable: zeros,
             },
         );
         state.durable.insert(path.to_path_buf(), id);
-        Ok(self.map_file(&mut state, id, Vec::new(), capacity))
+        Ok(self.region(id, 0, first_step, growth))
     }
 
     fn open_region(
         &self,
         path: &Path,
-        capacity: Option<usize>,
+        growth: Option<Growth>,
     ) -> io::Result<(RegionHandle, RegionWriterHandle)> {
         let mut state = lock(&self.state);
         state.check_power()?;
         let (id, file) = state.file(path)?;
-        let content = file.live_content();
-        let len = content.len();
-        if len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "cannot map an empty file",
-            ));
-        }
-        let capacity = capacity.unwrap_or(len).max(len);
-        if capacity > len {
-            state.sync_point()?;
-            if let Some(file) = state.files.get_mut(&id) {
-                file.durable.resize(capacity, 0);
-            }
-        }
-        Ok(self.map_file(&mut state, id, content, capacity))
+        let len = file.live.len();
+        let growth = growth.unwrap_or(Growth {
+            capacity: len,
+            allocate_step: 0,
+        });
+        Ok(self.region(id, len, len, growth))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.sync_point()?;
-        let (_, file) = state.file(path)?;
-        let mut content = file.live_content();
-        content.resize(len as usize, 0);
-        file.durable.resize(len as usize, 0);
-        file.len = content.len();
-        file.bytes = content;
-        file.region = None;
+        let (id, file) = state.file(path)?;
+        let len = len as usize;
+        if len <= file.live.len() {
+            file.live.truncate(len);
+        } else {
+            state.grow(id, len)?;
+        }
+        if let Some(file) = state.files.get_mut(&id) {
+            file.durable.clone_from(&file.live);
+        }
         Ok(())
     }
 
@@ -357,7 +471,7 @@ impl Medium for SimulatedMedium {
         let mut state = lock(&self.state);
         state.check_power()?;
         match state.file(path) {
-            Ok((_, file)) => Ok(Some(file.live_content())),
+            Ok((_, file)) => Ok(Some(file.live.clone())),
             Err(_) => Ok(None),
         }
     }
@@ -365,12 +479,12 @@ impl Medium for SimulatedMedium {
     fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.sync_point()?;
+        // The temporary file needs its space before the old one is released.
+        state.check_space(bytes.len() as u64)?;
         let id = state.new_file(
             path,
             SimFile {
-                region: None,
-                bytes: bytes.to_vec(),
-                len: bytes.len(),
+                live: bytes.to_vec(),
                 durable: bytes.to_vec(),
             },
         );

@@ -181,15 +181,17 @@ fn garbage_after_the_last_batch_is_cut_and_reported() {
 }
 
 #[test]
-fn a_flipped_bit_after_the_checkpoint_cuts_from_that_batch() {
+fn a_flipped_bit_after_the_checkpoint_with_a_valid_batch_after_it_is_damage_not_a_torn_tail() {
     let crashed = Crashed::new(3, 3);
-    let damaged = 4; // the second batch after the checkpoint
+    let damaged = 4; // the second batch after the checkpoint; batch 5 follows intact
     let (start, end) = (crashed.positions[damaged], crashed.positions[damaged + 1]);
-    // Every field: base offset (not covered by the CRC), length, CRC, body.
+    // Every field: base offset (not covered by the CRC), length, leader
+    // epoch (not covered either), CRC, body.
     for at in [
         start,
         start + 5,
         start + 9,
+        start + 13,
         start + 17,
         start + 21,
         start + 40,
@@ -200,12 +202,62 @@ fn a_flipped_bit_after_the_checkpoint_cuts_from_that_batch() {
         medium
             .corrupt(&crashed.segment(), at, &[byte ^ 0x10])
             .expect("flip");
-        let log = Crashed::open(&medium).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
-        assert_eq!(all_values(&log), crashed.prefix(damaged), "flip at {at}");
+        let before = read_file(&medium, &crashed.segment());
+        match Crashed::open(&medium) {
+            Err(OpenError::CorruptDurableData {
+                file,
+                position,
+                reason,
+            }) => {
+                assert_eq!(file, crashed.segment(), "flip at {at}");
+                assert_eq!(position, start as u64, "flip at {at}");
+                assert!(
+                    reason.contains(&format!("a valid batch follows at byte {end}")),
+                    "flip at {at}: {reason}"
+                );
+            }
+            other => panic!("flip at {at}: expected CorruptDurableData, got {other:?}"),
+        }
         assert_eq!(
-            log.recovery_report().truncated_at_offset,
-            Some(crashed.records_before(damaged))
+            read_file(&medium, &crashed.segment()),
+            before,
+            "refusing changes nothing"
         );
+        // Repair cuts at the damage and names exactly the offsets it gave up.
+        let log = Crashed::open_repair(&medium).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+        assert_eq!(all_values(&log), crashed.prefix(damaged), "flip at {at}");
+        let report = log.recovery_report();
+        assert!(report.repaired_durable_data);
+        assert_eq!(
+            report.lost_offsets,
+            Some(crashed.records_before(damaged)..crashed.records_before(6)),
+            "flip at {at}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_the_last_batch_after_the_checkpoint_is_a_torn_tail_and_cut() {
+    let crashed = Crashed::new(3, 3);
+    let last = 5;
+    for at in [
+        crashed.positions[last] + 21,
+        crashed.positions[last + 1] - 1,
+    ] {
+        let medium = crashed.copy();
+        let byte = read_file(&medium, &crashed.segment())[at];
+        medium
+            .corrupt(&crashed.segment(), at, &[byte ^ 0x10])
+            .expect("flip");
+        let log = Crashed::open(&medium).unwrap_or_else(|e| panic!("flip at {at}: {e}"));
+        assert_eq!(all_values(&log), crashed.prefix(last), "flip at {at}");
+        let report = log.recovery_report();
+        assert_eq!(
+            report.truncated_at_offset,
+            Some(crashed.records_before(last))
+        );
+        assert!(!report.repaired_durable_data);
+        assert_eq!(report.lost_offsets, None);
     }
 }
 
@@ -388,10 +440,13 @@ fn real_files_recover_a_garbage_tail_and_refuse_damaged_durable_data() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Any damage after the checkpoint opens to exactly the batches before the
-    /// damaged one; the log then accepts appends.
+    /// Damage after the checkpoint: a torn tail (a cut, or damage in the
+    /// last batch) opens to exactly the batches before the damaged one;
+    /// damage with a valid batch after it refuses to open, changing
+    /// nothing, and repair then opens to those same batches. Either way the
+    /// log then accepts appends.
     #[test]
-    fn damage_after_the_checkpoint_opens_to_the_batches_before_it(
+    fn damage_after_the_checkpoint_is_cut_only_when_nothing_valid_follows(
         durable in 0usize..4,
         tail in 1usize..6,
         which in any::<prop::sample::Index>(),
@@ -417,7 +472,19 @@ proptest! {
                 medium.corrupt(&crashed.segment(), at, &noise[..len]).expect("overwrite");
             }
         }
-        let log = Crashed::open(&medium).expect("damage after the checkpoint never refuses");
+        let torn = kind == 0 || damaged + 1 == durable + tail;
+        let log = if torn {
+            Crashed::open(&medium).expect("a torn tail never refuses")
+        } else {
+            let before = read_file(&medium, &crashed.segment());
+            let refused = Crashed::open(&medium);
+            prop_assert!(
+                matches!(refused, Err(OpenError::CorruptDurableData { position, .. }) if position == start as u64),
+                "expected a refusal at byte {}, got {:?}", start, refused.map(|_| ())
+            );
+            prop_assert_eq!(read_file(&medium, &crashed.segment()), before);
+            Crashed::open_repair(&medium).expect("repair opens")
+        };
         prop_assert_eq!(all_values(&log), crashed.prefix(damaged));
         prop_assert!(crashed.durable <= damaged);
         log.append(&batch("more", 1, 1)).expect("append");
