@@ -186,6 +186,30 @@ pub enum StoreError {
         #[source]
         source: OpenError,
     },
+    /// A directory stands where a new partition's would go, or where a
+    /// topic's partition is, and it is not (provably) that partition's: it
+    /// is left alone.
+    #[error(
+        "{path} is in the way: {reason}; Carteiro leaves it alone (move it away, or choose another topic name)"
+    )]
+    DirectoryInUse {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is not ours.
+        reason: String,
+    },
+    /// A partition directory that `topics.meta` lists is missing.
+    #[error(
+        "partition {partition} of topic {topic:?}: its directory {path} is missing; restore it, or open with repair to recreate it empty (its records are lost)"
+    )]
+    MissingPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Where its directory should be.
+        path: PathBuf,
+    },
     /// The metadata file is damaged.
     #[error("corrupt metadata file {path}: {reason}")]
     CorruptMetadata {

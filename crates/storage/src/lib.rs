@@ -13,7 +13,8 @@
 //!   recovery checkpoint and clean-shutdown marker.
 //! - [`recovery`]: opening a log after any shutdown.
 //! - [`log`]: the partition log — append, read, sync, roll, retention.
-//! - [`store`]: topics, their partitions and config, persisted atomically.
+//! - [`store`]: topics, their partitions and config, persisted atomically;
+//!   `data_dir` (private): what of the data directory is provably ours.
 //!
 //! File layouts are in `docs/format.md`.
 
@@ -22,6 +23,7 @@ mod checkpoint;
 pub mod clock;
 pub mod config;
 mod cursor;
+mod data_dir;
 pub mod error;
 mod index;
 pub mod log;

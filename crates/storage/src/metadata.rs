@@ -1,8 +1,11 @@
-//! The store's metadata file, `topics.meta`: every topic with its partition
-//! count and config. The only module that uses bincode (2.0.1, frozen):
-//! a 16-byte header with magic, version, length and a CRC-32 (of the
-//! header and payload) guards the
-//! bincode payload, so a damaged file is an error, never a wrong config.
+//! The store's metadata files: `topics.meta` in the data directory (every
+//! topic with its partition count and config) and `partition.meta` in each
+//! partition directory (the topic and partition that directory belongs
+//! to, with the topic's config, so that a lost `topics.meta` can be
+//! rebuilt and a directory is never taken for one of ours unless it is).
+//! The only module that uses bincode (2.0.1, frozen): a 16-byte header with
+//! magic, version, length and a CRC-32 (of the header and payload) guards
+//! each bincode payload, so a damaged file is an error, never a wrong config.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +13,10 @@ use crate::config::LogConfig;
 
 /// File name of the metadata file in the data directory.
 pub(crate) const METADATA_FILE: &str = "topics.meta";
+/// File name of the marker in each partition directory.
+pub(crate) const PARTITION_MARKER_FILE: &str = "partition.meta";
 const MAGIC: [u8; 4] = *b"CRTM";
+const PARTITION_MAGIC: [u8; 4] = *b"CRTP";
 /// Version of the metadata format.
 pub(crate) const METADATA_VERSION: u16 = 1;
 /// Size of the metadata header, in bytes.
@@ -31,12 +37,38 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<METADATA_MAX_BYTES>()
 }
 
+/// What a partition directory's marker says: whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PartitionMarker {
+    pub partition: u32,
+    pub topic: TopicRecord,
+}
+
 /// Encodes the topic list with its header.
 pub(crate) fn encode(topics: &[TopicRecord]) -> Result<Vec<u8>, String> {
+    encode_with(MAGIC, topics)
+}
+
+/// Decodes a metadata file; `Err` says what is wrong with it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TopicRecord>, String> {
+    decode_with(MAGIC, bytes)
+}
+
+/// Encodes a partition marker with its header.
+pub(crate) fn encode_marker(marker: &PartitionMarker) -> Result<Vec<u8>, String> {
+    encode_with(PARTITION_MAGIC, marker)
+}
+
+/// Decodes a partition marker; `Err` says what is wrong with it.
+pub(crate) fn decode_marker(bytes: &[u8]) -> Result<PartitionMarker, String> {
+    decode_with(PARTITION_MAGIC, bytes)
+}
+
+fn encode_with<T: Serialize + ?Sized>(magic: [u8; 4], value: &T) -> Result<Vec<u8>, String> {
     let payload =
-        bincode::serde::encode_to_vec(topics, bincode_config()).map_err(|e| e.to_string())?;
+        bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(METADATA_HEADER_BYTES + payload.len());
-    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&magic);
     out.extend_from_slice(&METADATA_VERSION.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -53,12 +85,11 @@ fn checksum(header: &[u8], payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Decodes a metadata file; `Err` says what is wrong with it.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TopicRecord>, String> {
+fn decode_with<T: serde::de::DeserializeOwned>(magic: [u8; 4], bytes: &[u8]) -> Result<T, String> {
     let header = bytes
         .get(..METADATA_HEADER_BYTES)
         .ok_or("shorter than its header")?;
-    if header[0..4] != MAGIC {
+    if header[0..4] != magic {
         return Err("bad magic".into());
     }
     let version = u16::from_be_bytes([header[4], header[5]]);
@@ -82,15 +113,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TopicRecord>, String> {
             "checksum mismatch: stored {stored:#010x}, bytes give {actual:#010x}"
         ));
     }
-    let (topics, used) =
+    let (value, used) =
         bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
     if used != payload.len() {
-        return Err(format!(
-            "{} bytes after the topic list",
-            payload.len() - used
-        ));
+        return Err(format!("{} bytes after the payload", payload.len() - used));
     }
-    Ok(topics)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -123,6 +151,17 @@ mod tests {
     fn round_trips() {
         let bytes = encode(&sample()).expect("encodes");
         assert_eq!(decode(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn a_marker_round_trips_and_is_not_a_topic_list() {
+        let marker = PartitionMarker {
+            partition: 2,
+            topic: sample().remove(0),
+        };
+        let bytes = encode_marker(&marker).expect("encodes");
+        assert_eq!(decode_marker(&bytes), Ok(marker));
+        assert!(decode(&bytes).is_err(), "magic tells them apart");
     }
 
     #[test]

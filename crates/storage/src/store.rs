@@ -1,7 +1,12 @@
 //! The topic store: creates, opens, lists and deletes topics, each a set of
-//! partition logs in `<data-dir>/<topic>-<partition>/`, with the topic list
+//! partition logs in `<data-dir>/<topic>-<partition>/` (each holding a
+//! `partition.meta` marker that names its topic), with the topic list
 //! persisted atomically in `topics.meta`. A background thread flushes logs
 //! with an interval policy and applies retention.
+//!
+//! Startup never deletes what it cannot prove it created (a directory whose
+//! marker names it, or a temporary file of ours), and a missing or damaged `topics.meta` is rebuilt
+//! from the markers or refused, never read as "no topics".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,9 +16,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::LogConfig;
+pub use crate::data_dir::partition_dir;
+use crate::data_dir::{self, Layout, deleted_dir, read_marker, write_marker};
 use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
-use crate::metadata::{self, METADATA_FILE, TopicRecord};
+use crate::medium::Medium;
+use crate::metadata::{self, METADATA_FILE, PartitionMarker, TopicRecord};
 
 /// Longest topic name, in characters (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -87,6 +95,15 @@ impl Topic {
         &self.partitions
     }
 
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.clone(),
+            partitions: self.config.partitions,
+            config: self.config.log.clone(),
+            created_ms: self.created_ms,
+        }
+    }
+
     /// One partition's log.
     pub fn partition(&self, partition: u32) -> Result<&Arc<Log>, StoreError> {
         self.partitions
@@ -130,11 +147,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The directory of one partition.
-pub fn partition_dir(data_dir: &Path, topic: &str, partition: u32) -> PathBuf {
-    data_dir.join(format!("{topic}-{partition}"))
-}
-
 /// The topic store. See the module documentation.
 pub struct Store {
     dir: PathBuf,
@@ -143,6 +155,8 @@ pub struct Store {
     /// Serialises create and delete, which rewrite the metadata file.
     admin: Mutex<()>,
     maintenance: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Entries of the data directory that are not ours, found at open.
+    unknown: Vec<PathBuf>,
     _lock: Box<dyn Send + Sync>,
 }
 
@@ -162,9 +176,11 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`: takes its lock, reads
-    /// the topic list, opens (and if needed recovers) every partition, and
-    /// removes partition directories that no topic owns (left by a create or
-    /// delete that a crash interrupted).
+    /// the topic list (rebuilding a missing or damaged one from the
+    /// partition markers), finishes deletions a crash interrupted, opens
+    /// (and if needed recovers) every partition, and removes the partition
+    /// directories of ours that no topic owns. Anything else in `dir` is
+    /// left alone and reported ([`unknown_entries`](Self::unknown_entries)).
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         let medium = options.log.medium.clone();
@@ -172,33 +188,38 @@ impl Store {
             .create_dir_all(&dir)
             .map_err(io_err("creating", &dir))?;
         let lock = medium.lock_dir(&dir).map_err(io_err("locking", &dir))?;
-        let meta_path = dir.join(METADATA_FILE);
-        let records = match medium
-            .read_file(&meta_path)
-            .map_err(io_err("reading", &meta_path))?
-        {
-            None => Vec::new(),
-            Some(bytes) => {
-                metadata::decode(&bytes).map_err(|reason| StoreError::CorruptMetadata {
-                    path: meta_path.clone(),
-                    reason,
-                })?
-            }
-        };
+        let layout = data_dir::scan(medium.as_ref(), &dir)?;
+        let mut records = read_topic_list(medium.as_ref(), &dir, &layout)?;
+        // A deletion renames the partition directories to `.deleted` first:
+        // finding one means the topic was being deleted; finish it.
+        let (deleting, live): (Vec<TopicRecord>, Vec<TopicRecord>) =
+            records.drain(..).partition(|r| {
+                layout
+                    .deleted
+                    .iter()
+                    .any(|(_, m)| m.topic.name == r.name && m.topic.created_ms == r.created_ms)
+            });
+        if !deleting.is_empty() {
+            let names: Vec<&str> = deleting.iter().map(|r| r.name.as_str()).collect();
+            tracing::warn!(topics = ?names, "finishing topic deletions a crash interrupted");
+            write_topic_list(medium.as_ref(), &dir, &live)?;
+        }
         let mut topics = BTreeMap::new();
-        for record in records {
-            let topic = open_topic(&dir, &options, record)?;
+        for record in live {
+            let topic = open_topic(&dir, &options, record, Opening::Existing)?;
             topics.insert(topic.name.clone(), Arc::new(topic));
         }
-        let store = Arc::new(Store {
+        let mut store = Store {
             dir,
             options,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             maintenance: Mutex::new(None),
+            unknown: Vec::new(),
             _lock: lock,
-        });
-        store.remove_orphan_dirs()?;
+        };
+        store.unknown = store.remove_leftovers()?;
+        let store = Arc::new(store);
         if let Some(interval) = store.options.maintenance_interval_ms {
             store.start_maintenance(Duration::from_millis(interval.max(1)));
         }
@@ -210,59 +231,81 @@ impl Store {
         &self.dir
     }
 
-    fn remove_orphan_dirs(&self) -> Result<(), StoreError> {
-        let medium = &self.options.log.medium;
-        let names = medium
-            .list_dir(&self.dir)
-            .map_err(io_err("listing", &self.dir))?;
-        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        for name in names {
-            let Some((topic, partition)) = name.rsplit_once('-') else {
-                continue;
-            };
-            let Ok(partition) = partition.parse::<u32>() else {
-                continue;
-            };
-            if validate_topic_name(topic).is_err() {
+    /// Entries of the data directory that are not Carteiro's (or not
+    /// provably), found when the store opened: left alone, and reported.
+    pub fn unknown_entries(&self) -> &[PathBuf] {
+        &self.unknown
+    }
+
+    fn medium(&self) -> &dyn Medium {
+        self.options.log.medium.as_ref()
+    }
+
+    /// True if `marker` names a partition of a topic that exists now.
+    fn claims(&self, marker: &PartitionMarker) -> bool {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&marker.topic.name)
+            .is_some_and(|t| {
+                t.created_ms == marker.topic.created_ms && marker.partition < t.config.partitions
+            })
+    }
+
+    /// Removes what is provably ours and owned by no topic: partition
+    /// directories left by an interrupted create or delete, `.deleted`
+    /// directories, temporary files. Returns the unknown entries, each
+    /// reported once and left alone.
+    fn remove_leftovers(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let layout = data_dir::scan(self.medium(), &self.dir)?;
+        let mut removed = false;
+        for (path, marker) in layout.partitions.iter().chain(&layout.deleted) {
+            if self.claims(marker) && !path.to_string_lossy().ends_with(data_dir::DELETED_SUFFIX) {
                 continue;
             }
-            let owned = topics
-                .get(topic)
-                .is_some_and(|t| partition < t.config.partitions);
-            if !owned {
-                let path = self.dir.join(&name);
-                tracing::warn!(dir = %path.display(), "removing partition directory that no topic owns");
-                medium
-                    .remove_dir_all(&path)
-                    .map_err(io_err("removing", &path))?;
-            }
+            tracing::warn!(
+                dir = %path.display(), topic = %marker.topic.name, partition = marker.partition,
+                created_ms = marker.topic.created_ms,
+                "removing a partition directory no topic owns (an interrupted create or delete)"
+            );
+            self.medium()
+                .remove_dir_all(path)
+                .map_err(io_err("removing", path))?;
+            removed = true;
         }
-        Ok(())
+        for path in &layout.leftovers {
+            self.medium()
+                .remove_file(path)
+                .map_err(io_err("removing", path))?;
+            removed = true;
+        }
+        if removed {
+            self.medium()
+                .sync_dir(&self.dir)
+                .map_err(io_err("syncing", &self.dir))?;
+        }
+        let claimed = |path: &PathBuf| {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            topics.values().any(|t| {
+                (0..t.config.partitions).any(|p| partition_dir(&self.dir, &t.name, p) == *path)
+            })
+        };
+        let unknown: Vec<PathBuf> = layout.unknown.into_iter().filter(|p| !claimed(p)).collect();
+        for path in &unknown {
+            tracing::warn!(entry = %path.display(), "not Carteiro's: leaving it alone");
+        }
+        Ok(unknown)
     }
 
     fn write_metadata(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), StoreError> {
-        let records: Vec<TopicRecord> = topics
-            .values()
-            .map(|t| TopicRecord {
-                name: t.name.clone(),
-                partitions: t.config.partitions,
-                config: t.config.log.clone(),
-                created_ms: t.created_ms,
-            })
-            .collect();
-        let path = self.dir.join(METADATA_FILE);
-        let bytes = metadata::encode(&records).map_err(|reason| StoreError::CorruptMetadata {
-            path: path.clone(),
-            reason,
-        })?;
-        self.options
-            .log
-            .medium
-            .write_file_atomic(&path, &bytes)
-            .map_err(io_err("writing", &path))
+        let records: Vec<TopicRecord> = topics.values().map(|t| t.record()).collect();
+        write_topic_list(self.medium(), &self.dir, &records)
     }
 
-    /// Creates a topic and its partition logs; durable when it returns.
+    /// Creates a topic and its partition logs; durable when it returns. On
+    /// an error (a full disk, say) nothing of it is left behind. A
+    /// directory in the way that is not a leftover of ours is an error, and
+    /// left alone.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, StoreError> {
         validate_topic_name(name)?;
         if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
@@ -283,13 +326,8 @@ impl Store {
                 name: name.to_string(),
             });
         }
-        let medium = &self.options.log.medium;
-        // A crash during an earlier create or delete may have left directories behind.
         for partition in 0..config.partitions {
-            let path = partition_dir(&self.dir, name, partition);
-            medium
-                .remove_dir_all(&path)
-                .map_err(io_err("removing", &path))?;
+            self.clear_the_way(&partition_dir(&self.dir, name, partition))?;
         }
         let record = TopicRecord {
             name: name.to_string(),
@@ -297,7 +335,26 @@ impl Store {
             config: config.log.clone(),
             created_ms: self.options.log.clock.now_ms(),
         };
-        let topic = Arc::new(open_topic(&self.dir, &self.options, record)?);
+        let undo = |topic: Option<&Topic>| {
+            if let Some(topic) = topic {
+                for log in &topic.partitions {
+                    let _ = log.close();
+                }
+            }
+            for partition in 0..config.partitions {
+                let _ = self
+                    .medium()
+                    .remove_dir_all(&partition_dir(&self.dir, name, partition));
+            }
+            let _ = self.medium().sync_dir(&self.dir);
+        };
+        let topic = match open_topic(&self.dir, &self.options, record, Opening::New) {
+            Ok(topic) => Arc::new(topic),
+            Err(e) => {
+                undo(None);
+                return Err(e);
+            }
+        };
         let mut next = self
             .topics
             .read()
@@ -305,10 +362,7 @@ impl Store {
             .clone();
         next.insert(name.to_string(), topic.clone());
         if let Err(e) = self.write_metadata(&next) {
-            for (partition, log) in topic.partitions.iter().enumerate() {
-                let _ = log.close();
-                let _ = medium.remove_dir_all(&partition_dir(&self.dir, name, partition as u32));
-            }
+            undo(Some(&topic));
             return Err(e);
         }
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
@@ -320,7 +374,46 @@ impl Store {
         Ok(topic)
     }
 
-    /// Deletes a topic and all its data.
+    /// Makes sure nothing stands at `path` for a new partition: a leftover
+    /// of ours (a marker no live topic claims) is removed; anything else
+    /// is an error, and left alone.
+    fn clear_the_way(&self, path: &Path) -> Result<(), StoreError> {
+        if !self.medium().is_dir(path) {
+            return match self.medium().read_file(path) {
+                Ok(None) => Ok(()),
+                _ => Err(StoreError::DirectoryInUse {
+                    path: path.to_path_buf(),
+                    reason: "a file of that name is in the way".into(),
+                }),
+            };
+        }
+        match read_marker(self.medium(), path)? {
+            Some(Ok(marker)) if !self.claims(&marker) => {
+                tracing::warn!(dir = %path.display(), "removing a leftover partition directory before creating the topic");
+                self.medium()
+                    .remove_dir_all(path)
+                    .map_err(io_err("removing", path))
+            }
+            Some(Ok(marker)) => Err(StoreError::DirectoryInUse {
+                path: path.to_path_buf(),
+                reason: format!("it belongs to topic {:?}", marker.topic.name),
+            }),
+            Some(Err(reason)) => Err(StoreError::DirectoryInUse {
+                path: path.to_path_buf(),
+                reason: format!("its partition marker is damaged ({reason})"),
+            }),
+            None => Err(StoreError::DirectoryInUse {
+                path: path.to_path_buf(),
+                reason: "it is not a Carteiro partition directory".into(),
+            }),
+        }
+    }
+
+    /// Deletes a topic and all its data. Works on a full disk: the
+    /// partition directories are renamed aside (`.deleted`, which marks the
+    /// deletion durably) and emptied before `topics.meta` is rewritten, so
+    /// the rewrite finds the space they held; a crash anywhere is finished
+    /// at the next open.
     pub fn delete_topic(&self, name: &str) -> Result<(), StoreError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self
@@ -333,18 +426,38 @@ impl Store {
                 name: name.to_string(),
             });
         };
-        // The topic is gone once the metadata says so; its directories follow.
-        self.write_metadata(&next)?;
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
-        let medium = &self.options.log.medium;
+        let medium = self.medium();
         for (partition, log) in topic.partitions.iter().enumerate() {
+            // Best-effort: a full disk may refuse the clean-shutdown marker.
             if let Err(e) = log.close() {
                 tracing::warn!(topic = name, partition, error = %e, "closing deleted partition");
             }
-            let path = partition_dir(&self.dir, name, partition as u32);
+        }
+        let mut aside = Vec::with_capacity(topic.partitions.len());
+        for partition in 0..topic.config.partitions {
+            let from = partition_dir(&self.dir, name, partition);
+            let to = deleted_dir(&self.dir, name, partition);
             medium
-                .remove_dir_all(&path)
-                .map_err(io_err("removing", &path))?;
+                .remove_dir_all(&to)
+                .map_err(io_err("removing", &to))?;
+            medium
+                .rename(&from, &to)
+                .map_err(io_err("renaming", &from))?;
+            aside.push(to);
+        }
+        medium
+            .sync_dir(&self.dir)
+            .map_err(io_err("syncing", &self.dir))?;
+        // The topic is as good as gone: take it out of the list readers see.
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        for dir in &aside {
+            empty_but_marker(medium, dir)?;
+        }
+        self.write_metadata(&next)?;
+        for dir in &aside {
+            medium
+                .remove_dir_all(dir)
+                .map_err(io_err("removing", dir))?;
         }
         medium
             .sync_dir(&self.dir)
@@ -467,23 +580,172 @@ impl Drop for Store {
     }
 }
 
+/// Removes everything in `dir` but its partition marker, which keeps the
+/// directory provably ours until it is removed.
+fn empty_but_marker(medium: &dyn Medium, dir: &Path) -> Result<(), StoreError> {
+    let names = medium.list_dir(dir).map_err(io_err("listing", dir))?;
+    for name in names {
+        if name == metadata::PARTITION_MARKER_FILE {
+            continue;
+        }
+        let path = dir.join(name);
+        medium
+            .remove_file(&path)
+            .map_err(io_err("removing", &path))?;
+    }
+    medium.sync_dir(dir).map_err(io_err("syncing", dir))
+}
+
+/// Writes the topic list to `topics.meta`; durable.
+fn write_topic_list(
+    medium: &dyn Medium,
+    dir: &Path,
+    records: &[TopicRecord],
+) -> Result<(), StoreError> {
+    let path = dir.join(METADATA_FILE);
+    let bytes = metadata::encode(records).map_err(|reason| StoreError::CorruptMetadata {
+        path: path.clone(),
+        reason,
+    })?;
+    medium
+        .write_file_atomic(&path, &bytes)
+        .map_err(io_err("writing", &path))
+}
+
+/// The topic list: from `topics.meta`, or, if that is missing or damaged,
+/// rebuilt from the partition markers (and written back), or refused.
+fn read_topic_list(
+    medium: &dyn Medium,
+    dir: &Path,
+    layout: &Layout,
+) -> Result<Vec<TopicRecord>, StoreError> {
+    let path = dir.join(METADATA_FILE);
+    let why = match medium.read_file(&path).map_err(io_err("reading", &path))? {
+        Some(bytes) => match metadata::decode(&bytes) {
+            Ok(records) => return Ok(records),
+            Err(reason) => format!("it is damaged ({reason})"),
+        },
+        None if layout.partitions.is_empty() && layout.unmarked_partitions.is_empty() => {
+            return Ok(Vec::new());
+        }
+        None => "it is missing".to_string(),
+    };
+    if let Some(unmarked) = layout.unmarked_partitions.first() {
+        return Err(StoreError::CorruptMetadata {
+            path,
+            reason: format!(
+                "{why}, and it cannot be rebuilt: {} holds segment files but no partition marker;                  restore topics.meta from a backup",
+                unmarked.display()
+            ),
+        });
+    }
+    let records =
+        data_dir::rebuild_topics(layout).map_err(|detail| StoreError::CorruptMetadata {
+            path: path.clone(),
+            reason: format!(
+                "{why}, and it cannot be rebuilt from the partition directories: {detail}"
+            ),
+        })?;
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    tracing::warn!(file = %path.display(), %why, topics = ?names, "rebuilt topics.meta from the partition directories");
+    write_topic_list(medium, dir, &records)?;
+    Ok(records)
+}
+
+/// Whether a topic's partitions are being created or already exist.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// New directories, each with its marker.
+    New,
+    /// Directories named in `topics.meta`: each must be there (unless
+    /// repairing) and be this topic's; one without a marker (an earlier
+    /// version's) gets one.
+    Existing,
+}
+
+fn open_partition(
+    dir: &Path,
+    options: &StoreOptions,
+    record: &TopicRecord,
+    partition: u32,
+    opening: Opening,
+) -> Result<Log, StoreError> {
+    let medium = options.log.medium.as_ref();
+    let path = partition_dir(dir, &record.name, partition);
+    let marker = PartitionMarker {
+        partition,
+        topic: record.clone(),
+    };
+    let existing = if opening == Opening::Existing && medium.is_dir(&path) {
+        read_marker(medium, &path)?
+    } else {
+        None
+    };
+    match existing {
+        Some(Ok(found)) if found == marker => {}
+        Some(Ok(found)) => {
+            return Err(StoreError::DirectoryInUse {
+                path,
+                reason: format!(
+                    "its marker names partition {} of topic {:?} created at {} ms, not partition                      {partition} of the topic {:?} created at {} ms that topics.meta lists",
+                    found.partition,
+                    found.topic.name,
+                    found.topic.created_ms,
+                    record.name,
+                    record.created_ms
+                ),
+            });
+        }
+        Some(Err(reason)) => {
+            return Err(StoreError::DirectoryInUse {
+                path,
+                reason: format!("its partition marker is damaged ({reason})"),
+            });
+        }
+        None => {
+            if opening == Opening::Existing && !medium.is_dir(&path) {
+                if !options.log.repair {
+                    return Err(StoreError::MissingPartition {
+                        topic: record.name.clone(),
+                        partition,
+                        path,
+                    });
+                }
+                tracing::error!(
+                    dir = %path.display(), topic = %record.name, partition,
+                    "repair: recreating a missing partition directory empty; its records are lost"
+                );
+            }
+            medium
+                .create_dir_all(&path)
+                .map_err(io_err("creating", &path))?;
+            write_marker(medium, &path, &marker)?;
+        }
+    }
+    Log::open(&path, record.config.clone(), &options.log).map_err(|source| StoreError::Open {
+        topic: record.name.clone(),
+        partition,
+        source,
+    })
+}
+
 fn open_topic(
     dir: &Path,
     options: &StoreOptions,
     record: TopicRecord,
+    opening: Opening,
 ) -> Result<Topic, StoreError> {
-    let mut partitions = Vec::with_capacity(record.partitions as usize);
+    let mut partitions: Vec<Arc<Log>> = Vec::with_capacity(record.partitions as usize);
     for partition in 0..record.partitions {
-        let log = Log::open(
-            partition_dir(dir, &record.name, partition),
-            record.config.clone(),
-            &options.log,
-        )
-        .map_err(|source| StoreError::Open {
-            topic: record.name.clone(),
-            partition,
-            source,
-        })?;
+        let log = match open_partition(dir, options, &record, partition, opening) {
+            Ok(log) => log,
+            Err(e) => {
+                for log in &partitions {
+                    let _ = log.close();
+                }
+                return Err(e);
+            }
+        };
         if options.maintenance_interval_ms.is_some() {
             log.defer_checkpoints();
         }

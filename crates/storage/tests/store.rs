@@ -185,26 +185,6 @@ fn a_second_store_on_the_same_directory_is_refused() {
 }
 
 #[test]
-fn partition_directories_no_topic_owns_are_removed_on_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = Store::open(dir.path(), options()).expect("opens");
-        store.create_topic("kept", topic_config(1)).expect("create");
-    }
-    // As a crash between writing a partition and recording its topic leaves it.
-    std::fs::create_dir_all(partition_dir(dir.path(), "ghost", 0)).expect("mkdir");
-    std::fs::create_dir_all(dir.path().join("not-a-partition")).expect("mkdir");
-    let store = Store::open(dir.path(), options()).expect("reopens");
-    assert!(!partition_dir(dir.path(), "ghost", 0).exists());
-    assert!(
-        dir.path().join("not-a-partition").exists(),
-        "only partition-shaped directories are touched"
-    );
-    assert!(partition_dir(dir.path(), "kept", 0).exists());
-    assert_eq!(store.topics().len(), 1);
-}
-
-#[test]
 fn maintenance_applies_retention_and_interval_flushes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(5_000_000);
