@@ -90,7 +90,8 @@ impl Admin for AdminService {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || -> Result<(), BrokerError> {
             shared.store.delete_topic(&name)?;
-            shared.offsets.forget_topic(&name, shared.now_ms())
+            shared.offsets.forget_topic(&name, shared.now_ms());
+            Ok(())
         })
         .await
         .map_err(join_error)??;

@@ -60,11 +60,16 @@ fn readable(log: &Log, offset: u64, max_bytes: usize) -> Result<LogRead, ReadErr
 
 fn partition_error(e: BrokerError) -> proto::PartitionError {
     let (valid_start, valid_end) = match &e {
-        BrokerError::Read(ReadError::OffsetOutOfRange { start, end, .. }) => {
-            (*start as i64, *end as i64)
-        }
+        BrokerError::Read(ReadError::OffsetOutOfRange { start, end, .. })
+        | BrokerError::PartitionRead {
+            source: ReadError::OffsetOutOfRange { start, end, .. },
+            ..
+        } => (*start as i64, *end as i64),
         _ => (0, 0),
     };
+    if e.code() == tonic::Code::DataLoss {
+        tracing::error!(error = %e, "serving a fetch: damaged data");
+    }
     proto::PartitionError {
         code: e.code() as i32,
         message: e.to_string(),
@@ -102,87 +107,107 @@ struct Gathered {
     watch: Option<(Arc<Log>, u64)>,
 }
 
-impl BrokerService {
-    fn gather_partition(
-        &self,
-        request: &proto::FetchPartition,
-        budget: usize,
-        decoded: bool,
-    ) -> Gathered {
-        let mut reply = proto::PartitionRecords {
-            topic: request.topic.clone(),
-            partition: request.partition,
-            next_offset: request.offset,
-            ..Default::default()
-        };
-        let log = match self
-            .shared
-            .store
-            .partition(&request.topic, request.partition)
-        {
-            Ok(log) => log,
-            Err(e) => {
-                reply.error = Some(partition_error(e.into()));
-                return Gathered {
-                    reply,
-                    bytes: 0,
-                    watch: None,
-                };
-            }
-        };
-        let hwm = high_watermark(&log);
-        reply.high_watermark = hwm as i64;
-        reply.log_start_offset = log.start_offset() as i64;
-        let offset = match offset_field("partitions.offset", request.offset) {
-            Ok(offset) => offset,
-            Err(e) => {
-                reply.error = Some(partition_error(e));
-                return Gathered {
-                    reply,
-                    bytes: 0,
-                    watch: None,
-                };
-            }
-        };
-        let partition_max = match request.max_bytes {
-            0 => PARTITION_FETCH_MAX_BYTES_DEFAULT,
-            n => n.min(FETCH_MAX_BYTES_LIMIT),
-        } as usize;
-        let budget = budget.min(partition_max);
-        let mut chunks = Vec::new();
-        let (mut at, mut taken) = (offset, 0usize);
-        while taken < budget {
-            match readable(&log, at, budget - taken) {
-                Ok(read) if read.batches.is_empty() => break,
-                Ok(read) => {
-                    taken += read.batches.len();
-                    at = read.next_offset;
-                    chunks.push(read.batches);
-                }
-                Err(e) => {
-                    reply.error = Some(partition_error(e.into()));
-                    return Gathered {
-                        reply,
-                        bytes: 0,
-                        watch: None,
-                    };
-                }
-            }
-        }
-        reply.next_offset = at as i64;
-        if decoded {
-            if let Err(e) = convert::decode_records(&chunks, offset, &mut reply.records) {
-                reply.error = Some(partition_error(e));
-            }
-        } else {
-            reply.record_batches = chunks;
-        }
+/// One partition's part of a fetch reply: whole batches from `offset`
+/// within `budget` bytes. Blocking (it reads files). Damage met after some
+/// batches ends the part there; damage at the first batch is the
+/// partition's error (DATA_LOSS, naming the offset, file and byte).
+fn gather_partition(
+    shared: &Shared,
+    request: &proto::FetchPartition,
+    budget: usize,
+    decoded: bool,
+) -> Gathered {
+    let mut reply = proto::PartitionRecords {
+        topic: request.topic.clone(),
+        partition: request.partition,
+        next_offset: request.offset,
+        ..Default::default()
+    };
+    let failed = |mut reply: proto::PartitionRecords, e: BrokerError| {
+        reply.error = Some(partition_error(e));
         Gathered {
             reply,
-            bytes: taken,
-            watch: Some((log, hwm)),
+            bytes: 0,
+            watch: None,
+        }
+    };
+    let log = match shared.store.partition(&request.topic, request.partition) {
+        Ok(log) => log,
+        Err(e) => return failed(reply, e.into()),
+    };
+    let hwm = high_watermark(&log);
+    reply.high_watermark = hwm as i64;
+    reply.log_start_offset = log.start_offset() as i64;
+    let offset = match offset_field("partitions.offset", request.offset) {
+        Ok(offset) => offset,
+        Err(e) => return failed(reply, e),
+    };
+    let partition_max = match request.max_bytes {
+        0 => PARTITION_FETCH_MAX_BYTES_DEFAULT,
+        n => n.min(FETCH_MAX_BYTES_LIMIT),
+    } as usize;
+    let budget = budget.min(partition_max);
+    let mut chunks = Vec::new();
+    let (mut at, mut taken) = (offset, 0usize);
+    while taken < budget {
+        match readable(&log, at, budget - taken) {
+            Ok(read) if read.batches.is_empty() => break,
+            Ok(read) => {
+                taken += read.batches.len();
+                at = read.next_offset;
+                chunks.push(read.batches);
+            }
+            // The batches before the damage are served; the next fetch, at
+            // the damaged offset, gets the error.
+            Err(ReadError::Corrupt { .. }) if !chunks.is_empty() => break,
+            Err(source) => {
+                let e = BrokerError::PartitionRead {
+                    topic: request.topic.clone(),
+                    partition: request.partition,
+                    source,
+                };
+                return failed(reply, e);
+            }
         }
     }
+    reply.next_offset = at as i64;
+    if decoded {
+        if let Err(e) = convert::decode_records(&chunks, offset, &mut reply.records) {
+            let e = BrokerError::DataLoss(format!(
+                "topic {:?} partition {}: {e}",
+                request.topic, request.partition
+            ));
+            return failed(reply, e);
+        }
+    } else {
+        reply.record_batches = chunks;
+    }
+    Gathered {
+        reply,
+        bytes: taken,
+        watch: Some((log, hwm)),
+    }
+}
+
+/// Every partition's part of a fetch reply, within `max_bytes` in all. Blocking.
+fn gather(
+    shared: &Shared,
+    request: &proto::FetchRequest,
+    max_bytes: usize,
+    decoded: bool,
+) -> (proto::FetchResponse, usize, usize, Vec<(Arc<Log>, u64)>) {
+    let mut budget = max_bytes;
+    let mut total = 0usize;
+    let mut reply = proto::FetchResponse::default();
+    let mut watches = Vec::new();
+    for partition in &request.partitions {
+        let gathered = gather_partition(shared, partition, budget, decoded);
+        budget = budget.saturating_sub(gathered.bytes);
+        total += gathered.bytes;
+        reply.partitions.push(gathered.reply);
+        watches.extend(gathered.watch);
+    }
+    (reply, total, budget, watches)
 }
 
 #[tonic::async_trait]
@@ -228,18 +253,13 @@ impl Broker for BrokerService {
         let decoded = request.format() == proto::FetchFormat::Decoded;
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
         let mut shutdown = self.shared.shutdown.clone();
+        let request = Arc::new(request);
         loop {
-            let mut budget = max_bytes;
-            let mut total = 0usize;
-            let mut reply = proto::FetchResponse::default();
-            let mut watches = Vec::new();
-            for partition in &request.partitions {
-                let gathered = self.gather_partition(partition, budget, decoded);
-                budget = budget.saturating_sub(gathered.bytes);
-                total += gathered.bytes;
-                reply.partitions.push(gathered.reply);
-                watches.extend(gathered.watch);
-            }
+            let (shared, asked) = (self.shared.clone(), request.clone());
+            let (reply, total, budget, watches) =
+                tokio::task::spawn_blocking(move || gather(&shared, &asked, max_bytes, decoded))
+                    .await
+                    .map_err(join_error)?;
             let done = total >= request.min_bytes as usize
                 || total > 0 && budget == 0
                 || watches.is_empty()

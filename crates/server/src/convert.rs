@@ -48,14 +48,13 @@ pub fn decode_records(
     for chunk in chunks {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let (batch, tail) = RecordBatch::parse(rest)
-                .map_err(|e| BrokerError::Internal(format!("stored batch: {e}")))?;
-            for record in batch
-                .records()
-                .map_err(|e| BrokerError::Internal(format!("stored batch: {e}")))?
-            {
-                let record =
-                    record.map_err(|e| BrokerError::Internal(format!("stored record: {e}")))?;
+            let damaged = |offset: i64, e: &dyn std::fmt::Display| {
+                BrokerError::DataLoss(format!("stored batch at offset {offset}: {e}"))
+            };
+            let (batch, tail) = RecordBatch::parse(rest).map_err(|e| damaged(-1, &e))?;
+            let base = batch.base_offset();
+            for record in batch.records().map_err(|e| damaged(base, &e))? {
+                let record = record.map_err(|e| damaged(base, &e))?;
                 if (record.offset as u64) < from_offset {
                     continue;
                 }

@@ -438,6 +438,12 @@ impl Coordinator {
                 message: format!("member {member_id} is not in group {group:?}"),
             });
         }
+        if g.members.is_empty() {
+            // An empty group holds nothing worth keeping: its commits live
+            // in the offsets, and a join starts it afresh.
+            groups.remove(group);
+            return Ok(());
+        }
         g.start_rebalance(Instant::now(), None);
         if g.state == GroupState::Rebalancing && g.all_joined() {
             self.complete(g);
@@ -473,6 +479,8 @@ impl Coordinator {
                 self.complete(group);
             }
         }
+        // Groups whose last member expired are forgotten (see `leave`).
+        groups.retain(|_, group| !group.members.is_empty());
     }
 
     /// A topic appeared or went: groups subscribed to it rebalance.

@@ -1,6 +1,6 @@
 //! The broker's errors, and the one place they become gRPC status codes.
 
-use carteiro_storage::{AppendError, ReadError, StoreError};
+use carteiro_storage::{AppendError, OpenError, ReadError, StoreError};
 use tonic::{Code, Status};
 
 /// Why a request failed.
@@ -22,6 +22,21 @@ pub enum BrokerError {
     /// A read failed.
     #[error("{0}")]
     Read(#[from] ReadError),
+    /// A read of one partition failed: the stored data is damaged (the
+    /// message names the offset, file and byte) or the offset is out of range.
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    PartitionRead {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Why.
+        #[source]
+        source: ReadError,
+    },
+    /// Stored records that cannot be decoded: damaged data.
+    #[error("{0}")]
+    DataLoss(String),
     /// A request field is invalid.
     #[error("{field}: {message}")]
     InvalidArgument {
@@ -79,7 +94,12 @@ impl BrokerError {
                 StoreError::InvalidTopicName { .. }
                 | StoreError::InvalidPartitionCount { .. }
                 | StoreError::Config(_) => Code::InvalidArgument,
-                StoreError::Io { source, .. } if disk_full(source) => Code::ResourceExhausted,
+                StoreError::DirectoryInUse { .. } => Code::FailedPrecondition,
+                StoreError::Io { source, .. }
+                | StoreError::Open {
+                    source: OpenError::Io { source, .. },
+                    ..
+                } if disk_full(source) => Code::ResourceExhausted,
                 _ => Code::Internal,
             },
             BrokerError::Append { source, .. } => match source {
@@ -90,10 +110,11 @@ impl BrokerError {
                 AppendError::Closed { .. } => Code::Unavailable,
                 _ => Code::Internal,
             },
-            BrokerError::Read(e) => match e {
+            BrokerError::Read(e) | BrokerError::PartitionRead { source: e, .. } => match e {
                 ReadError::OffsetOutOfRange { .. } => Code::OutOfRange,
                 _ => Code::DataLoss,
             },
+            BrokerError::DataLoss(_) => Code::DataLoss,
             BrokerError::UnknownGroup { .. } => Code::NotFound,
             BrokerError::Fenced { .. } => Code::FailedPrecondition,
             BrokerError::InvalidArgument { .. } => Code::InvalidArgument,

@@ -21,7 +21,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator::{Coordinator, SESSION_CHECK_INTERVAL_MS};
 use crate::groups::GroupsService;
 use crate::limits::{RequestLimits, limited_incoming};
-use crate::offsets::GroupOffsets;
+use crate::offsets::{GroupOffsets, OffsetsOptions};
 use crate::shared::Shared;
 
 /// Largest gRPC request accepted, in bytes: the largest batch a topic may
@@ -72,13 +72,21 @@ pub async fn open_store(
         ..StoreOptions::default()
     };
     let dir = config.data_dir.clone();
+    let repair = config.repair;
     let open_err = |reason: String| ServeError::Open {
         dir: config.data_dir.clone(),
         reason,
     };
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&dir, options).map_err(|e| e.to_string())?;
-        let offsets = GroupOffsets::open(&store).map_err(|e| e.to_string())?;
+        let offsets = GroupOffsets::open(
+            &store,
+            OffsetsOptions {
+                repair,
+                ..OffsetsOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
         Ok((store, Arc::new(offsets)))
     })
     .await

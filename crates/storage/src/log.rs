@@ -645,6 +645,37 @@ impl Log {
         Ok(empty)
     }
 
+    /// Where reading can go on after the damaged batch that a read reported
+    /// at `offset`, byte `position` ([`ReadError::Corrupt`]): the first valid
+    /// batch after it in its segment, else the next segment, else the log's
+    /// end. For a reader that chooses to give the damaged offsets up.
+    pub fn offset_after_damage(&self, offset: u64, position: u64) -> u64 {
+        let (segment, next_base) = {
+            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            let at = segments
+                .partition_point(|s| s.base_offset <= offset)
+                .saturating_sub(1);
+            (
+                segments.get(at).cloned(),
+                segments.get(at + 1).map(|s| s.base_offset),
+            )
+        };
+        let end = self.end_offset();
+        let Some(segment) = segment else {
+            return end;
+        };
+        let found = recovery::find_valid_batch(
+            &segment.log,
+            segment.log.published(),
+            position as usize + 1,
+            offset + 1,
+        );
+        match found {
+            Some((_, base, _)) => base,
+            None => next_base.unwrap_or(end),
+        }
+    }
+
     /// The first offset whose record timestamp is at or after `timestamp_ms`,
     /// or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, ReadError> {

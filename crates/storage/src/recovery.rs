@@ -641,7 +641,7 @@ fn stop_at(
 /// offset is at least `min_offset`: `(position, base offset, next offset)`.
 /// Candidates are found by the two bytes every stored batch has at fixed
 /// places (magic 2, leader epoch 0); each is then checked whole.
-fn find_valid_batch(
+pub(crate) fn find_valid_batch(
     region: &Region,
     end: usize,
     from: usize,
