@@ -280,3 +280,64 @@ pub fn batch_of<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
     }
     builder.build().expect("non-empty")
 }
+
+/// Runs the broker on `data_dir` with `extra` flags expecting it to refuse
+/// to start: waits (bounded) for it to exit, asserts it failed, and
+/// returns what it printed on standard error.
+pub fn start_fails(data_dir: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(broker_binary())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn carteiro");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    let text = rx
+        .recv_timeout(START_TIMEOUT)
+        .expect("the broker exited in time");
+    let status = child.wait().expect("reap");
+    assert!(!status.success(), "the broker started: {text}");
+    text
+}
+
+/// Flips one bit of the byte at `position` of the file at `path`.
+pub fn flip_bit(path: &Path, position: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open for damage");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, position).expect("read byte");
+    byte[0] ^= 0x10;
+    file.write_all_at(&byte, position).expect("write byte");
+}
+
+/// Start positions of the batches in raw stored bytes, and the end.
+pub fn batch_positions(raw: &[u8]) -> Vec<usize> {
+    let mut positions = vec![0];
+    let mut at = 0;
+    while at + 12 <= raw.len() {
+        let length = i32::from_be_bytes(raw[at + 8..at + 12].try_into().expect("4 bytes"));
+        at += length as usize + 12;
+        positions.push(at);
+    }
+    positions
+}
+
+/// The path of the segment file of base offset `base` of a partition.
+pub fn segment_file(data_dir: &Path, topic: &str, partition: u32, base: u64) -> PathBuf {
+    data_dir
+        .join(format!("{topic}-{partition}"))
+        .join(format!("{base:020}.log"))
+}

@@ -22,21 +22,27 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// right after the startup line is printed stops the broker cleanly.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            tracing::error!("cannot listen for signals; stop the broker with SIGKILL");
-            std::future::pending::<()>().await
+            _ => {
+                tracing::error!("cannot listen for signals; stop the broker with SIGKILL");
+                std::future::pending::<()>().await
+            }
         }
     }
 }
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shutdown = shutdown_signal();
         let address = listener
             .local_addr()
             .map_or_else(|_| config.listen.clone(), |a| a.to_string());
@@ -85,7 +92,7 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             data.display()
         );
-        match serve(config, listener, store, offsets, shutdown_signal()).await {
+        match serve(config, listener, store, offsets, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carteiro: {e}");

@@ -79,6 +79,7 @@ pub async fn open_store(
     };
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&dir, options).map_err(|e| e.to_string())?;
+        report_repairs(&store);
         let offsets = GroupOffsets::open(
             &store,
             OffsetsOptions {
@@ -92,6 +93,26 @@ pub async fn open_store(
     .await
     .map_err(|e| open_err(e.to_string()))?
     .map_err(open_err)
+}
+
+/// Names, per partition, the offsets a `--repair` start gave up.
+fn report_repairs(store: &Store) {
+    for topic in store.topics() {
+        for (partition, log) in topic.partitions().iter().enumerate() {
+            if let Some(lost) = &log.recovery_report().lost_offsets {
+                tracing::error!(
+                    topic = topic.name(),
+                    partition,
+                    from = lost.start,
+                    to = lost.end,
+                    "repair gave up offsets {}..{} of topic {:?} partition {partition}",
+                    lost.start,
+                    lost.end,
+                    topic.name()
+                );
+            }
+        }
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,

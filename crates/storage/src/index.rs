@@ -243,6 +243,9 @@ impl<K: IndexKind> Index<K> {
 
     /// Entry `i`, if visible and readable.
     pub(crate) fn entry(&self, i: usize) -> Option<K::Entry> {
+        if i >= self.len() {
+            return None;
+        }
         let start = INDEX_HEADER_BYTES + i * K::ENTRY_BYTES;
         let mut buf = [0u8; ENTRY_BYTES_MAX];
         let buf = &mut buf[..K::ENTRY_BYTES];

@@ -93,7 +93,8 @@ enum Stop {
     /// An invalid batch (or header) at the stop position.
     Invalid {
         reason: String,
-        /// A valid batch found after it: `(position, base offset, next offset)`.
+        /// A valid batch found after it: `(position, base offset, the end of
+        /// the run of batches it starts)`.
         valid_after: Option<(usize, u64, u64)>,
     },
 }
@@ -628,13 +629,31 @@ fn stop_at(
         Ok(true) => Stop::Zeros,
         Ok(false) => Stop::Invalid {
             reason,
-            valid_after: find_valid_batch(region, cursor.end(), position + 1, next),
+            valid_after: find_valid_batch(region, cursor.end(), position + 1, next)
+                .map(|(at, base, _)| (at, base, run_end(cursor, at, base))),
         },
         Err(e) => Stop::Invalid {
             reason: format!("{reason}; reading on failed: {e}"),
             valid_after: None,
         },
     }
+}
+
+/// The offset after the run of batches that starts with the valid batch at
+/// `position` (base offset `base`) and follows on from it: how far the data
+/// a cut before it would give up reaches.
+fn run_end(cursor: &mut RegionCursor<'_>, position: usize, base: u64) -> u64 {
+    let (mut at, mut next) = (position, base);
+    while at < cursor.end() {
+        match batch_problem(cursor, at, next, false) {
+            Ok(header) => {
+                at += header.total_bytes();
+                next = header.next_offset() as u64;
+            }
+            Err(_) => break,
+        }
+    }
+    next
 }
 
 /// The first valid batch at or after byte `from` (before `end`) whose base
