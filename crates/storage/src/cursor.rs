@@ -9,8 +9,11 @@ use carteiro::record::{BATCH_HEADER_BYTES, BatchHeader};
 use crate::config::MAX_BATCH_BYTES_MAX;
 use crate::region::Region;
 
-/// Bytes read at a time when the buffer is refilled (256 KiB).
+/// Most bytes read at a time when the buffer is refilled (256 KiB).
 pub(crate) const CURSOR_WINDOW_BYTES: usize = 256 * 1024;
+/// Bytes read by the first refill (4 KiB): a look-up that needs a header or
+/// two reads little; each refill doubles the window up to the most.
+const CURSOR_FIRST_WINDOW_BYTES: usize = 4 * 1024;
 
 /// A window over the published bytes `0..end` of a region.
 pub(crate) struct RegionCursor<'a> {
@@ -19,6 +22,8 @@ pub(crate) struct RegionCursor<'a> {
     buf: Vec<u8>,
     /// File position of `buf[0]`.
     at: usize,
+    /// Bytes the next refill reads (at least).
+    window: usize,
 }
 
 impl<'a> RegionCursor<'a> {
@@ -29,6 +34,7 @@ impl<'a> RegionCursor<'a> {
             end,
             buf: Vec::new(),
             at: 0,
+            window: CURSOR_FIRST_WINDOW_BYTES,
         }
     }
 
@@ -51,7 +57,8 @@ impl<'a> RegionCursor<'a> {
         }
         let buffered = position >= self.at && wanted_end <= self.at + self.buf.len();
         if !buffered {
-            let read = len.max(CURSOR_WINDOW_BYTES).min(self.end - position);
+            let read = len.max(self.window).min(self.end - position);
+            self.window = (self.window * 2).min(CURSOR_WINDOW_BYTES);
             self.buf.resize(read, 0);
             if let Err(e) = self.region.read_into(position, &mut self.buf) {
                 self.buf.clear();

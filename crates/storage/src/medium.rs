@@ -91,18 +91,26 @@ impl Backing for FileBacking {
         use std::os::unix::fs::FileExt;
         self.file.read_exact_at(buf, offset as u64).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                let len = self.file.metadata().map_or(0, |m| m.len());
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the file is {len} bytes, shorter than the {} the log wrote: cut from outside?",
-                        offset + buf.len()
-                    ),
-                )
+                self.cut_short(offset + buf.len())
             } else {
                 e
             }
         })
+    }
+
+    fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        // Read into the vector's spare capacity: no pass to zero it first.
+        let start = buf.len();
+        buf.reserve_exact(len);
+        while buf.len() < start + len {
+            let at = (offset + buf.len() - start) as u64;
+            let read = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(buf), at)?;
+            if read == 0 {
+                return Err(self.cut_short(offset + len));
+            }
+        }
+        buf.truncate(start + len);
+        Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -116,6 +124,19 @@ impl Backing for FileBacking {
     fn trim(&self, len: usize) -> io::Result<()> {
         self.file.set_len(len as u64)?;
         self.file.sync_all()
+    }
+}
+
+impl FileBacking {
+    /// The error for a file that ends before `end`, which the log wrote.
+    fn cut_short(&self, end: usize) -> io::Error {
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the file is {len} bytes, shorter than the {end} the log wrote: cut from outside?"
+            ),
+        )
     }
 }
 

@@ -17,8 +17,8 @@
 //! or above it. Readers see only published bytes.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -28,6 +28,13 @@ pub(crate) trait Backing: Send + Sync {
     fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// Fills `buf` from `offset` (`pread`); an error if the file ends first.
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()>;
+    /// Appends the `len` bytes at `offset` to `buf`; an error if the file
+    /// ends first.
+    fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        self.read_at(offset, &mut buf[start..])
+    }
     /// Makes every byte written so far durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
     /// Gives the file real blocks up to `len` bytes (growing its length), so
@@ -125,14 +132,65 @@ impl Region {
         if start > end {
             return Err(past_published(start, end, self.published()));
         }
-        let mut buf = vec![0u8; end - start];
-        self.read_into(start, &mut buf)?;
-        Ok(Bytes::from(buf))
+        let published = self.published();
+        if end > published {
+            return Err(past_published(start, end, published));
+        }
+        let len = end - start;
+        if len > POOLED_BUFFER_BYTES {
+            let mut buf = Vec::with_capacity(len);
+            self.inner.backing.read_append(start, len, &mut buf)?;
+            return Ok(Bytes::from(buf));
+        }
+        let mut buf = PooledBuffer::take();
+        self.inner.backing.read_append(start, len, &mut buf.0)?;
+        Ok(Bytes::from_owner(buf))
     }
 
     /// Makes everything written so far durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
         self.inner.backing.sync()
+    }
+}
+
+/// Size of a pooled read buffer, in bytes: a segment read copies at most
+/// this much at a time unless its first batch is larger (1 MiB).
+pub(crate) const POOLED_BUFFER_BYTES: usize = 1024 * 1024;
+/// Most read buffers kept for reuse (16, so at most 16 MiB held idle).
+const POOLED_BUFFERS_MAX: usize = 16;
+
+/// Read buffers that readers gave back. A steady stream of fetches reuses
+/// their warm pages instead of faulting in (and zeroing) fresh ones for
+/// every read.
+static READ_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A read buffer that goes back to the pool when the last view of it drops.
+struct PooledBuffer(Vec<u8>);
+
+impl PooledBuffer {
+    fn take() -> PooledBuffer {
+        let reused = READ_BUFFERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        PooledBuffer(reused.unwrap_or_else(|| Vec::with_capacity(POOLED_BUFFER_BYTES)))
+    }
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.capacity() != POOLED_BUFFER_BYTES {
+            return;
+        }
+        buf.clear();
+        let mut pool = READ_BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED_BUFFERS_MAX {
+            pool.push(buf);
+        }
     }
 }
 

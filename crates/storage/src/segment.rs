@@ -12,7 +12,7 @@ use carteiro::record::{BATCH_HEADER_BYTES, BatchHeader, RecordBatch};
 use crate::cursor::RegionCursor;
 use crate::error::ReadError;
 use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
-use crate::region::Region;
+use crate::region::{POOLED_BUFFER_BYTES, Region};
 
 /// Size of the header at the start of every `.log` file, in bytes.
 pub const LOG_HEADER_BYTES: usize = 32;
@@ -270,7 +270,12 @@ impl Segment {
         if first.next_offset() as u64 > limit_offset {
             return Ok(None);
         }
-        let span = first.total_bytes().max(max_bytes.min(end - start));
+        // At most a pooled buffer's worth at a time (unless the first batch is
+        // larger), so that reads reuse warm buffers; the caller asks again
+        // for more.
+        let span = first
+            .total_bytes()
+            .max(max_bytes.min(POOLED_BUFFER_BYTES).min(end - start));
         let first_offset = first.base_offset as u64;
         let data = self
             .log
