@@ -564,6 +564,11 @@ impl Coordinator {
         })
     }
 
+    /// Groups held in memory (every one has members: an empty group is forgotten).
+    pub fn group_count(&self) -> usize {
+        self.groups().len()
+    }
+
     /// Groups with members.
     pub fn group_names(&self) -> Vec<String> {
         self.groups()
@@ -660,5 +665,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_group_is_forgotten_when_its_last_member_leaves_or_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = carteiro_storage::StoreOptions {
+            maintenance_interval_ms: None,
+            ..Default::default()
+        };
+        let store = Store::open(dir.path(), options).expect("store");
+        let config = carteiro_storage::TopicConfig {
+            partitions: 2,
+            log: carteiro_storage::LogConfig {
+                segment_bytes: 1 << 20,
+                max_batch_bytes: 64 * 1024,
+                ..Default::default()
+            },
+        };
+        store.create_topic("orders", config).expect("topic");
+        let coordinator = Coordinator::new(store);
+        let join = |group: &str| proto::JoinGroupRequest {
+            group: group.into(),
+            topics: vec!["orders".into()],
+            session_timeout_ms: GROUP_TIMEOUT_MS_MIN,
+            rebalance_timeout_ms: GROUP_TIMEOUT_MS_MIN,
+            ..Default::default()
+        };
+        for cycle in 0..100 {
+            let group = format!("g{cycle}");
+            let joined = coordinator.join(join(&group)).await.expect("join");
+            assert_eq!(coordinator.group_count(), 1);
+            coordinator.leave(&group, &joined.member_id).expect("leave");
+            assert_eq!(coordinator.group_count(), 0, "cycle {cycle}");
+        }
+        // A member that stops heartbeating expires, and its group goes with it.
+        coordinator.join(join("quiet")).await.expect("join");
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_millis(u64::from(GROUP_TIMEOUT_MS_MIN) + 1)).await;
+        coordinator.expire();
+        assert_eq!(coordinator.group_count(), 0);
+        assert!(coordinator.group_names().is_empty());
     }
 }
