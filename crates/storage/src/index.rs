@@ -1,8 +1,8 @@
 //! The sparse offset index and the timestamp index of a segment.
 //!
-//! Both are memory-mapped files of fixed-size entries behind a 16-byte
+//! Both are files of fixed-size entries behind a 16-byte
 //! header, looked up by binary search. While a segment is active its index
-//! is preallocated and unsealed; when the segment closes, a 16-byte trailer
+//! grows with each entry and is unsealed; when the segment closes, a 16-byte trailer
 //! with the entry count and a CRC-32 seals it. An index that is missing,
 //! unsealed or fails its checks is rebuilt from the log.
 

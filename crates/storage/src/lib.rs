@@ -1,4 +1,4 @@
-//! Carteiro's storage engine: durable, segmented, memory-mapped partition
+//! Carteiro's storage engine: durable, segmented partition
 //! logs and the topic store that holds them.
 //!
 //! It knows nothing of gRPC or async runtimes. Modules, one concept each:

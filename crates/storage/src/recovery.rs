@@ -45,7 +45,7 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// Offsets below this were synced before the last shutdown.
     pub recovery_point: u64,
-    /// Bytes of data (not preallocated zeros) cut from a torn tail or, with
+    /// Bytes of data (not reserved zeros) cut from a torn tail or, with
     /// repair, from damage.
     pub truncated_bytes: u64,
     /// The offset the log was cut back to, if it was cut.
@@ -88,7 +88,7 @@ type Rebuilt = (Vec<OffsetEntry>, Vec<TimeEntry>, IndexCadence);
 enum Stop {
     /// It read to the end of the file.
     End,
-    /// Only zero bytes follow: the unused, preallocated end.
+    /// Only zero bytes follow: the unused end of the file's reserved blocks.
     Zeros,
     /// An invalid batch (or header) at the stop position.
     Invalid {
@@ -890,7 +890,7 @@ fn finish(
     let log_path = segment_file(dir, last.base_offset);
     let end_offset = last.next_offset;
     let resume = resume_state(config, &last, &mut report);
-    // Cut preallocated zeros or a torn tail; the file grows again as it is written.
+    // Cut reserved zeros or a torn tail; the file grows again as it is written.
     if last.file_len != last.valid_len {
         medium
             .truncate(&log_path, last.valid_len as u64)

@@ -59,7 +59,7 @@ pub struct CreateArgs {
     /// Keep at most this many bytes per partition (-1: no limit)
     #[arg(long, allow_hyphen_values = true)]
     retention_bytes: Option<i64>,
-    /// Segment size, bytes (preallocated on disk)
+    /// Segment size, bytes (the file grows to it 16 MiB at a time)
     #[arg(long)]
     segment_bytes: Option<u64>,
     /// Roll segments at this age, ms
