@@ -17,23 +17,10 @@ async fn produce_batches(broker: &Broker, topic: &str, batches: usize, records: 
     let mut client = broker.broker().await;
     for b in 0..batches {
         let values: Vec<String> = (0..records).map(|r| format!("b{b}-r{r}")).collect();
-        client
-            .produce(proto::ProduceRequest {
-                topic: topic.into(),
-                partition: Some(0),
-                record_batch: batch_of(&values).into(),
-                ..Default::default()
-            })
+        produce_values(&mut client, topic, &values)
             .await
             .expect("produce");
     }
-}
-
-fn values(records: &[proto::Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-        .collect()
 }
 
 async fn commit(broker: &Broker, group: &str, partition: u32, offset: i64) {
@@ -107,8 +94,8 @@ async fn a_lost_topic_list_is_rebuilt_and_every_record_and_commit_is_kept() {
     let broker = Broker::start(dir.path(), &[]);
     let mut client = broker.broker().await;
     assert_eq!(
-        values(&fetch_all(&mut client, "events", 0, 0).await),
-        values(&before)
+        record_values(&fetch_all(&mut client, "events", 0, 0).await),
+        record_values(&before)
     );
     assert_eq!(committed(&broker, "billing").await, vec![(0, 120)]);
 }
@@ -148,7 +135,7 @@ async fn a_flipped_bit_in_synced_data_refuses_to_start_naming_the_byte_and_repai
     let mut client = broker.broker().await;
     let kept = fetch_all(&mut client, "events", 0, 0).await;
     assert_eq!(kept.len(), damaged);
-    assert_eq!(values(&kept)[19], "b19-r0");
+    assert_eq!(record_values(&kept)[19], "b19-r0");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -103,14 +103,7 @@ async fn produce(
     let values: Vec<String> = (0..100)
         .map(|i| format!("{tag}-{i:03}-{}", "x".repeat(400)))
         .collect();
-    client
-        .produce(proto::ProduceRequest {
-            topic: topic.into(),
-            partition: Some(0),
-            record_batch: batch_of(&values).into(),
-            ..Default::default()
-        })
-        .await?;
+    produce_values(client, topic, &values).await?;
     Ok(values)
 }
 
@@ -125,13 +118,6 @@ async fn create(broker: &Broker, name: &str, segment_bytes: u64) -> Result<(), t
         })
         .await
         .map(|_| ())
-}
-
-fn stored_values(records: &[proto::Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -201,7 +187,7 @@ async fn a_full_disk_refuses_what_does_not_fit_and_loses_nothing_acknowledged() 
             .expect("room again"),
     );
     assert_eq!(
-        stored_values(&fetch_all(&mut client, "events", 0, 0).await),
+        record_values(&fetch_all(&mut client, "events", 0, 0).await),
         acked
     );
 
@@ -211,7 +197,7 @@ async fn a_full_disk_refuses_what_does_not_fit_and_loses_nothing_acknowledged() 
     let broker = Broker::start(&data, &[]);
     let mut client = broker.broker().await;
     assert_eq!(
-        stored_values(&fetch_all(&mut client, "events", 0, 0).await),
+        record_values(&fetch_all(&mut client, "events", 0, 0).await),
         acked,
         "every acknowledged record after a restart on a full disk"
     );
@@ -221,7 +207,7 @@ async fn a_full_disk_refuses_what_does_not_fit_and_loses_nothing_acknowledged() 
         .await
         .expect("create once there is room");
     assert_eq!(
-        stored_values(&fetch_all(&mut client, "events", 0, 0).await),
+        record_values(&fetch_all(&mut client, "events", 0, 0).await),
         acked
     );
     broker.stop();

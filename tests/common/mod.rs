@@ -341,3 +341,28 @@ pub fn segment_file(data_dir: &Path, topic: &str, partition: u32, base: u64) -> 
         .join(format!("{topic}-{partition}"))
         .join(format!("{base:020}.log"))
 }
+
+/// Produces `values` as one batch to partition 0 of `topic`, durably.
+pub async fn produce_values<V: AsRef<[u8]>>(
+    client: &mut BrokerClient<Channel>,
+    topic: &str,
+    values: &[V],
+) -> Result<(), tonic::Status> {
+    client
+        .produce(proto::ProduceRequest {
+            topic: topic.into(),
+            partition: Some(0),
+            record_batch: batch_of(values).into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The values of `records`, as text.
+pub fn record_values(records: &[proto::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}

@@ -10,17 +10,8 @@ mod common;
 use std::path::Path;
 
 use carteiro_storage::store::partition_dir;
-use carteiro_storage::{
-    LogOptions, Medium, SimulatedMedium, Store, StoreError, StoreOptions, TopicConfig,
-};
+use carteiro_storage::{LogOptions, Medium, SimulatedMedium, Store, StoreError, StoreOptions};
 use common::*;
-
-fn options() -> StoreOptions {
-    StoreOptions {
-        maintenance_interval_ms: None,
-        ..StoreOptions::default()
-    }
-}
 
 fn sim_store_options(medium: &SimulatedMedium) -> StoreOptions {
     StoreOptions {
@@ -30,19 +21,12 @@ fn sim_store_options(medium: &SimulatedMedium) -> StoreOptions {
     }
 }
 
-fn topic_config(partitions: u32) -> TopicConfig {
-    TopicConfig {
-        partitions,
-        log: small_config(4096),
-    }
-}
-
 /// A store in `dir` with topic `orders` (3 partitions) holding 5 records
 /// per partition; returns the values per partition.
 fn orders(dir: &Path) -> Vec<Vec<Vec<u8>>> {
-    let store = Store::open(dir, options()).expect("opens");
+    let store = Store::open(dir, store_options()).expect("opens");
     let topic = store
-        .create_topic("orders", topic_config(3))
+        .create_topic("orders", small_topic(3))
         .expect("create");
     (0..3)
         .map(|p| {
@@ -72,7 +56,7 @@ fn directories_that_are_not_ours_are_left_alone_and_reported() {
         std::fs::write(dir.path().join(name).join("keep.txt"), name).expect("write");
     }
     std::fs::write(dir.path().join("notes-3"), "a file").expect("write");
-    let store = Store::open(dir.path(), options()).expect("reopens");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
     for name in ["photos-2023", "backup-1", "orders-7", "notes-3"] {
         assert!(dir.path().join(name).exists(), "{name} was removed");
         assert!(
@@ -85,7 +69,7 @@ fn directories_that_are_not_ours_are_left_alone_and_reported() {
     // Creating a topic whose directory would be the user's is refused, and
     // the directory is untouched.
     let err = store
-        .create_topic("backup", topic_config(2))
+        .create_topic("backup", small_topic(2))
         .expect_err("backup-1 is in the way");
     assert!(
         matches!(&err, StoreError::DirectoryInUse { path, .. } if path.ends_with("backup-1")),
@@ -114,7 +98,7 @@ fn a_missing_or_damaged_topic_list_is_rebuilt_from_the_partition_markers() {
     let meta = dir.path().join("topics.meta");
     std::fs::remove_file(&meta).expect("lose topics.meta");
     {
-        let store = Store::open(dir.path(), options()).expect("rebuilds");
+        let store = Store::open(dir.path(), store_options()).expect("rebuilds");
         assert_eq!(
             values(&store, "orders"),
             stored,
@@ -130,7 +114,7 @@ fn a_missing_or_damaged_topic_list_is_rebuilt_from_the_partition_markers() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x20;
     std::fs::write(&meta, &bytes).expect("damage");
-    let store = Store::open(dir.path(), options()).expect("rebuilds");
+    let store = Store::open(dir.path(), store_options()).expect("rebuilds");
     assert_eq!(values(&store, "orders"), stored);
 }
 
@@ -143,7 +127,7 @@ fn a_lost_topic_list_that_cannot_be_rebuilt_is_refused_and_nothing_is_removed() 
     // nothing can be said about.
     let p1 = partition_dir(dir.path(), "orders", 1);
     std::fs::remove_file(p1.join("partition.meta")).expect("lose the marker");
-    let err = Store::open(dir.path(), options()).expect_err("refused");
+    let err = Store::open(dir.path(), store_options()).expect_err("refused");
     let message = err.to_string();
     assert!(
         message.contains("topics.meta")
@@ -163,7 +147,7 @@ fn a_lost_topic_list_that_cannot_be_rebuilt_is_refused_and_nothing_is_removed() 
     orders(dir.path());
     std::fs::remove_file(dir.path().join("topics.meta")).expect("lose topics.meta");
     std::fs::remove_dir_all(partition_dir(dir.path(), "orders", 2)).expect("lose a partition");
-    let err = Store::open(dir.path(), options()).expect_err("refused");
+    let err = Store::open(dir.path(), store_options()).expect_err("refused");
     assert!(
         err.to_string()
             .contains("directories hold partitions [0, 1]"),
@@ -177,7 +161,7 @@ fn a_missing_partition_directory_is_refused_and_repair_recreates_it_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = orders(dir.path());
     std::fs::remove_dir_all(partition_dir(dir.path(), "orders", 1)).expect("lose a partition");
-    match Store::open(dir.path(), options()) {
+    match Store::open(dir.path(), store_options()) {
         Err(StoreError::MissingPartition {
             topic, partition, ..
         }) => {
@@ -190,7 +174,7 @@ fn a_missing_partition_directory_is_refused_and_repair_recreates_it_empty() {
             repair: true,
             ..LogOptions::default()
         },
-        ..options()
+        ..store_options()
     };
     let store = Store::open(dir.path(), repair).expect("repair opens");
     let found = values(&store, "orders");
@@ -216,10 +200,8 @@ fn leftovers_of_an_interrupted_create_or_delete_are_removed_and_nothing_else() {
     // in another data directory, so its marker names a topic this one lacks.
     let other = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(other.path(), options()).expect("opens");
-        store
-            .create_topic("ghost", topic_config(1))
-            .expect("create");
+        let store = Store::open(other.path(), store_options()).expect("opens");
+        store.create_topic("ghost", small_topic(1)).expect("create");
     }
     copy_dir(
         &partition_dir(other.path(), "ghost", 0),
@@ -235,7 +217,7 @@ fn leftovers_of_an_interrupted_create_or_delete_are_removed_and_nothing_else() {
         &partition_dir(dir.path(), "orders", 0),
         &dir.path().join("orders-9"),
     );
-    let store = Store::open(dir.path(), options()).expect("reopens");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
     assert!(!partition_dir(dir.path(), "ghost", 0).exists());
     assert!(!dir.path().join("ghost-0.deleted").exists());
     assert!(
@@ -250,8 +232,8 @@ fn a_delete_interrupted_after_renaming_a_partition_aside_is_finished_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     orders(dir.path());
     {
-        let store = Store::open(dir.path(), options()).expect("opens");
-        store.create_topic("kept", topic_config(1)).expect("create");
+        let store = Store::open(dir.path(), store_options()).expect("opens");
+        store.create_topic("kept", small_topic(1)).expect("create");
     }
     // As a crash after the first rename of a delete leaves it.
     std::fs::rename(
@@ -259,7 +241,7 @@ fn a_delete_interrupted_after_renaming_a_partition_aside_is_finished_at_open() {
         dir.path().join("orders-1.deleted"),
     )
     .expect("rename");
-    let store = Store::open(dir.path(), options()).expect("reopens");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
     assert!(store.topic("orders").is_err(), "the deletion was finished");
     for p in 0..3 {
         assert!(!partition_dir(dir.path(), "orders", p).exists());
@@ -267,14 +249,14 @@ fn a_delete_interrupted_after_renaming_a_partition_aside_is_finished_at_open() {
     assert!(!dir.path().join("orders-1.deleted").exists());
     assert!(store.topic("kept").is_ok());
     drop(store);
-    let store = Store::open(dir.path(), options()).expect("reopens again");
+    let store = Store::open(dir.path(), store_options()).expect("reopens again");
     assert_eq!(store.topics().len(), 1);
 }
 
 #[test]
 fn the_lock_is_on_the_directory_itself_and_cannot_be_stolen_by_deleting_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = Store::open(dir.path(), options()).expect("opens");
+    let first = Store::open(dir.path(), store_options()).expect("opens");
     // Whatever files an operator deletes, the second open is refused.
     for entry in std::fs::read_dir(dir.path()).expect("list") {
         let path = entry.expect("entry").path();
@@ -282,27 +264,25 @@ fn the_lock_is_on_the_directory_itself_and_cannot_be_stolen_by_deleting_a_file()
             std::fs::remove_file(path).expect("delete");
         }
     }
-    let err = Store::open(dir.path(), options()).expect_err("still locked");
+    let err = Store::open(dir.path(), store_options()).expect_err("still locked");
     assert!(
         err.to_string().contains("locked by another process"),
         "{err}"
     );
     drop(first);
-    Store::open(dir.path(), options()).expect("free once the first store is gone");
+    Store::open(dir.path(), store_options()).expect("free once the first store is gone");
 }
 
 #[test]
 fn a_topic_creation_that_runs_out_of_space_leaves_nothing_behind() {
     let medium = SimulatedMedium::new();
     let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
-    store
-        .create_topic("small", topic_config(1))
-        .expect("create");
+    store.create_topic("small", small_topic(1)).expect("create");
     let used = medium.used_bytes();
     // Room for the first partition, not the second.
     medium.set_space_limit(Some(used + 4096 + 1024));
     let err = store
-        .create_topic("big", topic_config(3))
+        .create_topic("big", small_topic(3))
         .expect_err("disk full");
     assert!(err.to_string().contains("no space left"), "{err}");
     assert_eq!(
@@ -320,7 +300,7 @@ fn a_topic_creation_that_runs_out_of_space_leaves_nothing_behind() {
     assert!(store.topic("big").is_err());
     medium.set_space_limit(None);
     store
-        .create_topic("big", topic_config(3))
+        .create_topic("big", small_topic(3))
         .expect("creates once there is room");
 }
 
@@ -329,9 +309,9 @@ fn on_a_full_disk_appends_fail_and_succeed_again_once_space_is_freed_and_delete_
 {
     let medium = SimulatedMedium::new();
     let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
-    let keep = store.create_topic("keep", topic_config(1)).expect("create");
+    let keep = store.create_topic("keep", small_topic(1)).expect("create");
     store
-        .create_topic("scratch", topic_config(2))
+        .create_topic("scratch", small_topic(2))
         .expect("create");
     let log = keep.partition(0).expect("partition").clone();
     let mut acked = Vec::new();
@@ -381,7 +361,7 @@ fn the_store_opens_on_a_full_disk_after_a_crash_and_loses_nothing() {
     let mut acked = Vec::new();
     {
         let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
-        let topic = store.create_topic("t", topic_config(1)).expect("create");
+        let topic = store.create_topic("t", small_topic(1)).expect("create");
         let log = topic.partition(0).expect("partition");
         for i in 0..6 {
             let b = batch(&format!("v{i}"), 3, 1);

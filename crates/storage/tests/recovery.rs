@@ -92,6 +92,18 @@ impl Crashed {
     }
 }
 
+/// The file, byte and reason of a refusal to open for damaged data.
+fn refusal(opened: Result<Log, OpenError>) -> (PathBuf, u64, String) {
+    match opened {
+        Err(OpenError::CorruptDurableData {
+            file,
+            position,
+            reason,
+        }) => (file, position, reason),
+        other => panic!("expected CorruptDurableData, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn an_uncut_crash_image_keeps_every_acknowledged_batch() {
     let crashed = Crashed::new(3, 3);
@@ -203,21 +215,13 @@ fn a_flipped_bit_after_the_checkpoint_with_a_valid_batch_after_it_is_damage_not_
             .corrupt(&crashed.segment(), at, &[byte ^ 0x10])
             .expect("flip");
         let before = read_file(&medium, &crashed.segment());
-        match Crashed::open(&medium) {
-            Err(OpenError::CorruptDurableData {
-                file,
-                position,
-                reason,
-            }) => {
-                assert_eq!(file, crashed.segment(), "flip at {at}");
-                assert_eq!(position, start as u64, "flip at {at}");
-                assert!(
-                    reason.contains(&format!("a valid batch follows at byte {end}")),
-                    "flip at {at}: {reason}"
-                );
-            }
-            other => panic!("flip at {at}: expected CorruptDurableData, got {other:?}"),
-        }
+        let (file, position, reason) = refusal(Crashed::open(&medium));
+        assert_eq!(file, crashed.segment(), "flip at {at}");
+        assert_eq!(position, start as u64, "flip at {at}");
+        assert!(
+            reason.contains(&format!("a valid batch follows at byte {end}")),
+            "flip at {at}: {reason}"
+        );
         assert_eq!(
             read_file(&medium, &crashed.segment()),
             before,
@@ -272,18 +276,10 @@ fn a_flipped_bit_before_the_checkpoint_refuses_to_open_and_changes_nothing() {
         .corrupt(&crashed.segment(), at, &[byte ^ 0x01])
         .expect("flip");
     let before = read_file(&medium, &crashed.segment());
-    match Crashed::open(&medium) {
-        Err(OpenError::CorruptDurableData {
-            file,
-            position,
-            reason,
-        }) => {
-            assert_eq!(file, crashed.segment());
-            assert_eq!(position, crashed.positions[damaged] as u64);
-            assert!(reason.contains("checksum"), "{reason}");
-        }
-        other => panic!("expected CorruptDurableData, got {other:?}"),
-    }
+    let (file, position, reason) = refusal(Crashed::open(&medium));
+    assert_eq!(file, crashed.segment());
+    assert_eq!(position, crashed.positions[damaged] as u64);
+    assert!(reason.contains("checksum"), "{reason}");
     assert_eq!(
         read_file(&medium, &crashed.segment()),
         before,
@@ -538,17 +534,14 @@ fn crashed_rolled_log(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<u64>) {
     (batches, bases)
 }
 
-fn expect_refusal(medium: &SimulatedMedium, needle: &str) -> OpenError {
-    match Log::open(DIR, small_config(1024), &sim_options(medium)) {
-        Err(e @ OpenError::CorruptDurableData { .. }) => {
-            assert!(e.to_string().contains(needle), "{e}");
-            e
-        }
-        other => panic!(
-            "expected CorruptDurableData ({needle}), got {:?}",
-            other.map(|_| ())
-        ),
-    }
+/// Opens the log in `DIR` expecting a refusal whose message holds `needle`;
+/// returns the message.
+fn expect_refusal(medium: &SimulatedMedium, needle: &str) -> String {
+    let (file, position, reason) =
+        refusal(Log::open(DIR, small_config(1024), &sim_options(medium)));
+    let message = format!("{} at byte {position}: {reason}", file.display());
+    assert!(message.contains(needle), "{message}");
+    message
 }
 
 fn open_repair(medium: &SimulatedMedium) -> Log {

@@ -12,27 +12,13 @@ use carteiro_storage::{
 };
 use common::*;
 
-fn options() -> StoreOptions {
-    StoreOptions {
-        maintenance_interval_ms: None,
-        ..StoreOptions::default()
-    }
-}
-
-fn topic_config(partitions: u32) -> TopicConfig {
-    TopicConfig {
-        partitions,
-        log: small_config(4096),
-    }
-}
-
 #[test]
 fn topics_are_created_listed_reopened_and_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(dir.path(), options()).expect("opens");
+        let store = Store::open(dir.path(), store_options()).expect("opens");
         let orders = store
-            .create_topic("orders", topic_config(3))
+            .create_topic("orders", small_topic(3))
             .expect("create");
         assert_eq!(orders.partitions().len(), 3);
         let audit_config = TopicConfig {
@@ -66,7 +52,7 @@ fn topics_are_created_listed_reopened_and_deleted() {
         );
         store.close().expect("close");
     }
-    let store = Store::open(dir.path(), options()).expect("reopens");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
     assert_eq!(store.topics().len(), 2);
     assert_eq!(
         store
@@ -97,11 +83,11 @@ fn topics_are_created_listed_reopened_and_deleted() {
         Err(StoreError::UnknownTopic { .. })
     ));
     drop(store);
-    let store = Store::open(dir.path(), options()).expect("reopens");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
     assert_eq!(store.topics().len(), 1);
     // The name is free again, and the new topic starts empty.
     let again = store
-        .create_topic("orders", topic_config(1))
+        .create_topic("orders", small_topic(1))
         .expect("recreate");
     assert_eq!(again.partition(0).expect("p0").end_offset(), 0);
 }
@@ -109,8 +95,8 @@ fn topics_are_created_listed_reopened_and_deleted() {
 #[test]
 fn bad_topic_input_gets_a_clear_error_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), options()).expect("opens");
-    store.create_topic("t", topic_config(1)).expect("create");
+    let store = Store::open(dir.path(), store_options()).expect("opens");
+    store.create_topic("t", small_topic(1)).expect("create");
     let long = "x".repeat(250);
     for (name, fragment) in [
         ("", "got 0"),
@@ -121,7 +107,7 @@ fn bad_topic_input_gets_a_clear_error_and_changes_nothing() {
         ("ünïcode", "'ü'"),
     ] {
         let err = store
-            .create_topic(name, topic_config(1))
+            .create_topic(name, small_topic(1))
             .expect_err("invalid name");
         assert!(
             matches!(err, StoreError::InvalidTopicName { .. }),
@@ -130,17 +116,15 @@ fn bad_topic_input_gets_a_clear_error_and_changes_nothing() {
         assert!(err.to_string().contains(fragment), "{name:?}: {err}");
     }
     assert!(
-        store
-            .create_topic(&"y".repeat(249), topic_config(1))
-            .is_ok(),
+        store.create_topic(&"y".repeat(249), small_topic(1)).is_ok(),
         "249 characters is the limit"
     );
     assert!(matches!(
-        store.create_topic("t", topic_config(2)),
+        store.create_topic("t", small_topic(2)),
         Err(StoreError::TopicExists { .. })
     ));
     let err = store
-        .create_topic("zero", topic_config(0))
+        .create_topic("zero", small_topic(0))
         .expect_err("no partitions");
     assert!(
         err.to_string().contains("partitions is 0")
@@ -179,8 +163,8 @@ fn bad_topic_input_gets_a_clear_error_and_changes_nothing() {
 #[test]
 fn a_second_store_on_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let _first = Store::open(dir.path(), options()).expect("opens");
-    let err = Store::open(dir.path(), options()).expect_err("locked");
+    let _first = Store::open(dir.path(), store_options()).expect("opens");
+    let err = Store::open(dir.path(), store_options()).expect_err("locked");
     assert!(err.to_string().contains("locked"), "{err}");
 }
 

@@ -120,3 +120,19 @@ pub fn with_flush(mut config: LogConfig, flush: FlushPolicy) -> LogConfig {
     config.flush = flush;
     config
 }
+
+/// Store options with no maintenance thread (tests drive it themselves).
+pub fn store_options() -> carteiro_storage::StoreOptions {
+    carteiro_storage::StoreOptions {
+        maintenance_interval_ms: None,
+        ..carteiro_storage::StoreOptions::default()
+    }
+}
+
+/// A topic of `partitions` partitions with 4 KiB segments.
+pub fn small_topic(partitions: u32) -> carteiro_storage::TopicConfig {
+    carteiro_storage::TopicConfig {
+        partitions,
+        log: small_config(4096),
+    }
+}
