@@ -5,13 +5,14 @@
 //! - `broker`, `admin` (private): the `Broker` and `Admin` services;
 //!   `broker::produce` appends, unary and pipelined on a stream.
 //! - `offsets` (private): committed group offsets in an internal topic.
-//! - [`coordinator`]: group membership, generations, assignment; `groups`
-//!   (private) is its gRPC service.
+//! - [`coordinator`]: group membership and generations; [`assignment`]:
+//!   who gets which partitions; `groups` (private) is the gRPC service.
 //! - `limits` (private): connections, requests in flight, bytes buffered.
 //! - `convert` (private): wire types to storage types and back.
 //! - [`error`]: every failure, and the one place it becomes a gRPC status.
 
 mod admin;
+pub mod assignment;
 mod broker;
 pub mod config;
 mod convert;

@@ -53,11 +53,7 @@ pub(crate) fn read_marker(
     dir: &Path,
 ) -> Result<Option<Result<PartitionMarker, String>>, StoreError> {
     let path = dir.join(PARTITION_MARKER_FILE);
-    let bytes = medium.read_file(&path).map_err(|source| StoreError::Io {
-        op: "reading",
-        path: path.clone(),
-        source,
-    })?;
+    let bytes = medium.read_file(&path).map_err(io_err("reading", &path))?;
     Ok(bytes.map(|b| metadata::decode_marker(&b)))
 }
 
@@ -68,17 +64,92 @@ pub(crate) fn write_marker(
     marker: &PartitionMarker,
 ) -> Result<(), StoreError> {
     let path = dir.join(PARTITION_MARKER_FILE);
-    let bytes = metadata::encode_marker(marker).map_err(|reason| StoreError::CorruptMetadata {
-        path: path.clone(),
+    write_metadata_file(medium, &path, metadata::encode_marker(marker))
+}
+
+/// Replaces the metadata file at `path` with `encoded`; durable.
+fn write_metadata_file(
+    medium: &dyn Medium,
+    path: &Path,
+    encoded: Result<Vec<u8>, String>,
+) -> Result<(), StoreError> {
+    let bytes = encoded.map_err(|reason| StoreError::CorruptMetadata {
+        path: path.to_path_buf(),
         reason,
     })?;
     medium
-        .write_file_atomic(&path, &bytes)
-        .map_err(|source| StoreError::Io {
-            op: "writing",
+        .write_file_atomic(path, &bytes)
+        .map_err(io_err("writing", path))
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes the topic list to `topics.meta`; durable.
+pub(crate) fn write_topic_list(
+    medium: &dyn Medium,
+    dir: &Path,
+    records: &[TopicRecord],
+) -> Result<(), StoreError> {
+    write_metadata_file(medium, &dir.join(METADATA_FILE), metadata::encode(records))
+}
+
+/// The topic list: from `topics.meta`, or, if that is missing or damaged,
+/// rebuilt from the partition markers (and written back), or refused.
+pub(crate) fn read_topic_list(
+    medium: &dyn Medium,
+    dir: &Path,
+    layout: &Layout,
+) -> Result<Vec<TopicRecord>, StoreError> {
+    let path = dir.join(METADATA_FILE);
+    let why = match medium.read_file(&path).map_err(io_err("reading", &path))? {
+        Some(bytes) => match metadata::decode(&bytes) {
+            Ok(records) => return Ok(records),
+            Err(reason) => format!("it is damaged ({reason})"),
+        },
+        None if layout.partitions.is_empty() && layout.unmarked_partitions.is_empty() => {
+            return Ok(Vec::new());
+        }
+        None => "it is missing".to_string(),
+    };
+    if let Some(unmarked) = layout.unmarked_partitions.first() {
+        return Err(StoreError::CorruptMetadata {
             path,
-            source,
-        })
+            reason: format!(
+                "{why}, and it cannot be rebuilt: {} holds segment files but no partition marker;                  restore topics.meta from a backup",
+                unmarked.display()
+            ),
+        });
+    }
+    let records = rebuild_topics(layout).map_err(|detail| StoreError::CorruptMetadata {
+        path: path.clone(),
+        reason: format!("{why}, and it cannot be rebuilt from the partition directories: {detail}"),
+    })?;
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    tracing::warn!(file = %path.display(), %why, topics = ?names, "rebuilt topics.meta from the partition directories");
+    write_topic_list(medium, dir, &records)?;
+    Ok(records)
+}
+
+/// Removes everything in `dir` but its partition marker, which keeps the
+/// directory provably ours until it is removed.
+pub(crate) fn empty_but_marker(medium: &dyn Medium, dir: &Path) -> Result<(), StoreError> {
+    let names = medium.list_dir(dir).map_err(io_err("listing", dir))?;
+    for name in names {
+        if name == PARTITION_MARKER_FILE {
+            continue;
+        }
+        let path = dir.join(name);
+        medium
+            .remove_file(&path)
+            .map_err(io_err("removing", &path))?;
+    }
+    medium.sync_dir(dir).map_err(io_err("syncing", dir))
 }
 
 /// True if `dir` holds a segment file.

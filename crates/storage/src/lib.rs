@@ -11,7 +11,8 @@
 //! - `segment`, `active`, `index`, `checkpoint` (private): the segment
 //!   files, the writer of the active segment, the sparse indexes, and the
 //!   recovery checkpoint and clean-shutdown marker.
-//! - [`recovery`]: opening a log after any shutdown.
+//! - [`recovery`]: opening a log after any shutdown; `segment_check`
+//!   (private): checking one segment file's bytes for it.
 //! - [`log`]: the partition log — append, read, sync, roll, retention.
 //! - [`store`]: topics, their partitions and config, persisted atomically;
 //!   `data_dir` (private): what of the data directory is provably ours.
@@ -32,6 +33,7 @@ mod metadata;
 pub mod recovery;
 mod region;
 mod segment;
+mod segment_check;
 pub mod simulated;
 pub mod store;
 

@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use crate::config::LogConfig;
 pub use crate::data_dir::partition_dir;
-use crate::data_dir::{self, Layout, deleted_dir, read_marker, write_marker};
+use crate::data_dir::{
+    self, deleted_dir, empty_but_marker, read_marker, read_topic_list, write_marker,
+    write_topic_list,
+};
 use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
 use crate::medium::Medium;
-use crate::metadata::{self, METADATA_FILE, PartitionMarker, TopicRecord};
+use crate::metadata::{PartitionMarker, TopicRecord};
 
 /// Longest topic name, in characters (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -578,78 +581,6 @@ impl Drop for Store {
             tracing::error!(error = %e, "closing store on drop");
         }
     }
-}
-
-/// Removes everything in `dir` but its partition marker, which keeps the
-/// directory provably ours until it is removed.
-fn empty_but_marker(medium: &dyn Medium, dir: &Path) -> Result<(), StoreError> {
-    let names = medium.list_dir(dir).map_err(io_err("listing", dir))?;
-    for name in names {
-        if name == metadata::PARTITION_MARKER_FILE {
-            continue;
-        }
-        let path = dir.join(name);
-        medium
-            .remove_file(&path)
-            .map_err(io_err("removing", &path))?;
-    }
-    medium.sync_dir(dir).map_err(io_err("syncing", dir))
-}
-
-/// Writes the topic list to `topics.meta`; durable.
-fn write_topic_list(
-    medium: &dyn Medium,
-    dir: &Path,
-    records: &[TopicRecord],
-) -> Result<(), StoreError> {
-    let path = dir.join(METADATA_FILE);
-    let bytes = metadata::encode(records).map_err(|reason| StoreError::CorruptMetadata {
-        path: path.clone(),
-        reason,
-    })?;
-    medium
-        .write_file_atomic(&path, &bytes)
-        .map_err(io_err("writing", &path))
-}
-
-/// The topic list: from `topics.meta`, or, if that is missing or damaged,
-/// rebuilt from the partition markers (and written back), or refused.
-fn read_topic_list(
-    medium: &dyn Medium,
-    dir: &Path,
-    layout: &Layout,
-) -> Result<Vec<TopicRecord>, StoreError> {
-    let path = dir.join(METADATA_FILE);
-    let why = match medium.read_file(&path).map_err(io_err("reading", &path))? {
-        Some(bytes) => match metadata::decode(&bytes) {
-            Ok(records) => return Ok(records),
-            Err(reason) => format!("it is damaged ({reason})"),
-        },
-        None if layout.partitions.is_empty() && layout.unmarked_partitions.is_empty() => {
-            return Ok(Vec::new());
-        }
-        None => "it is missing".to_string(),
-    };
-    if let Some(unmarked) = layout.unmarked_partitions.first() {
-        return Err(StoreError::CorruptMetadata {
-            path,
-            reason: format!(
-                "{why}, and it cannot be rebuilt: {} holds segment files but no partition marker;                  restore topics.meta from a backup",
-                unmarked.display()
-            ),
-        });
-    }
-    let records =
-        data_dir::rebuild_topics(layout).map_err(|detail| StoreError::CorruptMetadata {
-            path: path.clone(),
-            reason: format!(
-                "{why}, and it cannot be rebuilt from the partition directories: {detail}"
-            ),
-        })?;
-    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
-    tracing::warn!(file = %path.display(), %why, topics = ?names, "rebuilt topics.meta from the partition directories");
-    write_topic_list(medium, dir, &records)?;
-    Ok(records)
 }
 
 /// Whether a topic's partitions are being created or already exist.

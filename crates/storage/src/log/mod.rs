@@ -15,21 +15,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use carteiro::record::RecordBatch;
-use event_listener::{Event, Listener};
+use event_listener::Event;
 
 use crate::active::ActiveSegment;
 use crate::checkpoint::{self, CheckpointKind};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{FlushPolicy, LogConfig, ms_i64};
-use crate::error::{AppendError, OpenError, ReadError};
+use crate::error::{AppendError, OpenError};
 use crate::medium::{Medium, OsMedium};
 use crate::recovery::{self, RecoveryReport};
 use crate::region::is_disk_full;
 use crate::segment::Segment;
+
+mod read;
+mod retention;
 
 /// How a log is opened: where its bytes live, its clock, and whether
 /// recovery may cut damaged durable data.
@@ -580,235 +582,6 @@ impl Log {
             .map_or(offset, |s| s.base_offset);
         self.medium
             .write_file_atomic(&path, &checkpoint::encode(kind, offset, newest))
-    }
-
-    /// Reads whole batches from the one holding `from_offset`, up to
-    /// `max_bytes` (but always at least one batch, so a reader makes
-    /// progress), from a single segment.
-    pub fn read(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
-        self.read_up_to(from_offset, max_bytes, self.end_offset())
-    }
-
-    /// As [`read`](Self::read), but only batches already synced: what a
-    /// crash cannot take back.
-    pub fn read_durable(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
-        self.read_up_to(from_offset, max_bytes, self.durable_offset())
-    }
-
-    fn read_up_to(&self, from: u64, max_bytes: usize, limit: u64) -> Result<LogRead, ReadError> {
-        let end = self.end_offset();
-        let durable = self.durable_offset();
-        let (start, candidates) = {
-            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
-            let start = segments.first().map_or(0, |s| s.base_offset);
-            let at = segments
-                .partition_point(|s| s.base_offset <= from)
-                .saturating_sub(1);
-            (
-                start,
-                segments
-                    .iter()
-                    .skip(at)
-                    .take(2)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            )
-        };
-        if from < start || from > end {
-            return Err(ReadError::OffsetOutOfRange {
-                requested: from,
-                start,
-                end,
-            });
-        }
-        let empty = LogRead {
-            batches: Bytes::new(),
-            first_offset: from,
-            next_offset: from,
-            log_start_offset: start,
-            log_end_offset: end,
-            durable_offset: durable,
-        };
-        if from >= limit {
-            return Ok(empty);
-        }
-        for segment in candidates {
-            if let Some(read) = segment.read(from, max_bytes, limit)? {
-                return Ok(LogRead {
-                    batches: read.data,
-                    first_offset: read.first_offset,
-                    next_offset: read.next_offset,
-                    ..empty
-                });
-            }
-        }
-        Ok(empty)
-    }
-
-    /// Where reading can go on after the damaged batch that a read reported
-    /// at `offset`, byte `position` ([`ReadError::Corrupt`]): the first valid
-    /// batch after it in its segment, else the next segment, else the log's
-    /// end. For a reader that chooses to give the damaged offsets up.
-    pub fn offset_after_damage(&self, offset: u64, position: u64) -> u64 {
-        let (segment, next_base) = {
-            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
-            let at = segments
-                .partition_point(|s| s.base_offset <= offset)
-                .saturating_sub(1);
-            (
-                segments.get(at).cloned(),
-                segments.get(at + 1).map(|s| s.base_offset),
-            )
-        };
-        let end = self.end_offset();
-        let Some(segment) = segment else {
-            return end;
-        };
-        let found = recovery::find_valid_batch(
-            &segment.log,
-            segment.log.published(),
-            position as usize + 1,
-            offset + 1,
-        );
-        match found {
-            Some((_, base, _)) => base,
-            None => next_base.unwrap_or(end),
-        }
-    }
-
-    /// The first offset whose record timestamp is at or after `timestamp_ms`,
-    /// or `None` if every record is older.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, ReadError> {
-        let segments = self
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for segment in segments {
-            if let Some(offset) = segment.offset_for_timestamp(timestamp_ms)? {
-                return Ok(Some(offset));
-            }
-        }
-        Ok(None)
-    }
-
-    fn passed(&self, offset: u64, durable: bool) -> bool {
-        if durable {
-            self.durable_offset() > offset
-        } else {
-            self.end_offset() > offset
-        }
-    }
-
-    /// Blocks until the log end (or, with `durable`, the durable offset)
-    /// passes `offset`, or `timeout` elapses; returns whether it did.
-    pub fn wait_past(&self, offset: u64, durable: bool, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let reached = || self.passed(offset, durable);
-        loop {
-            if reached() {
-                return true;
-            }
-            let listener = self.growth.listen();
-            if reached() {
-                return true;
-            }
-            if listener.wait_deadline(deadline).is_none() {
-                return reached();
-            }
-        }
-    }
-
-    /// Resolves once the log end (or, with `durable`, the durable offset)
-    /// passes `offset`. Runtime-agnostic: wrap it in your runtime's timeout.
-    pub async fn grown_past(&self, offset: u64, durable: bool) {
-        let reached = || self.passed(offset, durable);
-        loop {
-            if reached() {
-                return;
-            }
-            let listener = self.growth.listen();
-            if reached() {
-                return;
-            }
-            listener.await;
-        }
-    }
-
-    /// Deletes closed segments whose newest record is older than
-    /// `retention_ms`, and the oldest closed segments while the log is larger
-    /// than `retention_bytes`. The active segment is never deleted; readers
-    /// of a deleted segment keep it mapped until they drop their views.
-    pub fn apply_retention(&self) -> RetentionReport {
-        let now = self.clock.now_ms();
-        let mut victims = Vec::new();
-        let start = {
-            let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            let mut remaining: u64 = segments.iter().map(|s| s.size_bytes()).sum();
-            while segments.len() > 1 {
-                let oldest = &segments[0];
-                let newest_ms = match oldest.max_timestamp.load(Ordering::Acquire) {
-                    i64::MIN => oldest.created_ms,
-                    ts => ts,
-                };
-                let expired = self
-                    .config
-                    .retention_ms
-                    .is_some_and(|ms| now.saturating_sub(newest_ms) > ms_i64(ms));
-                let oversize = self
-                    .config
-                    .retention_bytes
-                    .is_some_and(|max| remaining - oldest.size_bytes() >= max);
-                if !expired && !oversize {
-                    break;
-                }
-                remaining -= oldest.size_bytes();
-                victims.push(segments.remove(0));
-            }
-            segments.first().map_or(0, |s| s.base_offset)
-        };
-        self.remove_segments(victims, start)
-    }
-
-    /// Deletes the closed segments that hold only offsets below `offset`;
-    /// the log then starts at the first segment left. The active segment is
-    /// never deleted ([`roll`](Self::roll) first to delete up to the end).
-    pub fn delete_segments_before(&self, offset: u64) -> RetentionReport {
-        let (victims, start) = {
-            let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
-            let keep_from = segments
-                .iter()
-                .position(|s| s.next_offset() > offset)
-                .unwrap_or(segments.len())
-                .min(segments.len().saturating_sub(1));
-            let victims: Vec<Arc<Segment>> = segments.drain(..keep_from).collect();
-            (victims, segments.first().map_or(0, |s| s.base_offset))
-        };
-        self.remove_segments(victims, start)
-    }
-
-    /// Removes the files of segments already taken out of the list.
-    fn remove_segments(&self, victims: Vec<Arc<Segment>>, start: u64) -> RetentionReport {
-        let mut report = RetentionReport {
-            log_start_offset: start,
-            ..RetentionReport::default()
-        };
-        for segment in victims {
-            report.deleted_segments.push(segment.base_offset);
-            report.deleted_bytes += segment.size_bytes();
-            for path in Segment::paths_for_removal(&self.dir, segment.base_offset) {
-                if let Err(e) = self.medium.remove_file(&path) {
-                    tracing::warn!(file = %path.display(), error = %e, "could not delete segment file");
-                }
-            }
-        }
-        if !report.deleted_segments.is_empty() {
-            if let Err(e) = self.medium.sync_dir(&self.dir) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync directory after deleting segments");
-            }
-            tracing::info!(dir = %self.dir.display(), deleted = ?report.deleted_segments, start, "deleted segments");
-        }
-        report
     }
 
     /// Closes the log cleanly: syncs, seals the active segment, writes the
