@@ -1,7 +1,8 @@
 //! The `Broker` gRPC service: produce, fetch, list offsets, and committed
 //! group offsets.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carteiro::proto::{self, broker_server::Broker};
@@ -58,6 +59,25 @@ fn readable(log: &Log, offset: u64, max_bytes: usize) -> Result<LogRead, ReadErr
     }
 }
 
+/// Most damaged batches remembered as already logged; past it, the memory
+/// starts afresh (and each is logged once more).
+const DAMAGE_REPORTED_MAX: usize = 1024;
+
+/// Damage already logged, so that a consumer retrying at a damaged batch
+/// does not flood the log with the same line.
+static DAMAGE_REPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn report_damage_once(e: &BrokerError) {
+    let message = e.to_string();
+    let mut reported = DAMAGE_REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if reported.len() >= DAMAGE_REPORTED_MAX {
+        reported.clear();
+    }
+    if reported.insert(message) {
+        tracing::error!(error = %e, "serving a fetch: damaged data");
+    }
+}
+
 fn partition_error(e: BrokerError) -> proto::PartitionError {
     let (valid_start, valid_end) = match &e {
         BrokerError::Read(ReadError::OffsetOutOfRange { start, end, .. })
@@ -68,7 +88,7 @@ fn partition_error(e: BrokerError) -> proto::PartitionError {
         _ => (0, 0),
     };
     if e.code() == tonic::Code::DataLoss {
-        tracing::error!(error = %e, "serving a fetch: damaged data");
+        report_damage_once(&e);
     }
     proto::PartitionError {
         code: e.code() as i32,
@@ -189,25 +209,38 @@ fn gather_partition(
     }
 }
 
+/// One pass over a fetch's partitions.
+struct FetchRound {
+    reply: proto::FetchResponse,
+    /// Bytes of batches in the reply.
+    total: usize,
+    /// Bytes of the reply's limit left.
+    budget: usize,
+    /// The logs to wait on, and the high watermark each was read at.
+    watches: Vec<(Arc<Log>, u64)>,
+}
+
 /// Every partition's part of a fetch reply, within `max_bytes` in all. Blocking.
 fn gather(
     shared: &Shared,
     request: &proto::FetchRequest,
     max_bytes: usize,
     decoded: bool,
-) -> (proto::FetchResponse, usize, usize, Vec<(Arc<Log>, u64)>) {
-    let mut budget = max_bytes;
-    let mut total = 0usize;
-    let mut reply = proto::FetchResponse::default();
-    let mut watches = Vec::new();
+) -> FetchRound {
+    let mut round = FetchRound {
+        reply: proto::FetchResponse::default(),
+        total: 0,
+        budget: max_bytes,
+        watches: Vec::new(),
+    };
     for partition in &request.partitions {
-        let gathered = gather_partition(shared, partition, budget, decoded);
-        budget = budget.saturating_sub(gathered.bytes);
-        total += gathered.bytes;
-        reply.partitions.push(gathered.reply);
-        watches.extend(gathered.watch);
+        let gathered = gather_partition(shared, partition, round.budget, decoded);
+        round.budget = round.budget.saturating_sub(gathered.bytes);
+        round.total += gathered.bytes;
+        round.reply.partitions.push(gathered.reply);
+        round.watches.extend(gathered.watch);
     }
-    (reply, total, budget, watches)
+    round
 }
 
 #[tonic::async_trait]
@@ -256,10 +289,14 @@ impl Broker for BrokerService {
         let request = Arc::new(request);
         loop {
             let (shared, asked) = (self.shared.clone(), request.clone());
-            let (reply, total, budget, watches) =
-                tokio::task::spawn_blocking(move || gather(&shared, &asked, max_bytes, decoded))
-                    .await
-                    .map_err(join_error)?;
+            let FetchRound {
+                reply,
+                total,
+                budget,
+                watches,
+            } = tokio::task::spawn_blocking(move || gather(&shared, &asked, max_bytes, decoded))
+                .await
+                .map_err(join_error)?;
             let done = total >= request.min_bytes as usize
                 || total > 0 && budget == 0
                 || watches.is_empty()

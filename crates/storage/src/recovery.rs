@@ -421,7 +421,8 @@ fn resolve(
     let keep = problem.segment.map_or(0, |i| i + 1);
     for removed in inspection.segments.drain(keep..) {
         report.removed_segments.push(removed.base_offset);
-        report.truncated_bytes += removed.file_len as u64;
+        let path = segment_file(dir, removed.base_offset);
+        report.truncated_bytes += data_bytes_after(medium, &path, 0)?;
         for path in Segment::paths_for_removal(dir, removed.base_offset) {
             medium
                 .remove_file(&path)

@@ -25,6 +25,7 @@ use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
 use crate::medium::Medium;
 use crate::metadata::{PartitionMarker, TopicRecord};
+use crate::region::is_disk_full;
 
 /// Longest topic name, in characters (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -650,7 +651,17 @@ fn open_partition(
             medium
                 .create_dir_all(&path)
                 .map_err(io_err("creating", &path))?;
-            write_marker(medium, &path, &marker)?;
+            match write_marker(medium, &path, &marker) {
+                // A directory topics.meta names is claimed by it: on a full
+                // disk its marker (an earlier version's directory has none)
+                // can wait for the next open.
+                Err(StoreError::Io { source, .. })
+                    if opening == Opening::Existing && is_disk_full(&source) =>
+                {
+                    tracing::warn!(dir = %path.display(), error = %source, "disk full: partition marker not written");
+                }
+                written => written?,
+            }
         }
     }
     Log::open(&path, record.config.clone(), &options.log).map_err(|source| StoreError::Open {
