@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
-use carteiro_storage::{FlushPolicy, Log, LogConfig, LogOptions};
+use carteiro_storage::{Acks, CheckedBatch, FlushPolicy, Log, LogConfig, LogOptions};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -66,9 +66,12 @@ fn append(c: &mut Criterion) {
             let dir = bench_dir();
             let log = Log::open(dir.path(), config(flush), &LogOptions::default()).expect("opens");
             let mut appended = 0u64;
+            let bytes = bytes::Bytes::from(batch.clone());
             group.bench_function(name, |b| {
                 b.iter(|| {
-                    log.append(black_box(&batch)).expect("append");
+                    // Checked and appended, as the broker's produce path does.
+                    let checked = CheckedBatch::new(black_box(bytes.clone())).expect("valid");
+                    log.append_checked(&checked, Acks::Durable).expect("append");
                     appended += 1;
                     // Keep the disk bounded: drop old segments as Kafka's retention would.
                     if appended.is_multiple_of(256) {

@@ -13,6 +13,7 @@
 //!   recovery checkpoint and clean-shutdown marker.
 //! - [`recovery`]: opening a log after any shutdown; `segment_check`
 //!   (private): checking one segment file's bytes for it.
+//! - [`batch`]: a client's batch, checked once before any log takes it.
 //! - [`log`]: the partition log — append, read, sync, roll, retention.
 //! - [`store`]: topics, their partitions and config, persisted atomically;
 //!   `data_dir` (private): what of the data directory is provably ours.
@@ -20,6 +21,7 @@
 //! File layouts are in `docs/format.md`.
 
 mod active;
+pub mod batch;
 mod checkpoint;
 pub mod clock;
 pub mod config;
@@ -37,10 +39,11 @@ mod segment_check;
 pub mod simulated;
 pub mod store;
 
+pub use batch::{CheckedBatch, batches_checked};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
-pub use log::{AppendInfo, Log, LogOptions, LogRead, LogStats, RetentionReport};
+pub use log::{AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, RetentionReport};
 pub use medium::{Medium, OsMedium};
 pub use recovery::RecoveryReport;
 pub use segment::LOG_HEADER_BYTES;

@@ -480,3 +480,57 @@ fn invalid_config_is_rejected_with_the_field_and_limit() {
         "{message}"
     );
 }
+
+#[test]
+fn the_flush_policy_alone_decides_what_an_acknowledgement_waits_for_and_what_readers_see() {
+    use carteiro_storage::{AckWait, Acks, CheckedBatch};
+    for flush in [
+        FlushPolicy::Always,
+        FlushPolicy::IntervalMs(1000),
+        FlushPolicy::Os,
+    ] {
+        let medium = SimulatedMedium::new();
+        let log = Log::open(
+            "/data/t-0",
+            with_flush(small_config(64 * 1024), flush),
+            &sim_options(&medium),
+        )
+        .expect("opens");
+        let checked = || CheckedBatch::new(batch("a", 3, 1).into()).expect("valid");
+        // Appended only: nothing waits; an `always` log syncs soon, for readers.
+        let info = log
+            .append_checked(&checked(), Acks::Appended)
+            .expect("append");
+        assert!(!info.durable);
+        let expected = match flush {
+            FlushPolicy::Always => AckWait::NowSyncSoon { end: 3 },
+            _ => AckWait::Now,
+        };
+        assert_eq!(log.ack_wait(&info, Acks::Appended), expected, "{flush:?}");
+        // Readers see unsynced records only when the policy is not `always`.
+        let visible = log.read_visible(0, 1 << 20).expect("read");
+        assert_eq!(
+            visible.batches.is_empty(),
+            flush == FlushPolicy::Always,
+            "{flush:?}"
+        );
+        assert_eq!(
+            log.high_watermark(),
+            if flush == FlushPolicy::Always { 0 } else { 3 }
+        );
+        // Durable: `always` syncs inside the append; `interval` waits for its flush.
+        let info = log
+            .append_checked(&checked(), Acks::Durable)
+            .expect("append");
+        let expected = match flush {
+            FlushPolicy::Always => {
+                assert!(info.durable);
+                AckWait::Now
+            }
+            FlushPolicy::IntervalMs(_) => AckWait::Flush { end: 6 },
+            FlushPolicy::Os => AckWait::Now,
+        };
+        assert_eq!(log.ack_wait(&info, Acks::Durable), expected, "{flush:?}");
+        assert_eq!(log.high_watermark(), 6, "{flush:?}");
+    }
+}

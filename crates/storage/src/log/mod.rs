@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use bytes::Bytes;
-use carteiro::record::RecordBatch;
 use event_listener::Event;
 
 use crate::active::ActiveSegment;
+use crate::batch::CheckedBatch;
 use crate::checkpoint::{self, CheckpointKind};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{FlushPolicy, LogConfig, ms_i64};
@@ -54,6 +54,41 @@ impl Default for LogOptions {
             repair: false,
         }
     }
+}
+
+/// How much an acknowledgement of an append promises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// The batch is in the log (readable once visible).
+    Appended,
+    /// The batch is durable as far as the log's flush policy makes it:
+    /// synced for `always`, flushed for `interval`, written for `os`.
+    Durable,
+}
+
+/// What an append still needs before it can be acknowledged
+/// ([`Log::ack_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWait {
+    /// Nothing: acknowledge now.
+    Now,
+    /// Acknowledge now, and sync up to `end` soon without waiting: readers
+    /// of an `always` log see only synced records.
+    NowSyncSoon {
+        /// The offset after the append.
+        end: u64,
+    },
+    /// Sync up to `end` first ([`Log::sync_to`]; concurrent callers share one sync).
+    Sync {
+        /// The offset after the append.
+        end: u64,
+    },
+    /// Wait until the interval flush makes `end` durable
+    /// ([`Log::grown_past`] with `durable`).
+    Flush {
+        /// The offset after the append.
+        end: u64,
+    },
 }
 
 /// Where an append landed.
@@ -327,17 +362,61 @@ impl Log {
     /// RecordBatch v2 no larger than `max_batch_bytes`; its base offset is
     /// replaced by the log's next offset.
     pub fn append(&self, batch: &[u8]) -> Result<AppendInfo, AppendError> {
-        let mut info = self.append_unsynced(batch)?;
-        if self.config.flush == FlushPolicy::Always {
+        let checked = CheckedBatch::new(Bytes::copy_from_slice(batch))?;
+        self.append_checked(&checked, Acks::Durable)
+    }
+
+    /// Appends one batch without waiting for a sync, whatever the policy;
+    /// [`sync_to`](Self::sync_to) makes it durable.
+    pub fn append_unsynced(&self, batch: &[u8]) -> Result<AppendInfo, AppendError> {
+        let checked = CheckedBatch::new(Bytes::copy_from_slice(batch))?;
+        self.append_checked(&checked, Acks::Appended)
+    }
+
+    /// Appends a checked batch. With [`Acks::Durable`] on a flush-`always`
+    /// log, it is synced before this returns (`AppendInfo::durable`): the
+    /// caller waits in one call rather than two. Otherwise nothing is
+    /// synced here; [`ack_wait`](Self::ack_wait) says what the
+    /// acknowledgement still needs.
+    pub fn append_checked(
+        &self,
+        batch: &CheckedBatch,
+        acks: Acks,
+    ) -> Result<AppendInfo, AppendError> {
+        let mut info = self.append_one(batch)?;
+        if acks == Acks::Durable && self.config.flush == FlushPolicy::Always {
             self.sync_to(info.last_offset + 1)?;
             info.durable = true;
         }
         Ok(info)
     }
 
-    /// Appends one batch without waiting for a sync, whatever the policy;
-    /// [`sync_to`](Self::sync_to) makes it durable.
-    pub fn append_unsynced(&self, batch: &[u8]) -> Result<AppendInfo, AppendError> {
+    /// What an append still needs before it is acknowledged with `acks`
+    /// under this log's flush policy. The one place that policy decides.
+    pub fn ack_wait(&self, info: &AppendInfo, acks: Acks) -> AckWait {
+        let end = info.last_offset + 1;
+        match (self.config.flush, acks) {
+            (_, _) if info.durable => AckWait::Now,
+            (FlushPolicy::Always, Acks::Durable) => AckWait::Sync { end },
+            // Readers of an `always` log see only synced records.
+            (FlushPolicy::Always, Acks::Appended) => AckWait::NowSyncSoon { end },
+            (FlushPolicy::IntervalMs(_), Acks::Durable) => AckWait::Flush { end },
+            // `os`: the operating system decides when; nobody waits for it.
+            _ => AckWait::Now,
+        }
+    }
+
+    /// Offsets below this are visible to consumers: what a crash cannot take
+    /// back for flush-`always` logs (the durable offset), the end otherwise.
+    pub fn high_watermark(&self) -> u64 {
+        if self.config.flush == FlushPolicy::Always {
+            self.durable_offset()
+        } else {
+            self.end_offset()
+        }
+    }
+
+    fn append_one(&self, batch: &CheckedBatch) -> Result<AppendInfo, AppendError> {
         let limit = self.config.max_batch_bytes;
         if batch.len() > limit as usize {
             return Err(AppendError::BatchTooLarge {
@@ -345,9 +424,8 @@ impl Log {
                 limit,
             });
         }
-        let parsed = RecordBatch::parse_exact(batch)?;
-        parsed.validate()?;
-        let header = *parsed.header();
+        let header = *batch.header();
+        let batch = batch.bytes();
         let count = header.record_count as u32;
         let now = self.clock.now_ms();
         let mut guard = lock(&self.writer);

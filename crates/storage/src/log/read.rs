@@ -7,6 +7,7 @@ use bytes::Bytes;
 use event_listener::Listener;
 
 use super::{Log, LogRead};
+use crate::config::FlushPolicy;
 use crate::error::ReadError;
 use crate::segment_check;
 
@@ -16,6 +17,18 @@ impl Log {
     /// progress), from a single segment.
     pub fn read(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
         self.read_up_to(from_offset, max_bytes, self.end_offset())
+    }
+
+    /// As [`read`](Self::read), but only batches below the
+    /// [`high_watermark`](Self::high_watermark): what consumers may see.
+    pub fn read_visible(&self, from_offset: u64, max_bytes: usize) -> Result<LogRead, ReadError> {
+        self.read_up_to(from_offset, max_bytes, self.high_watermark())
+    }
+
+    /// Resolves once the high watermark passes `offset`.
+    pub async fn visible_past(&self, offset: u64) {
+        let durable = self.config.flush == FlushPolicy::Always;
+        self.grown_past(offset, durable).await
     }
 
     /// As [`read`](Self::read), but only batches already synced: what a
