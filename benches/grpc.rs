@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use carteiro::record::{NewRecord, RecordBatchBuilder};
-use carteiro_server::{BrokerConfig, open_store, serve};
+use carteiro_server::{BrokerConfig, open_broker, serve};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tonic::transport::Channel;
 
@@ -63,8 +63,8 @@ fn start() -> Running {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let (store, offsets) = open_store(&config).await.expect("store");
-        tokio::spawn(serve(config, listener, store, offsets, async move {
+        let broker = open_broker(&config).await.expect("broker");
+        tokio::spawn(serve(config, listener, broker, async move {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{address}"))

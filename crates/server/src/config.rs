@@ -16,12 +16,6 @@ pub const MAX_CONNECTIONS_DEFAULT: u32 = 1024;
 pub const MAX_REQUESTS_IN_FLIGHT_DEFAULT: u32 = 1024;
 /// Default most bytes of produce requests being appended at once, in bytes (256 MiB).
 pub const MAX_BUFFERED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
-/// Default most bytes in one fetch reply, in bytes (16 MiB).
-pub const FETCH_MAX_BYTES_DEFAULT: u32 = 16 * 1024 * 1024;
-/// Default most bytes from one partition in a fetch reply, in bytes (1 MiB, Kafka's).
-pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
-/// Longest a fetch may wait for data, in ms.
-pub const FETCH_MAX_WAIT_MS_MAX: u32 = 5 * 60 * 1000;
 /// Default period between two retention passes, in ms (Kafka's 5 minutes).
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 

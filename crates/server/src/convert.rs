@@ -1,42 +1,55 @@
-//! Conversions at the edge between the wire types and storage's types.
+//! Conversions at the edge between the gRPC contract's types and the core's.
 
 use bytes::Bytes;
 use carteiro::proto;
-use carteiro::record::{Header, NewRecord, RecordBatch, RecordBatchBuilder};
-use carteiro_storage::{FlushPolicy, LOG_HEADER_BYTES, LogConfig};
+use carteiro::record::RecordBatch;
+use carteiro_core::assignment::Strategy;
+use carteiro_core::coordinator::{HeartbeatStatus, JoinOutcome, JoinRequest, Joined, Subscription};
+use carteiro_core::groups::GroupDescription;
+use carteiro_core::produce::{Payload, ProduceRequest, ProducedRecord};
+use carteiro_core::topics::{Retention, TopicDescription, TopicSettings};
+use carteiro_core::{Acks, BrokerError, FlushPolicy};
+use carteiro_storage::LogConfig;
 
-use crate::error::BrokerError;
-
-/// Encodes the easy path's records into one batch; timestamps of 0 become `now_ms`.
-pub fn encode_records(records: &[&proto::Record], now_ms: i64) -> Result<Vec<u8>, BrokerError> {
-    let mut builder = RecordBatchBuilder::new();
-    for record in records {
-        let headers: Vec<Header<'_>> = record
-            .headers
-            .iter()
-            .map(|h| Header {
-                key: h.key.as_bytes(),
-                value: h.value.as_deref(),
-            })
-            .collect();
-        let timestamp = if record.timestamp_ms == 0 {
-            now_ms
-        } else {
-            record.timestamp_ms
-        };
-        let new = NewRecord {
-            timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &headers,
-        };
-        builder
-            .append(&new)
-            .map_err(|e| BrokerError::invalid("records", e.to_string()))?;
-    }
-    builder
-        .build()
-        .map_err(|e| BrokerError::invalid("records", e.to_string()))
+/// A produce request of the contract as the core's.
+pub fn produce_request(request: proto::ProduceRequest) -> Result<ProduceRequest, BrokerError> {
+    let acks = match request.acks() {
+        proto::Acks::Durable => Acks::Durable,
+        proto::Acks::Appended => Acks::Appended,
+    };
+    let payload = match (request.records.is_empty(), request.record_batch.is_empty()) {
+        (true, true) => {
+            return Err(BrokerError::invalid(
+                "records",
+                "empty produce: set records or record_batch",
+            ));
+        }
+        (false, false) => {
+            return Err(BrokerError::invalid(
+                "record_batch",
+                "set either records or record_batch, not both",
+            ));
+        }
+        (true, false) => Payload::Batch(request.record_batch),
+        (false, true) => Payload::Records(
+            request
+                .records
+                .into_iter()
+                .map(|r| ProducedRecord {
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                    timestamp_ms: r.timestamp_ms,
+                })
+                .collect(),
+        ),
+    };
+    Ok(ProduceRequest {
+        topic: request.topic,
+        partition: request.partition,
+        payload,
+        acks,
+    })
 }
 
 /// Decodes stored batches into records at or after `from_offset`.
@@ -79,17 +92,11 @@ pub fn decode_records(
     Ok(())
 }
 
-/// The key of the first record of an encoded batch, if it has one.
-pub fn first_key(batch: &[u8]) -> Option<Vec<u8>> {
-    let batch = RecordBatch::parse_exact(batch).ok()?;
-    let first = batch.records().ok()?.next()?.ok()?;
-    first.key.map(<[u8]>::to_vec)
-}
-
-fn non_negative(field: &'static str, value: Option<i64>) -> Result<Option<u64>, BrokerError> {
+fn retention(field: &'static str, value: Option<i64>) -> Result<Option<Retention>, BrokerError> {
     match value {
-        None | Some(-1) => Ok(None),
-        Some(v) if v > 0 => Ok(Some(v as u64)),
+        None => Ok(None),
+        Some(-1) => Ok(Some(Retention::Unlimited)),
+        Some(v) if v > 0 => Ok(Some(Retention::Limit(v as u64))),
         Some(v) => Err(BrokerError::invalid(
             field,
             format!("{v} is not allowed: use a positive value, or -1 for no limit"),
@@ -97,13 +104,10 @@ fn non_negative(field: &'static str, value: Option<i64>) -> Result<Option<u64>, 
     }
 }
 
-/// A topic's log config from the wire, absent fields from `defaults`.
-pub fn log_config(
-    config: Option<&proto::TopicConfig>,
-    defaults: &LogConfig,
-) -> Result<LogConfig, BrokerError> {
+/// A new topic's settings from the wire.
+pub fn topic_settings(config: Option<&proto::TopicConfig>) -> Result<TopicSettings, BrokerError> {
     let Some(c) = config else {
-        return Ok(defaults.clone());
+        return Ok(TopicSettings::default());
     };
     let flush = match c.flush() {
         proto::FlushPolicy::Always => FlushPolicy::Always,
@@ -118,28 +122,13 @@ pub fn log_config(
             }
         },
     };
-    let segment_bytes = c.segment_bytes.unwrap_or(defaults.segment_bytes);
-    // Unless given, the batch limit shrinks to fit a small segment.
-    let fits = segment_bytes
-        .saturating_sub(LOG_HEADER_BYTES as u64)
-        .min(u64::from(u32::MAX)) as u32;
-    Ok(LogConfig {
-        retention_ms: match c.retention_ms {
-            None => defaults.retention_ms,
-            v => non_negative("config.retention_ms", v)?,
-        },
-        retention_bytes: match c.retention_bytes {
-            None => defaults.retention_bytes,
-            v => non_negative("config.retention_bytes", v)?,
-        },
-        segment_bytes,
-        segment_ms: c.segment_ms.unwrap_or(defaults.segment_ms),
-        max_batch_bytes: c
-            .max_batch_bytes
-            .unwrap_or(defaults.max_batch_bytes.min(fits)),
-        index_interval_bytes: defaults.index_interval_bytes.min(fits),
-        flush,
-        ..defaults.clone()
+    Ok(TopicSettings {
+        retention_ms: retention("config.retention_ms", c.retention_ms)?,
+        retention_bytes: retention("config.retention_bytes", c.retention_bytes)?,
+        segment_bytes: c.segment_bytes,
+        segment_ms: c.segment_ms,
+        max_batch_bytes: c.max_batch_bytes,
+        flush: Some(flush),
     })
 }
 
@@ -159,5 +148,108 @@ pub fn topic_config(config: &LogConfig) -> proto::TopicConfig {
         max_batch_bytes: Some(config.max_batch_bytes),
         flush: flush as i32,
         flush_interval_ms: interval,
+    }
+}
+
+/// A topic as `DescribeTopic` shows it.
+pub fn topic_description(topic: TopicDescription) -> proto::TopicDescription {
+    proto::TopicDescription {
+        partitions: topic.partitions.len() as u32,
+        config: Some(topic_config(&topic.config)),
+        created_ms: topic.created_ms,
+        partition_details: topic
+            .partitions
+            .into_iter()
+            .map(|p| proto::PartitionDescription {
+                partition: p.partition,
+                start_offset: p.start_offset as i64,
+                end_offset: p.end_offset as i64,
+                high_watermark: p.high_watermark as i64,
+                size_bytes: p.size_bytes,
+                segment_count: p.segment_count as u32,
+            })
+            .collect(),
+        name: topic.name,
+    }
+}
+
+/// A group as `DescribeGroup` shows it.
+pub fn group_description(group: GroupDescription) -> proto::GroupDescription {
+    proto::GroupDescription {
+        partitions: group
+            .partitions
+            .into_iter()
+            .map(|p| proto::GroupPartition {
+                topic: p.topic,
+                partition: p.partition,
+                committed_offset: p.committed.offset,
+                metadata: p.committed.metadata,
+                log_end_offset: p.log_end_offset as i64,
+                lag: p.lag as i64,
+            })
+            .collect(),
+        state: group.state.name().to_string(),
+        generation: group.generation,
+        members: group
+            .members
+            .into_iter()
+            .map(|m| proto::GroupMember {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                partitions: m
+                    .partitions
+                    .into_iter()
+                    .map(|(topic, partition)| proto::GroupMemberPartition { topic, partition })
+                    .collect(),
+            })
+            .collect(),
+        group: group.group,
+    }
+}
+
+/// A join of the contract (an assigned group) as the core's.
+pub fn join_request(request: proto::JoinGroupRequest) -> JoinRequest {
+    let strategy = match request.strategy() {
+        proto::AssignmentStrategy::Range => Strategy::Range,
+        proto::AssignmentStrategy::RoundRobin => Strategy::RoundRobin,
+    };
+    JoinRequest {
+        group: request.group,
+        member_id: Some(request.member_id).filter(|id| !id.is_empty()),
+        client_id: request.client_id,
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscription: Subscription::Assigned {
+            topics: request.topics,
+            strategy,
+        },
+    }
+}
+
+/// A join's answer as the contract's.
+pub fn joined(joined: Joined) -> proto::JoinGroupResponse {
+    let assignment = match joined.outcome {
+        JoinOutcome::Assigned(partitions) => partitions
+            .into_iter()
+            .map(|(topic, partition)| proto::TopicPartition { topic, partition })
+            .collect(),
+        // The contract's groups are assigned; a classic outcome has no partitions here.
+        JoinOutcome::Classic { .. } => Vec::new(),
+    };
+    proto::JoinGroupResponse {
+        member_id: joined.member_id,
+        generation: joined.generation,
+        assignment,
+        member_count: joined.member_count,
+    }
+}
+
+/// A heartbeat's answer as the contract's.
+pub fn heartbeat_status(status: HeartbeatStatus) -> proto::HeartbeatStatus {
+    match status {
+        HeartbeatStatus::Ok => proto::HeartbeatStatus::Ok,
+        HeartbeatStatus::Rebalance => proto::HeartbeatStatus::Rebalance,
+        HeartbeatStatus::UnknownMember => proto::HeartbeatStatus::UnknownMember,
+        HeartbeatStatus::StaleGeneration => proto::HeartbeatStatus::StaleGeneration,
     }
 }

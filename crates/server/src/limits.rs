@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::error::BrokerError;
+use carteiro_core::BrokerError;
 
 /// The request-level limits.
 #[derive(Debug, Clone)]

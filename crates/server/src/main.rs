@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use carteiro_server::config::LogFormat;
-use carteiro_server::{Args, BrokerConfig, open_store, serve};
+use carteiro_server::{Args, BrokerConfig, open_broker, serve};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (store, offsets) = match open_store(&config).await {
+        let broker = match open_broker(&config).await {
             Ok(opened) => opened,
             Err(e) => {
                 eprintln!("carteiro: {e}");
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             data.display()
         );
-        match serve(config, listener, store, offsets, shutdown).await {
+        match serve(config, listener, broker, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carteiro: {e}");

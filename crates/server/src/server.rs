@@ -1,27 +1,24 @@
-//! Assembling and running the broker: open the store, build the services
-//! (Broker, Admin, health, reflection), serve until shutdown, then close
-//! every log cleanly.
+//! Assembling and running the broker: open the core, build the gRPC
+//! services (Broker, Admin, Groups, health, reflection), serve until
+//! shutdown, then close every log cleanly.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use carteiro::proto::admin_server::AdminServer;
 use carteiro::proto::broker_server::BrokerServer;
 use carteiro::proto::groups_server::GroupsServer;
+use carteiro_core::fetch::FETCH_MAX_BYTES_LIMIT;
+use carteiro_core::{Broker, BrokerOptions};
 use carteiro_storage::config::MAX_BATCH_BYTES_MAX;
-use carteiro_storage::{LogOptions, Store, StoreOptions};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::admin::AdminService;
-use crate::broker::{BrokerService, FETCH_MAX_BYTES_LIMIT};
+use crate::broker::BrokerService;
 use crate::config::BrokerConfig;
-use crate::coordinator::{Coordinator, SESSION_CHECK_INTERVAL_MS};
 use crate::groups::GroupsService;
 use crate::limits::{RequestLimits, limited_incoming};
-use crate::offsets::{GroupOffsets, OffsetsOptions};
 use crate::shared::Shared;
 
 /// Largest gRPC request accepted, in bytes: the largest batch a topic may
@@ -59,60 +56,22 @@ pub enum ServeError {
     Close(String),
 }
 
-/// Opens the store and the committed offsets in the data directory.
-pub async fn open_store(
-    config: &BrokerConfig,
-) -> Result<(Arc<Store>, Arc<GroupOffsets>), ServeError> {
-    let options = StoreOptions {
-        log: LogOptions {
-            repair: config.repair,
-            ..LogOptions::default()
-        },
+/// Opens the broker core over the data directory: every partition
+/// recovered, the committed offsets replayed.
+pub async fn open_broker(config: &BrokerConfig) -> Result<Arc<Broker>, ServeError> {
+    let options = BrokerOptions {
+        data_dir: config.data_dir.clone(),
+        repair: config.repair,
         retention_check_interval_ms: config.retention_check_interval_ms,
-        ..StoreOptions::default()
     };
-    let dir = config.data_dir.clone();
-    let repair = config.repair;
     let open_err = |reason: String| ServeError::Open {
         dir: config.data_dir.clone(),
         reason,
     };
-    tokio::task::spawn_blocking(move || {
-        let store = Store::open(&dir, options).map_err(|e| e.to_string())?;
-        report_repairs(&store);
-        let offsets = GroupOffsets::open(
-            &store,
-            OffsetsOptions {
-                repair,
-                ..OffsetsOptions::default()
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        Ok((store, Arc::new(offsets)))
-    })
-    .await
-    .map_err(|e| open_err(e.to_string()))?
-    .map_err(open_err)
-}
-
-/// Names, per partition, the offsets a `--repair` start gave up.
-fn report_repairs(store: &Store) {
-    for topic in store.topics() {
-        for (partition, log) in topic.partitions().iter().enumerate() {
-            if let Some(lost) = &log.recovery_report().lost_offsets {
-                tracing::error!(
-                    topic = topic.name(),
-                    partition,
-                    from = lost.start,
-                    to = lost.end,
-                    "repair gave up offsets {}..{} of topic {:?} partition {partition}",
-                    lost.start,
-                    lost.end,
-                    topic.name()
-                );
-            }
-        }
-    }
+    tokio::task::spawn_blocking(move || Broker::open(&options).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| open_err(e.to_string()))?
+        .map_err(open_err)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then stops accepting,
@@ -121,33 +80,18 @@ fn report_repairs(store: &Store) {
 pub async fn serve(
     config: BrokerConfig,
     listener: TcpListener,
-    store: Arc<Store>,
-    offsets: Arc<GroupOffsets>,
+    broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let clock: Arc<dyn carteiro_storage::Clock> = Arc::new(carteiro_storage::SystemClock);
-    let coordinator = Arc::new(Coordinator::new(store.clone()));
     let expiry = {
-        let coordinator = coordinator.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
-            loop {
-                tick.tick().await;
-                coordinator.expire();
-            }
-        })
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.run_group_expiry().await })
     };
     let shared = Arc::new(Shared {
-        store: store.clone(),
-        offsets,
-        coordinator,
+        broker: broker.clone(),
         limits: RequestLimits::new(config.max_requests_in_flight, config.max_buffered_bytes),
-        shutdown: stop_rx,
-        spread: Mutex::new(Default::default()),
-        clock,
     });
-    let broker = BrokerServer::new(BrokerService::new(shared.clone()))
+    let broker_service = BrokerServer::new(BrokerService::new(shared.clone()))
         .max_decoding_message_size(GRPC_REQUEST_BYTES_MAX)
         .max_encoding_message_size(GRPC_REPLY_BYTES_MAX);
     let groups = GroupsServer::new(GroupsService::new(shared.clone()));
@@ -166,10 +110,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let incoming = limited_incoming(listener, config.max_connections);
+    let stopping = broker.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing requests in flight");
-        let _ = stop_tx.send(true);
+        stopping.shut_down();
         health_reporter
             .set_not_serving::<BrokerServer<BrokerService>>()
             .await;
@@ -182,14 +127,15 @@ pub async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(health)
         .add_service(reflection)
-        .add_service(broker)
+        .add_service(broker_service)
         .add_service(admin)
         .add_service(groups)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
-    expiry.abort();
+    broker.shut_down();
+    let _ = expiry.await;
     drop(shared);
-    let closed = tokio::task::spawn_blocking(move || store.close()).await;
+    let closed = tokio::task::spawn_blocking(move || broker.close()).await;
     served?;
     match closed {
         Ok(Ok(())) => {

@@ -1,14 +1,10 @@
-//! Produce, unary and pipelined on a stream: checking a request, splitting
-//! it into one batch per partition, appending, and waiting until the
-//! batches meet the request's acks.
+//! Produce over gRPC, unary and pipelined on a stream: each request turns
+//! into a core append; the core plans, checks and appends, and says when
+//! the acks are met. The stream keeps the order and the in-flight bound.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use carteiro::partitioner::partition_for_key;
 use carteiro::proto;
-use carteiro_storage::{AppendInfo, FlushPolicy, Log};
+use carteiro_core::BrokerError;
+use carteiro_core::produce::{Appended, PartitionAppend};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use prost::Message;
@@ -18,7 +14,7 @@ use tonic::{Status, Streaming};
 
 use super::BrokerService;
 use crate::convert;
-use crate::error::{BrokerError, join_error};
+use crate::error::status;
 use crate::limits::Admitted;
 
 /// Most requests of one produce stream appended but not yet acknowledged;
@@ -29,71 +25,33 @@ pub const PRODUCE_STREAM_IN_FLIGHT_MAX: usize = 32;
 /// Replies of a produce stream, in the order they are ready.
 pub type ProduceReplies = ReceiverStream<Result<proto::ProduceStreamReply, Status>>;
 
-/// One partition's share of a produce request.
-struct PlannedBatch {
-    partition: u32,
-    log: Arc<Log>,
-    batch: Bytes,
-    field: &'static str,
+fn reply(topic: &str, landed: Vec<PartitionAppend>) -> proto::ProduceResponse {
+    proto::ProduceResponse {
+        partitions: landed
+            .into_iter()
+            .map(|p| proto::PartitionAppend {
+                topic: topic.to_string(),
+                partition: p.partition,
+                base_offset: p.base_offset as i64,
+                record_count: p.record_count,
+                append_time_ms: p.append_time_ms,
+            })
+            .collect(),
+    }
 }
 
-/// A request whose batches are appended and which waits to meet its acks.
-struct Appended {
+/// A request appended, waiting to meet its acks, holding its admission.
+struct Pending {
     topic: String,
-    acks: proto::Acks,
-    /// Each partition's append, in the order of the reply.
-    appends: Vec<(u32, Arc<Log>, AppendInfo)>,
-    /// Holds the request's share of the produce limits until it is acknowledged.
+    appended: Appended,
     _admitted: Admitted,
 }
 
-impl Appended {
-    /// Waits until every append meets the acks, then builds the reply.
+impl Pending {
     async fn acknowledged(self) -> Result<proto::ProduceResponse, BrokerError> {
-        let mut reply = proto::ProduceResponse::default();
-        for (partition, log, info) in self.appends {
-            meet_acks(&log, &info, self.acks).await?;
-            reply.partitions.push(proto::PartitionAppend {
-                topic: self.topic.clone(),
-                partition,
-                base_offset: info.base_offset as i64,
-                record_count: (info.last_offset - info.base_offset + 1) as u32,
-                append_time_ms: info.append_time_ms,
-            });
-        }
-        Ok(reply)
+        let landed = self.appended.acknowledged().await?;
+        Ok(reply(&self.topic, landed))
     }
-}
-
-/// Waits until an append meets `acks` under its log's flush policy
-/// (`info.durable` says the append itself already synced).
-async fn meet_acks(
-    log: &Arc<Log>,
-    info: &AppendInfo,
-    acks: proto::Acks,
-) -> Result<(), BrokerError> {
-    let durable = acks == proto::Acks::Durable;
-    let end = info.last_offset + 1;
-    match log.config().flush {
-        FlushPolicy::Always if durable && !info.durable => {
-            // Concurrent callers share one sync (group commit in `sync_to`).
-            let syncer = log.clone();
-            tokio::task::spawn_blocking(move || syncer.sync_to(end))
-                .await
-                .map_err(join_error)?
-                .map_err(|source| BrokerError::Append {
-                    field: "record_batch",
-                    source,
-                })?;
-        }
-        FlushPolicy::Always if !durable => sync_in_background(log, end),
-        FlushPolicy::IntervalMs(_) if durable => {
-            // The maintenance thread's next interval flush acknowledges it.
-            log.grown_past(info.last_offset, true).await;
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 impl BrokerService {
@@ -119,7 +77,7 @@ impl BrokerService {
         let service = BrokerService {
             shared: self.shared.clone(),
         };
-        let mut shutdown = self.shared.shutdown.clone();
+        let mut shutdown = self.shared.broker.shutdown_signal();
         tokio::spawn(async move {
             let mut waiting = FuturesUnordered::new();
             let mut sequence = 0u64;
@@ -138,8 +96,8 @@ impl BrokerService {
                         let this = sequence;
                         sequence += 1;
                         match service.append_request(request, false).await {
-                            Ok(appended) => waiting.push(Box::pin(async move {
-                                (this, appended.acknowledged().await)
+                            Ok(pending) => waiting.push(Box::pin(async move {
+                                (this, pending.acknowledged().await)
                             })
                                 as futures_util::future::BoxFuture<'static, _>),
                             Err(e) => {
@@ -173,162 +131,23 @@ impl BrokerService {
         ReceiverStream::new(stream)
     }
 
-    fn admit_produce(&self, request: &proto::ProduceRequest) -> Result<Admitted, BrokerError> {
-        let admitted = self.shared.limits.admit_produce(request.encoded_len())?;
-        self.shared.check_running()?;
-        Ok(admitted)
-    }
-
-    /// Checks and appends one request. With `sync_in_append` (unary), a
-    /// DURABLE batch on a flush-always topic is synced in the same blocking
-    /// call as its append: one thread hop, not two. A stream's requests
-    /// are not, or the next request would wait behind the sync.
+    /// Admits and appends one request (see `Broker::append` for
+    /// `wait_in_append`).
     async fn append_request(
         &self,
         request: proto::ProduceRequest,
-        sync_in_append: bool,
-    ) -> Result<Appended, BrokerError> {
-        let admitted = self.admit_produce(&request)?;
-        let acks = request.acks();
-        let mut appends = Vec::new();
-        for planned in self.plan(&request)? {
-            let sync_now = sync_in_append
-                && acks == proto::Acks::Durable
-                && planned.log.config().flush == FlushPolicy::Always;
-            match append(&planned, sync_now).await {
-                Ok(info) => appends.push((planned.partition, planned.log, info)),
-                Err(e) => {
-                    // The request fails, but what it appended to earlier
-                    // partitions stays and must become readable.
-                    for (_, log, info) in &appends {
-                        if log.config().flush == FlushPolicy::Always && !info.durable {
-                            sync_in_background(log, info.last_offset + 1);
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Appended {
-            acks,
-            topic: request.topic,
-            appends,
+        wait_in_append: bool,
+    ) -> Result<Pending, BrokerError> {
+        let admitted = self.shared.limits.admit_produce(request.encoded_len())?;
+        let topic = request.topic.clone();
+        let request = convert::produce_request(request)?;
+        let appended = self.shared.broker.append(request, wait_in_append).await?;
+        Ok(Pending {
+            topic,
+            appended,
             _admitted: admitted,
         })
     }
-
-    /// Checks a request and splits it into one batch per partition.
-    fn plan(&self, request: &proto::ProduceRequest) -> Result<Vec<PlannedBatch>, BrokerError> {
-        self.shared.check_user_topic("topic", &request.topic)?;
-        let topic = self.shared.store.topic(&request.topic)?;
-        let partitions = topic.config().partitions;
-        if let Some(partition) = request.partition {
-            topic.partition(partition)?;
-        }
-        let now = self.shared.now_ms();
-        let batches: Vec<(u32, Bytes, &'static str)> =
-            match (request.records.is_empty(), request.record_batch.is_empty()) {
-                (true, true) => {
-                    return Err(BrokerError::invalid(
-                        "records",
-                        "empty produce: set records or record_batch",
-                    ));
-                }
-                (false, false) => {
-                    return Err(BrokerError::invalid(
-                        "record_batch",
-                        "set either records or record_batch, not both",
-                    ));
-                }
-                (true, false) => {
-                    let partition =
-                        match (request.partition, convert::first_key(&request.record_batch)) {
-                            (Some(p), _) => p,
-                            (None, Some(key)) => partition_for_key(&key, partitions),
-                            (None, None) => self.next_spread(&request.topic, partitions),
-                        };
-                    vec![(partition, request.record_batch.clone(), "record_batch")]
-                }
-                (false, true) => {
-                    // Keyless records of one request stay together in one partition.
-                    let mut spread = None;
-                    let mut order: Vec<u32> = Vec::new();
-                    let mut groups: HashMap<u32, Vec<&proto::Record>> = HashMap::new();
-                    for record in &request.records {
-                        let partition = match (request.partition, &record.key) {
-                            (Some(p), _) => p,
-                            (None, Some(key)) => partition_for_key(key, partitions),
-                            (None, None) => *spread.get_or_insert_with(|| {
-                                self.next_spread(&request.topic, partitions)
-                            }),
-                        };
-                        let group = groups.entry(partition).or_default();
-                        if group.is_empty() {
-                            order.push(partition);
-                        }
-                        group.push(record);
-                    }
-                    let mut batches = Vec::with_capacity(order.len());
-                    for partition in order {
-                        let records = groups.remove(&partition).unwrap_or_default();
-                        batches.push((
-                            partition,
-                            Bytes::from(convert::encode_records(&records, now)?),
-                            "records",
-                        ));
-                    }
-                    batches
-                }
-            };
-        batches
-            .into_iter()
-            .map(|(partition, batch, field)| {
-                Ok(PlannedBatch {
-                    partition,
-                    log: topic.partition(partition)?.clone(),
-                    batch,
-                    field,
-                })
-            })
-            .collect()
-    }
-
-    fn next_spread(&self, topic: &str, partitions: u32) -> u32 {
-        let mut spread = self.shared.spread.lock().unwrap_or_else(|p| p.into_inner());
-        let counter = spread.entry(topic.to_string()).or_insert(0);
-        let partition = *counter % partitions.max(1);
-        *counter = counter.wrapping_add(1);
-        partition
-    }
-}
-
-/// Syncs `log` up to `end` with nobody waiting: consumers of an `always`
-/// topic see records only once they are synced.
-fn sync_in_background(log: &Arc<Log>, end: u64) {
-    let syncer = log.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = syncer.sync_to(end) {
-            tracing::error!(error = %e, "background sync failed");
-        }
-    });
-}
-
-/// Appends a planned batch on a blocking thread, synced too if `sync_now`.
-async fn append(planned: &PlannedBatch, sync_now: bool) -> Result<AppendInfo, BrokerError> {
-    let (log, batch) = (planned.log.clone(), planned.batch.clone());
-    tokio::task::spawn_blocking(move || {
-        if sync_now {
-            log.append(&batch)
-        } else {
-            log.append_unsynced(&batch)
-        }
-    })
-    .await
-    .map_err(join_error)?
-    .map_err(|source| BrokerError::Append {
-        field: planned.field,
-        source,
-    })
 }
 
 fn stream_reply(
@@ -342,7 +161,7 @@ fn stream_reply(
             ..Default::default()
         },
         Err(e) => {
-            let status = Status::from(e);
+            let status = status(e);
             proto::ProduceStreamReply {
                 sequence,
                 response: None,

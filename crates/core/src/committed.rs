@@ -79,7 +79,7 @@ struct State {
 }
 
 /// The committed offsets of every group.
-pub struct GroupOffsets {
+pub struct CommittedOffsets {
     log: Arc<Log>,
     /// Held across append and apply, so memory follows the log's order.
     state: Mutex<State>,
@@ -163,12 +163,12 @@ fn commit_batch(entries: &[(Key, Option<Committed>)], now_ms: i64) -> Result<Vec
         .map_err(|e| BrokerError::invalid("commits", e.to_string()))
 }
 
-impl GroupOffsets {
+impl CommittedOffsets {
     /// Opens (creating if needed) the internal topic and replays it,
     /// keeping only commits of partitions that exist. A damaged batch
     /// refuses to start, naming its offset, file and byte, unless
     /// `options.repair` (then its commits are given up, and logged).
-    pub fn open(store: &Store, options: OffsetsOptions) -> Result<GroupOffsets, BrokerError> {
+    pub fn open(store: &Store, options: OffsetsOptions) -> Result<CommittedOffsets, BrokerError> {
         let topic = match store.topic(OFFSETS_TOPIC) {
             Ok(topic) => topic,
             Err(StoreError::UnknownTopic { .. }) => {
@@ -249,7 +249,7 @@ impl GroupOffsets {
             replayed_to = offset,
             "replayed committed offsets"
         );
-        let offsets = GroupOffsets {
+        let offsets = CommittedOffsets {
             log,
             state: Mutex::new(State {
                 commits,
@@ -452,7 +452,7 @@ mod tests {
         let mut expected = BTreeMap::new();
         {
             let store = store(dir.path());
-            let offsets = GroupOffsets::open(&store, compacting(50)).expect("open");
+            let offsets = CommittedOffsets::open(&store, compacting(50)).expect("open");
             for round in 0..400i64 {
                 let group = format!("g{}", round % 5);
                 let partition = (round % 4) as u32;
@@ -483,7 +483,7 @@ mod tests {
             );
         }
         let store = store(dir.path());
-        let offsets = GroupOffsets::open(&store, compacting(50)).expect("reopen");
+        let offsets = CommittedOffsets::open(&store, compacting(50)).expect("reopen");
         assert!(offsets.records_since_snapshot() < 20 + 50);
         for ((group, partition), committed) in &expected {
             assert_eq!(
@@ -499,7 +499,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = store(dir.path());
-            let offsets = GroupOffsets::open(&store, OffsetsOptions::default()).expect("open");
+            let offsets = CommittedOffsets::open(&store, OffsetsOptions::default()).expect("open");
             let committed = Committed {
                 offset: 3,
                 metadata: String::new(),
@@ -515,7 +515,7 @@ mod tests {
             ..Default::default()
         };
         let store = Store::open(dir.path(), options).expect("store");
-        let offsets = GroupOffsets::open(&store, OffsetsOptions::default()).expect("reopen");
+        let offsets = CommittedOffsets::open(&store, OffsetsOptions::default()).expect("reopen");
         assert_eq!(offsets.get("g", "orders", 1), None);
         assert!(offsets.groups().is_empty());
     }

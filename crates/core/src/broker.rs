@@ -1,0 +1,169 @@
+//! The broker core: one per process, shared by every edge. It holds the
+//! topic store, the committed offsets and the group coordinator, and knows
+//! when the broker is shutting down.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use carteiro_storage::{Clock, LogOptions, Store, StoreOptions, SystemClock};
+use tokio::sync::watch;
+
+use crate::committed::{CommittedOffsets, OffsetsOptions};
+use crate::coordinator::{Coordinator, SESSION_CHECK_INTERVAL_MS};
+use crate::error::BrokerError;
+
+/// Prefix of internal topics, which clients may not create, delete, produce to or commit.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+
+/// How the core is opened.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Open damaged logs by cutting them at the damage (and giving up
+    /// damaged committed offsets), instead of refusing to start.
+    pub repair: bool,
+    /// Period between two retention passes, in ms.
+    pub retention_check_interval_ms: u64,
+}
+
+/// The broker core. See the module documentation.
+pub struct Broker {
+    pub(crate) store: Arc<Store>,
+    pub(crate) offsets: CommittedOffsets,
+    pub(crate) coordinator: Coordinator,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Round-robin position per topic for records without key or partition.
+    pub(crate) spread: Mutex<HashMap<String, u32>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("dir", &self.store.dir())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Opens the store in the data directory (recovering every partition),
+    /// replays the committed offsets, and starts with no groups. Blocking.
+    pub fn open(options: &BrokerOptions) -> Result<Arc<Broker>, BrokerError> {
+        let store_options = StoreOptions {
+            log: LogOptions {
+                repair: options.repair,
+                ..LogOptions::default()
+            },
+            retention_check_interval_ms: options.retention_check_interval_ms,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&options.data_dir, store_options)?;
+        report_repairs(&store);
+        let offsets = CommittedOffsets::open(
+            &store,
+            OffsetsOptions {
+                repair: options.repair,
+                ..OffsetsOptions::default()
+            },
+        )?;
+        Ok(Arc::new(Broker::with_parts(store, offsets)))
+    }
+
+    /// A core over an open store and its committed offsets.
+    pub fn with_parts(store: Arc<Store>, offsets: CommittedOffsets) -> Broker {
+        Broker {
+            coordinator: Coordinator::new(store.clone()),
+            store,
+            offsets,
+            clock: Arc::new(SystemClock),
+            spread: Mutex::new(HashMap::new()),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// The topic store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The group coordinator.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Now, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Begins shutting down: new work is refused, long polls and joins end.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Changes to `true` when the broker begins shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Refuses new work once shutdown has begun.
+    pub fn check_running(&self) -> Result<(), BrokerError> {
+        if *self.shutdown.borrow() {
+            Err(BrokerError::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses internal topics in a client request.
+    pub fn check_user_topic(&self, field: &'static str, topic: &str) -> Result<(), BrokerError> {
+        if topic.starts_with(INTERNAL_TOPIC_PREFIX) {
+            let message = format!(
+                "{topic:?}: topic names starting with {INTERNAL_TOPIC_PREFIX:?} are reserved for the broker"
+            );
+            return Err(BrokerError::invalid(field, message));
+        }
+        Ok(())
+    }
+
+    /// Expires group members' sessions and ends overdue rebalances, every
+    /// [`SESSION_CHECK_INTERVAL_MS`], until the broker shuts down.
+    pub async fn run_group_expiry(&self) {
+        let mut shutdown = self.shutdown_signal();
+        let mut tick = tokio::time::interval(Duration::from_millis(SESSION_CHECK_INTERVAL_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.coordinator.expire(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Closes every log cleanly. Blocking; call once the edges have stopped.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.store.close().map_err(BrokerError::from)
+    }
+}
+
+/// Names, per partition, the offsets a repairing start gave up.
+fn report_repairs(store: &Store) {
+    for topic in store.topics() {
+        for (partition, log) in topic.partitions().iter().enumerate() {
+            if let Some(lost) = &log.recovery_report().lost_offsets {
+                tracing::error!(
+                    topic = topic.name(),
+                    partition,
+                    from = lost.start,
+                    to = lost.end,
+                    "repair gave up offsets {}..{} of topic {:?} partition {partition}",
+                    lost.start,
+                    lost.end,
+                    topic.name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! The group coordinator: consumer group membership and generations, for
+//! two kinds of group that share one state machine. Soft state, in memory:
+//! after a restart, members join again; committed offsets live elsewhere.
+//!
+//! - **Assigned** (Carteiro's groups): members name topics; when a
+//!   generation forms, the coordinator splits the partitions (range or
+//!   round robin) and answers every member's join with its share.
+//! - **Classic** (Kafka's classic protocol): members send a protocol type
+//!   and the assignment protocols they support, with opaque metadata. When
+//!   a generation forms, the coordinator picks the first of the leader's
+//!   protocols that every member supports, answers the leader's join with
+//!   every member's metadata, and waits for the leader's sync with every
+//!   member's opaque assignment, which answers each member's sync.
+//!
+//! A rebalance (a new generation) starts when a member joins, leaves, or
+//! misses its session timeout, or (assigned groups) a subscribed topic
+//! appears or goes. The coordinator then waits until every member has joined
+//! again (they learn of it from their heartbeats) or the rebalance timeout
+//! passes, and drops those that did not. A group whose last member leaves
+//! is forgotten.
+
+mod group;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use carteiro_storage::Store;
+use tokio::time::Instant;
+
+use group::{Group, Member};
+pub use group::{GroupKind, GroupState, Subscription};
+
+use crate::error::BrokerError;
+
+/// Shortest session or rebalance timeout a member may ask for, in ms.
+pub const GROUP_TIMEOUT_MS_MIN: u32 = 1_000;
+/// Longest session or rebalance timeout a member may ask for, in ms.
+pub const GROUP_TIMEOUT_MS_MAX: u32 = 300_000;
+/// Most members in one group.
+pub const GROUP_MEMBERS_MAX: usize = 1_000;
+/// How often sessions are checked for expiry, in ms.
+pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
+/// Longest member id or client id, in bytes.
+pub const MEMBER_ID_MAX_BYTES: usize = 255;
+/// Most topics one member may subscribe to, or protocols it may offer.
+pub const SUBSCRIBED_TOPICS_MAX: usize = 1000;
+/// Largest opaque metadata or assignment of a classic member, in bytes.
+pub const CLASSIC_BYTES_MAX: usize = 1024 * 1024;
+
+/// A join.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The group.
+    pub group: String,
+    /// The id the coordinator gave on an earlier join; `None` on the first.
+    pub member_id: Option<String>,
+    /// The client's own name for itself.
+    pub client_id: String,
+    /// The member is removed if no heartbeat arrives for this long, in ms.
+    pub session_timeout_ms: u32,
+    /// How long a rebalance waits for every member to join again, in ms.
+    pub rebalance_timeout_ms: u32,
+    /// What it subscribes with (and so which kind of group it joins).
+    pub subscription: Subscription,
+}
+
+/// What a join answers, once the generation that includes the member formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The member's id.
+    pub member_id: String,
+    /// The new generation.
+    pub generation: u32,
+    /// The leader member's id.
+    pub leader: String,
+    /// Members in the generation.
+    pub member_count: u32,
+    /// The kind-specific part.
+    pub outcome: JoinOutcome,
+}
+
+/// The kind-specific part of a join's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// An assigned group: this member's partitions.
+    Assigned(Vec<(String, u32)>),
+    /// A classic group: the chosen protocol and, for the leader only, every
+    /// member's metadata for it (the others get an empty list).
+    Classic {
+        /// The protocol every member supports that the leader prefers.
+        protocol: String,
+        /// `(member id, metadata)` for the leader; empty for the others.
+        members: Vec<(String, Bytes)>,
+    },
+}
+
+/// A classic member's sync: the leader's carries every member's assignment.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// The group.
+    pub group: String,
+    /// The member.
+    pub member_id: String,
+    /// The generation it joined.
+    pub generation: u32,
+    /// From the leader: `(member id, opaque assignment)`; ignored from others.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// What a heartbeat tells the member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatStatus {
+    /// Carry on.
+    Ok,
+    /// A rebalance is under way: join again.
+    Rebalance,
+    /// The member is not in the group (it left or expired): join afresh.
+    UnknownMember,
+    /// The member's generation is not the group's: join again.
+    StaleGeneration,
+}
+
+/// Why a member was fenced, for edges that tell the cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceReason {
+    /// The member is not in the group.
+    UnknownMember,
+    /// The member's generation is not the group's.
+    StaleGeneration,
+    /// The member does not own a partition it commits.
+    NotOwner,
+    /// A commit without a member id to a group that has members.
+    GroupHasMembers,
+}
+
+/// A snapshot of one group for describing it.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    /// Its state.
+    pub state: GroupState,
+    /// Its kind.
+    pub kind: GroupKind,
+    /// Its generation.
+    pub generation: u32,
+    /// Its leader member, if it has members.
+    pub leader: Option<String>,
+    /// A classic group's current protocol.
+    pub protocol: Option<String>,
+    /// The members, by member id.
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// One member, described.
+#[derive(Debug, Clone)]
+pub struct MemberSnapshot {
+    /// Its id.
+    pub member_id: String,
+    /// The client's own name for itself.
+    pub client_id: String,
+    /// Its partitions, in an assigned group.
+    pub partitions: Vec<(String, u32)>,
+    /// Its metadata for the group's protocol, in a classic group.
+    pub metadata: Bytes,
+    /// Its assignment from the leader, in a classic group.
+    pub assignment: Bytes,
+}
+
+/// The coordinator of every group.
+pub struct Coordinator {
+    store: Arc<Store>,
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: AtomicU64,
+}
+
+pub(crate) fn fenced(reason: FenceReason, message: String) -> BrokerError {
+    BrokerError::Fenced { reason, message }
+}
+
+fn timeout(field: &'static str, ms: u32) -> Result<Duration, BrokerError> {
+    if !(GROUP_TIMEOUT_MS_MIN..=GROUP_TIMEOUT_MS_MAX).contains(&ms) {
+        let message = format!(
+            "{ms} is outside the allowed range {GROUP_TIMEOUT_MS_MIN}..={GROUP_TIMEOUT_MS_MAX}"
+        );
+        return Err(BrokerError::invalid(field, message));
+    }
+    Ok(Duration::from_millis(u64::from(ms)))
+}
+
+fn check_len(field: &'static str, len: usize, max: usize, unit: &str) -> Result<(), BrokerError> {
+    if len > max {
+        return Err(BrokerError::invalid(
+            field,
+            format!("{len} {unit} exceed the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a join's ids, subscription and sizes against the limits.
+fn check_join(request: &JoinRequest) -> Result<(), BrokerError> {
+    crate::committed::validate_group(&request.group)?;
+    let member_id = request.member_id.as_deref().unwrap_or_default();
+    check_len("member_id", member_id.len(), MEMBER_ID_MAX_BYTES, "bytes")?;
+    check_len(
+        "client_id",
+        request.client_id.len(),
+        MEMBER_ID_MAX_BYTES,
+        "bytes",
+    )?;
+    match &request.subscription {
+        Subscription::Assigned { topics, .. } => {
+            if topics.is_empty() {
+                return Err(BrokerError::invalid(
+                    "topics",
+                    "empty: subscribe to at least one topic",
+                ));
+            }
+            check_len("topics", topics.len(), SUBSCRIBED_TOPICS_MAX, "topics")?;
+        }
+        Subscription::Classic {
+            protocol_type,
+            protocols,
+        } => {
+            if protocol_type.is_empty() || protocols.is_empty() {
+                return Err(BrokerError::invalid(
+                    "protocols",
+                    "a classic member names a protocol type and at least one protocol",
+                ));
+            }
+            check_len(
+                "protocols",
+                protocols.len(),
+                SUBSCRIBED_TOPICS_MAX,
+                "protocols",
+            )?;
+            for (_, metadata) in protocols {
+                check_len(
+                    "protocols.metadata",
+                    metadata.len(),
+                    CLASSIC_BYTES_MAX,
+                    "bytes",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Coordinator {
+    /// A coordinator with no groups, reading partition counts from `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Coordinator {
+            store,
+            groups: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(seed),
+        }
+    }
+
+    fn groups(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh member id for `client_id`.
+    pub fn new_member_id(&self, client_id: &str) -> String {
+        format!(
+            "{}-{:x}",
+            client_id.chars().take(64).collect::<String>(),
+            self.next_member.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn complete(&self, group: &mut Group) {
+        let store = &self.store;
+        group.complete(|topic| store.topic(topic).ok().map(|t| t.config().partitions));
+    }
+
+    /// Joins `request.group` and waits for the generation that includes the member.
+    pub async fn join(&self, request: JoinRequest) -> Result<Joined, BrokerError> {
+        check_join(&request)?;
+        let session_timeout = timeout("session_timeout_ms", request.session_timeout_ms)?;
+        let rebalance_timeout = timeout("rebalance_timeout_ms", request.rebalance_timeout_ms)?;
+        let now = Instant::now();
+        let (member_id, mut changes) = {
+            let mut groups = self.groups();
+            let kind = request.subscription.kind();
+            let group = groups
+                .entry(request.group.clone())
+                .or_insert_with(|| Group::new(kind.clone()));
+            if group.members.is_empty() {
+                group.kind = kind;
+            } else if group.kind != kind {
+                return Err(BrokerError::InconsistentGroupProtocol {
+                    message: format!(
+                        "group {:?} is {:?}; a member cannot join it as {kind:?}",
+                        request.group, group.kind
+                    ),
+                });
+            }
+            if let Subscription::Classic { .. } = request.subscription
+                && !group.members.is_empty()
+                && group.common_protocols(&request.subscription).is_empty()
+            {
+                return Err(BrokerError::InconsistentGroupProtocol {
+                    message: format!(
+                        "the member supports none of the protocols every member of group {:?} supports",
+                        request.group
+                    ),
+                });
+            }
+            let member_id = match request.member_id.clone() {
+                Some(id) if !id.is_empty() => id,
+                _ => self.new_member_id(&request.client_id),
+            };
+            if !group.members.contains_key(&member_id) && group.members.len() >= GROUP_MEMBERS_MAX {
+                return Err(BrokerError::ResourceExhausted {
+                    what: "members in one group",
+                    limit: GROUP_MEMBERS_MAX as u64,
+                });
+            }
+            let mut subscription = request.subscription.clone();
+            if let Subscription::Assigned { topics, .. } = &mut subscription {
+                topics.sort();
+                topics.dedup();
+            }
+            group.members.insert(
+                member_id.clone(),
+                Member {
+                    client_id: request.client_id.clone(),
+                    subscription,
+                    session_timeout,
+                    rebalance_timeout,
+                    last_seen: now,
+                    joined: true,
+                    generation: None,
+                    partitions: Vec::new(),
+                    assignment: None,
+                },
+            );
+            group.start_rebalance(now, Some(&member_id));
+            if group.all_joined() {
+                self.complete(group);
+            }
+            (member_id, group.changes.subscribe())
+        };
+        loop {
+            let deadline = {
+                let mut groups = self.groups();
+                let group = group_with_member(&mut groups, &request.group, &member_id)?;
+                if let Some(generation) = group.members[&member_id].generation {
+                    return Ok(joined(group, &member_id, generation));
+                }
+                match group.deadline {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        self.complete(group);
+                        continue;
+                    }
+                    deadline => deadline,
+                }
+            };
+            let wake = deadline.unwrap_or_else(|| {
+                Instant::now() + Duration::from_millis(SESSION_CHECK_INTERVAL_MS)
+            });
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// A classic member's sync: the leader's stores every member's
+    /// assignment; each member then gets its own (empty if the leader gave
+    /// it none). Waits for the leader's sync.
+    pub async fn sync(&self, request: SyncRequest) -> Result<Bytes, BrokerError> {
+        let mut changes = {
+            let mut groups = self.groups();
+            let group = group_with_member(&mut groups, &request.group, &request.member_id)?;
+            if !matches!(group.kind, GroupKind::Classic(_)) {
+                return Err(BrokerError::InconsistentGroupProtocol {
+                    message: format!(
+                        "group {:?} is assigned by the broker: it has no sync step",
+                        request.group
+                    ),
+                });
+            }
+            if let Some(member) = group.members.get_mut(&request.member_id) {
+                member.last_seen = Instant::now();
+            }
+            check_generation(group, &request.group, request.generation)?;
+            let leads = group.leader.as_deref() == Some(request.member_id.as_str());
+            if leads && group.state == GroupState::AwaitingSync {
+                for (id, assignment) in &request.assignments {
+                    check_len("assignments", assignment.len(), CLASSIC_BYTES_MAX, "bytes")?;
+                    if let Some(m) = group.members.get_mut(id) {
+                        m.assignment = Some(assignment.clone());
+                    }
+                }
+                group.state = GroupState::Stable;
+                group.notify();
+            }
+            group.changes.subscribe()
+        };
+        loop {
+            {
+                let mut groups = self.groups();
+                let group = group_with_member(&mut groups, &request.group, &request.member_id)?;
+                let assignment = group.members[&request.member_id].assignment.clone();
+                check_generation(group, &request.group, request.generation)?;
+                if group.state == GroupState::Stable {
+                    return Ok(assignment.unwrap_or_default());
+                }
+            }
+            // The leader's session bounds the wait: if it dies, it expires
+            // and the group rebalances, which ends this sync.
+            let wake = Instant::now() + Duration::from_millis(SESSION_CHECK_INTERVAL_MS);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// A member's heartbeat.
+    pub fn heartbeat(&self, group: &str, member_id: &str, generation: u32) -> HeartbeatStatus {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group) else {
+            return HeartbeatStatus::UnknownMember;
+        };
+        let Some(member) = g.members.get_mut(member_id) else {
+            return HeartbeatStatus::UnknownMember;
+        };
+        member.last_seen = Instant::now();
+        if g.state == GroupState::Rebalancing {
+            return HeartbeatStatus::Rebalance;
+        }
+        if generation != g.generation {
+            return HeartbeatStatus::StaleGeneration;
+        }
+        HeartbeatStatus::Ok
+    }
+
+    /// A member leaves; the others rebalance.
+    pub fn leave(&self, group: &str, member_id: &str) -> Result<(), BrokerError> {
+        let mut groups = self.groups();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(fenced(
+                FenceReason::UnknownMember,
+                format!("group {group:?} has no members"),
+            ));
+        };
+        if g.members.remove(member_id).is_none() {
+            return Err(fenced(
+                FenceReason::UnknownMember,
+                format!("member {member_id} is not in group {group:?}"),
+            ));
+        }
+        if g.members.is_empty() {
+            // An empty group holds nothing worth keeping: its commits live
+            // in the offsets, and a join starts it afresh.
+            g.notify();
+            groups.remove(group);
+            return Ok(());
+        }
+        g.start_rebalance(Instant::now(), None);
+        if g.state == GroupState::Rebalancing && g.all_joined() {
+            self.complete(g);
+        }
+        Ok(())
+    }
+
+    /// Drops members whose sessions expired and ends rebalances whose time is up.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups();
+        for (name, group) in groups.iter_mut() {
+            // A member waiting in a join does not heartbeat; the rebalance timeout bounds it.
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    !(group.state == GroupState::Rebalancing && m.joined)
+                        && m.last_seen + m.session_timeout < now
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %name, ?expired, "members' sessions expired");
+                for id in &expired {
+                    group.members.remove(id);
+                }
+                group.start_rebalance(now, None);
+            }
+            if group.state == GroupState::Rebalancing
+                && (group.all_joined() || group.deadline.is_some_and(|d| d <= now))
+            {
+                self.complete(group);
+            }
+        }
+        // Groups whose last member expired are forgotten (see `leave`).
+        groups.retain(|_, group| !group.members.is_empty());
+    }
+
+    /// A topic appeared or went: assigned groups subscribed to it rebalance.
+    pub fn topic_changed(&self, topic: &str) {
+        let now = Instant::now();
+        for group in self.groups().values_mut() {
+            if group
+                .members
+                .values()
+                .any(|m| m.subscription.topics().iter().any(|t| t == topic))
+            {
+                group.start_rebalance(now, None);
+            }
+        }
+    }
+
+    /// Checks that a commit may advance these partitions: a member of the
+    /// current generation (that owns them, in an assigned group), or no
+    /// member at all for a group that has none.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+        partitions: &[(String, u32)],
+    ) -> Result<(), BrokerError> {
+        let groups = self.groups();
+        let g = groups.get(group);
+        if member_id.is_empty() {
+            return match g {
+                Some(g) if !g.members.is_empty() => Err(fenced(
+                    FenceReason::GroupHasMembers,
+                    format!(
+                        "group {group:?} has {} active members: commit as a member (member_id and generation), or wait until it is empty",
+                        g.members.len()
+                    ),
+                )),
+                _ => Ok(()),
+            };
+        }
+        let Some((g, member)) = g.and_then(|g| Some((g, g.members.get(member_id)?))) else {
+            return Err(fenced(
+                FenceReason::UnknownMember,
+                format!(
+                    "member {member_id:?} is not in group {group:?} (it left or its session expired): join again"
+                ),
+            ));
+        };
+        // A member may commit while the group rebalances (before it joins
+        // again it gives up its partitions, committing first), but not
+        // between a classic generation forming and its assignments arriving.
+        if g.state == GroupState::AwaitingSync {
+            return Err(BrokerError::RebalanceInProgress {
+                group: group.to_string(),
+            });
+        }
+        if generation != g.generation {
+            return Err(fenced(
+                FenceReason::StaleGeneration,
+                format!(
+                    "generation {generation} is stale: group {group:?} is at generation {}",
+                    g.generation
+                ),
+            ));
+        }
+        if let GroupKind::Assigned(_) = g.kind
+            && let Some((topic, partition)) =
+                partitions.iter().find(|tp| !member.partitions.contains(tp))
+        {
+            return Err(fenced(
+                FenceReason::NotOwner,
+                format!(
+                    "partition {partition} of {topic:?} is not assigned to member {member_id:?} in generation {}",
+                    g.generation
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One group as it is now.
+    pub fn describe(&self, group: &str) -> Option<GroupSnapshot> {
+        let groups = self.groups();
+        let g = groups.get(group)?;
+        Some(GroupSnapshot {
+            state: g.state,
+            kind: g.kind.clone(),
+            generation: g.generation,
+            leader: g.leader.clone(),
+            protocol: g.protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    partitions: m.partitions.clone(),
+                    metadata: metadata_for(m, g.protocol.as_deref()),
+                    assignment: m.assignment.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Groups held in memory (every one has members: an empty group is forgotten).
+    pub fn group_count(&self) -> usize {
+        self.groups().len()
+    }
+
+    /// Groups with members.
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups()
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// The group, if `member_id` is in it; else why not.
+fn group_with_member<'a>(
+    groups: &'a mut HashMap<String, Group>,
+    group: &str,
+    member_id: &str,
+) -> Result<&'a mut Group, BrokerError> {
+    match groups.get_mut(group) {
+        Some(g) if g.members.contains_key(member_id) => Ok(g),
+        Some(_) => Err(fenced(
+            FenceReason::UnknownMember,
+            format!("member {member_id} was removed from group {group:?} (it left or expired)"),
+        )),
+        None => Err(fenced(
+            FenceReason::UnknownMember,
+            format!("member {member_id} is not in group {group:?}: the group has no members"),
+        )),
+    }
+}
+
+/// Checks that `generation` is the group's current one and not being replaced.
+fn check_generation(group: &Group, name: &str, generation: u32) -> Result<(), BrokerError> {
+    if group.state == GroupState::Rebalancing {
+        return Err(BrokerError::RebalanceInProgress {
+            group: name.to_string(),
+        });
+    }
+    if generation != group.generation {
+        return Err(fenced(
+            FenceReason::StaleGeneration,
+            format!(
+                "generation {generation} is stale: group {name:?} is at generation {}",
+                group.generation
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A member's metadata for `protocol`, in a classic group.
+fn metadata_for(member: &Member, protocol: Option<&str>) -> Bytes {
+    match (&member.subscription, protocol) {
+        (Subscription::Classic { protocols, .. }, Some(protocol)) => protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+/// The answer to `member_id`'s join into `group`'s formed `generation`.
+fn joined(group: &Group, member_id: &str, generation: u32) -> Joined {
+    let leader = group.leader.clone().unwrap_or_default();
+    let outcome = match &group.kind {
+        GroupKind::Assigned(_) => JoinOutcome::Assigned(
+            group
+                .members
+                .get(member_id)
+                .map(|m| m.partitions.clone())
+                .unwrap_or_default(),
+        ),
+        GroupKind::Classic(_) => JoinOutcome::Classic {
+            protocol: group.protocol.clone().unwrap_or_default(),
+            members: if leader == member_id {
+                group
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), metadata_for(m, group.protocol.as_deref())))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        },
+    };
+    Joined {
+        member_id: member_id.to_string(),
+        generation,
+        leader,
+        member_count: group.members.len() as u32,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests;

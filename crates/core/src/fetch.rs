@@ -1,0 +1,311 @@
+//! Fetch with long poll, and list offsets.
+//!
+//! A fetch reads whole batches from each partition below its high
+//! watermark, within a byte limit per partition and per reply. If fewer
+//! than `min_bytes` are ready it waits, woken by the append (or sync) that
+//! makes more visible, until `max_wait` or shutdown. Reads run on the
+//! blocking pool (they read files and check CRCs).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use carteiro_storage::{Log, ReadError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, join_error};
+
+/// Default byte limit of one fetch reply (16 MiB).
+pub const FETCH_MAX_BYTES_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Default byte limit of one partition in a fetch reply (1 MiB).
+pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
+/// Most bytes a client may ask for in one fetch reply (64 MiB).
+pub const FETCH_MAX_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
+/// Longest a fetch may wait for data, in ms (5 minutes).
+pub const FETCH_MAX_WAIT_MS_MAX: u32 = 5 * 60 * 1000;
+/// Most partitions in one fetch, list-offsets or commit request.
+pub const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
+
+/// One partition of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The first offset wanted (the first batch returned may start before it).
+    pub offset: i64,
+    /// Byte limit for this partition; 0 takes [`PARTITION_FETCH_MAX_BYTES_DEFAULT`].
+    pub max_bytes: u32,
+}
+
+/// A fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The partitions, in the order their batches fill the reply.
+    pub partitions: Vec<FetchPartition>,
+    /// Byte limit of the reply; 0 takes [`FETCH_MAX_BYTES_DEFAULT`].
+    pub max_bytes: u32,
+    /// Wait until at least this many bytes are ready, or `max_wait_ms`.
+    pub min_bytes: u32,
+    /// Longest wait, in ms, at most [`FETCH_MAX_WAIT_MS_MAX`].
+    pub max_wait_ms: u32,
+}
+
+/// One partition's part of a fetch reply.
+#[derive(Debug)]
+pub struct PartitionData {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Whole batches, in order; the first may start before the offset asked for.
+    pub batches: Vec<Bytes>,
+    /// Offsets below this are visible.
+    pub high_watermark: u64,
+    /// The partition's first offset.
+    pub log_start_offset: u64,
+    /// Where the next fetch of this partition should start.
+    pub next_offset: i64,
+    /// Set if this partition failed (the others are unaffected): damaged
+    /// data after the batches returned, an offset out of range, an unknown
+    /// topic or partition.
+    pub error: Option<BrokerError>,
+}
+
+/// Where a list-offsets query points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The partition's first offset.
+    Earliest,
+    /// Its high watermark: the next offset a consumer will see.
+    Latest,
+    /// The first offset whose timestamp is at or after this (ms), or the
+    /// high watermark if every record is older.
+    Timestamp(i64),
+}
+
+/// Checks the length of a request's list of partitions (or commits, or
+/// queries): at most [`PARTITIONS_PER_REQUEST_MAX`], and at least one unless `may_be_empty`.
+pub fn check_entries(field: &'static str, n: usize, may_be_empty: bool) -> Result<(), BrokerError> {
+    if n == 0 && !may_be_empty {
+        return Err(BrokerError::invalid(
+            field,
+            "empty: name at least one partition",
+        ));
+    }
+    if n > PARTITIONS_PER_REQUEST_MAX {
+        return Err(BrokerError::invalid(
+            field,
+            format!("{n} entries exceed the limit of {PARTITIONS_PER_REQUEST_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A client's offset field, which must not be negative.
+pub fn offset_field(field: &'static str, offset: i64) -> Result<u64, BrokerError> {
+    u64::try_from(offset).map_err(|_| BrokerError::invalid(field, format!("{offset} is negative")))
+}
+
+/// Most damaged batches remembered as already logged; past it, the memory
+/// starts afresh (and each is logged once more).
+const DAMAGE_REPORTED_MAX: usize = 1024;
+
+/// Damage already logged, so that a consumer retrying at a damaged batch
+/// does not flood the log with the same line.
+static DAMAGE_REPORTED: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+fn report_damage_once(e: &BrokerError) {
+    let message = e.to_string();
+    let mut reported = DAMAGE_REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if reported.len() >= DAMAGE_REPORTED_MAX {
+        reported.clear();
+    }
+    if reported.insert(message) {
+        tracing::error!(error = %e, "serving a fetch: damaged data");
+    }
+}
+
+/// One partition's part, the bytes it holds, and what to wait on if short.
+struct Gathered {
+    data: PartitionData,
+    bytes: usize,
+    watch: Option<(Arc<Log>, u64)>,
+}
+
+/// One pass over a fetch's partitions.
+struct FetchRound {
+    partitions: Vec<PartitionData>,
+    /// Bytes of batches gathered.
+    total: usize,
+    /// Bytes of the reply's limit left.
+    budget: usize,
+    /// The logs to wait on, and the high watermark each was read at.
+    watches: Vec<(Arc<Log>, u64)>,
+}
+
+impl Broker {
+    /// Fetches, waiting (bounded) for `min_bytes`. See the module documentation.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        request: FetchRequest,
+    ) -> Result<Vec<PartitionData>, BrokerError> {
+        self.check_running()?;
+        check_entries("partitions", request.partitions.len(), false)?;
+        if request.max_wait_ms > FETCH_MAX_WAIT_MS_MAX {
+            let message = format!(
+                "{} exceeds the limit of {FETCH_MAX_WAIT_MS_MAX}",
+                request.max_wait_ms
+            );
+            return Err(BrokerError::invalid("max_wait_ms", message));
+        }
+        let max_bytes = match request.max_bytes {
+            0 => FETCH_MAX_BYTES_DEFAULT,
+            n => n.min(FETCH_MAX_BYTES_LIMIT),
+        } as usize;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
+        let mut shutdown = self.shutdown_signal();
+        let request = Arc::new(request);
+        loop {
+            let (broker, asked) = (self.clone(), request.clone());
+            let round = tokio::task::spawn_blocking(move || broker.gather(&asked, max_bytes))
+                .await
+                .map_err(join_error)?;
+            let done = round.total >= request.min_bytes as usize
+                || round.total > 0 && round.budget == 0
+                || round.watches.is_empty()
+                || Instant::now() >= deadline
+                || *shutdown.borrow();
+            if done {
+                return Ok(round.partitions);
+            }
+            // Woken by an append (or sync) of any partition, never by polling.
+            let mut grown: FuturesUnordered<_> = round
+                .watches
+                .iter()
+                .map(|(log, hwm)| log.visible_past(*hwm))
+                .collect();
+            tokio::select! {
+                _ = grown.next() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Every partition's part of a fetch reply, within `max_bytes` in all. Blocking.
+    fn gather(&self, request: &FetchRequest, max_bytes: usize) -> FetchRound {
+        let mut round = FetchRound {
+            partitions: Vec::with_capacity(request.partitions.len()),
+            total: 0,
+            budget: max_bytes,
+            watches: Vec::new(),
+        };
+        for partition in &request.partitions {
+            let gathered = self.gather_partition(partition, round.budget);
+            round.budget = round.budget.saturating_sub(gathered.bytes);
+            round.total += gathered.bytes;
+            round.partitions.push(gathered.data);
+            round.watches.extend(gathered.watch);
+        }
+        round
+    }
+
+    /// One partition's part: whole batches from its offset within `budget`.
+    /// Damage met after some batches ends the part there; damage at the
+    /// first batch is the partition's error.
+    fn gather_partition(&self, request: &FetchPartition, budget: usize) -> Gathered {
+        let mut data = PartitionData {
+            topic: request.topic.clone(),
+            partition: request.partition,
+            batches: Vec::new(),
+            high_watermark: 0,
+            log_start_offset: 0,
+            next_offset: request.offset,
+            error: None,
+        };
+        let failed = |mut data: PartitionData, e: BrokerError| {
+            if matches!(
+                &e,
+                BrokerError::PartitionRead {
+                    source: ReadError::Corrupt { .. },
+                    ..
+                }
+            ) {
+                report_damage_once(&e);
+            }
+            data.error = Some(e);
+            Gathered {
+                data,
+                bytes: 0,
+                watch: None,
+            }
+        };
+        let log = match self.store.partition(&request.topic, request.partition) {
+            Ok(log) => log,
+            Err(e) => return failed(data, e.into()),
+        };
+        let hwm = log.high_watermark();
+        data.high_watermark = hwm;
+        data.log_start_offset = log.start_offset();
+        let offset = match offset_field("partitions.offset", request.offset) {
+            Ok(offset) => offset,
+            Err(e) => return failed(data, e),
+        };
+        let partition_max = match request.max_bytes {
+            0 => PARTITION_FETCH_MAX_BYTES_DEFAULT,
+            n => n.min(FETCH_MAX_BYTES_LIMIT),
+        } as usize;
+        let budget = budget.min(partition_max);
+        let (mut at, mut taken) = (offset, 0usize);
+        while taken < budget {
+            match log.read_visible(at, budget - taken) {
+                Ok(read) if read.batches.is_empty() => break,
+                Ok(read) => {
+                    taken += read.batches.len();
+                    at = read.next_offset;
+                    data.batches.push(read.batches);
+                }
+                // The batches before the damage are served; the next fetch,
+                // at the damaged offset, gets the error.
+                Err(ReadError::Corrupt { .. }) if !data.batches.is_empty() => break,
+                Err(source) => {
+                    let e = BrokerError::PartitionRead {
+                        topic: request.topic.clone(),
+                        partition: request.partition,
+                        source,
+                    };
+                    return failed(data, e);
+                }
+            }
+        }
+        data.next_offset = at as i64;
+        Gathered {
+            data,
+            bytes: taken,
+            watch: Some((log, hwm)),
+        }
+    }
+
+    /// The offset `spec` points at in a partition. Blocking (a look-up by
+    /// time reads the log).
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: OffsetSpec,
+    ) -> Result<u64, BrokerError> {
+        let log = self.store.partition(topic, partition)?;
+        let hwm = log.high_watermark();
+        Ok(match spec {
+            OffsetSpec::Earliest => log.start_offset(),
+            OffsetSpec::Latest => hwm,
+            OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?.map_or(hwm, |o| o.min(hwm)),
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! The broker core driven as an edge drives it, with no wire protocol:
+//! topics, produce, fetch with long poll, list offsets, commits, and a
+//! guard that the core depends on no gRPC crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro_core::fetch::{FetchPartition, FetchRequest, OffsetSpec};
+use carteiro_core::groups::OffsetCommit;
+use carteiro_core::produce::{Payload, ProduceRequest, ProducedRecord};
+use carteiro_core::topics::TopicSettings;
+use carteiro_core::{Acks, Broker, BrokerError, BrokerOptions};
+
+fn open(dir: &std::path::Path) -> Arc<Broker> {
+    Broker::open(&BrokerOptions {
+        data_dir: dir.to_path_buf(),
+        repair: false,
+        retention_check_interval_ms: 60_000,
+    })
+    .expect("opens")
+}
+
+fn settings() -> TopicSettings {
+    TopicSettings {
+        segment_bytes: Some(1 << 20),
+        ..TopicSettings::default()
+    }
+}
+
+fn keyed_batch(keys: &[&str]) -> Bytes {
+    let mut builder = RecordBatchBuilder::new();
+    for key in keys {
+        builder
+            .append(&NewRecord {
+                timestamp: 1_700_000_000_000,
+                key: Some(key.as_bytes()),
+                value: Some(b"v"),
+                headers: &[],
+            })
+            .expect("fits");
+    }
+    Bytes::from(builder.build().expect("non-empty"))
+}
+
+fn fetch_one(topic: &str, partition: u32, offset: i64, wait_ms: u32) -> FetchRequest {
+    FetchRequest {
+        partitions: vec![FetchPartition {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_bytes: 0,
+        }],
+        max_bytes: 0,
+        min_bytes: 1,
+        max_wait_ms: wait_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_is_woken_by_the_produce_that_makes_records_visible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path());
+    broker
+        .create_topic("events", 1, &settings())
+        .await
+        .expect("create");
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.fetch(fetch_one("events", 0, 0, 30_000)).await })
+    };
+    let landed = broker
+        .produce(ProduceRequest {
+            topic: "events".into(),
+            partition: None,
+            payload: Payload::Records(vec![ProducedRecord {
+                value: Some(Bytes::from_static(b"hello")),
+                ..ProducedRecord::default()
+            }]),
+            acks: Acks::Durable,
+        })
+        .await
+        .expect("produce");
+    assert_eq!(landed[0].base_offset, 0);
+    let fetched = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("woken, not timed out")
+        .expect("task")
+        .expect("fetch");
+    let part = &fetched[0];
+    assert!(part.error.is_none());
+    assert_eq!(part.next_offset, 1);
+    let (batch, _) = RecordBatch::parse(&part.batches[0]).expect("a stored batch");
+    let record = batch
+        .records()
+        .expect("records")
+        .next()
+        .expect("one")
+        .expect("valid");
+    assert_eq!(record.value, Some(&b"hello"[..]));
+    assert!(
+        record.timestamp > 0,
+        "a zero timestamp takes the append time"
+    );
+    assert_eq!(
+        broker
+            .list_offset("events", 0, OffsetSpec::Latest)
+            .expect("latest"),
+        1
+    );
+    assert_eq!(
+        broker
+            .list_offset("events", 0, OffsetSpec::Earliest)
+            .expect("earliest"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_are_durable_and_internal_topics_are_the_brokers_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let broker = open(dir.path());
+        broker
+            .create_topic("events", 2, &settings())
+            .await
+            .expect("create");
+        broker
+            .commit_offsets(
+                "billing",
+                "",
+                0,
+                vec![OffsetCommit {
+                    topic: "events".into(),
+                    partition: 1,
+                    offset: 7,
+                    metadata: "seen".into(),
+                }],
+            )
+            .await
+            .expect("commit");
+        let refused = broker
+            .produce(ProduceRequest {
+                topic: "__consumer_offsets".into(),
+                partition: None,
+                payload: Payload::Batch(keyed_batch(&["k"])),
+                acks: Acks::Durable,
+            })
+            .await
+            .expect_err("internal topic");
+        assert!(
+            matches!(refused, BrokerError::InvalidArgument { field: "topic", .. }),
+            "{refused}"
+        );
+        broker.shut_down();
+        broker.close().expect("close");
+    }
+    let broker = open(dir.path());
+    let committed = broker
+        .committed_offset("billing", "events", 1)
+        .expect("kept");
+    assert_eq!((committed.offset, committed.metadata.as_str()), (7, "seen"));
+    let described = broker.describe_group("billing").expect("described");
+    assert_eq!(
+        described.partitions[0].lag, 0,
+        "an empty partition has nothing to lag"
+    );
+}
+
+#[test]
+fn the_core_holds_no_grpc() {
+    let manifest = include_str!("../Cargo.toml");
+    for wire in ["tonic", "prost", "h2", "hyper"] {
+        assert!(
+            !manifest.lines().any(|l| l.trim_start().starts_with(wire)),
+            "carteiro-core depends on {wire}"
+        );
+    }
+    assert!(
+        manifest.contains("carteiro.workspace = true"),
+        "the contract crate without its grpc feature"
+    );
+}
