@@ -29,7 +29,7 @@ pub fn broker_binary() -> PathBuf {
 pub fn logctl_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
-        .get_or_init(|| built_binary("carteiro-client", "logctl"))
+        .get_or_init(|| built_binary("carteiro-logctl", "logctl"))
         .clone()
 }
 

@@ -21,7 +21,7 @@ use event_listener::Event;
 
 use crate::active::ActiveSegment;
 use crate::batch::CheckedBatch;
-use crate::checkpoint::{self, CheckpointKind};
+use crate::checkpoint::CheckpointKind;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{FlushPolicy, LogConfig, ms_i64};
 use crate::error::{AppendError, OpenError};
@@ -30,6 +30,10 @@ use crate::recovery::{self, RecoveryReport};
 use crate::region::is_disk_full;
 use crate::segment::Segment;
 
+pub use acks::{AckWait, Acks};
+
+mod acks;
+mod checkpoints;
 mod read;
 mod retention;
 
@@ -54,41 +58,6 @@ impl Default for LogOptions {
             repair: false,
         }
     }
-}
-
-/// How much an acknowledgement of an append promises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    /// The batch is in the log (readable once visible).
-    Appended,
-    /// The batch is durable as far as the log's flush policy makes it:
-    /// synced for `always`, flushed for `interval`, written for `os`.
-    Durable,
-}
-
-/// What an append still needs before it can be acknowledged
-/// ([`Log::ack_wait`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckWait {
-    /// Nothing: acknowledge now.
-    Now,
-    /// Acknowledge now, and sync up to `end` soon without waiting: readers
-    /// of an `always` log see only synced records.
-    NowSyncSoon {
-        /// The offset after the append.
-        end: u64,
-    },
-    /// Sync up to `end` first ([`Log::sync_to`]; concurrent callers share one sync).
-    Sync {
-        /// The offset after the append.
-        end: u64,
-    },
-    /// Wait until the interval flush makes `end` durable
-    /// ([`Log::grown_past`] with `durable`).
-    Flush {
-        /// The offset after the append.
-        end: u64,
-    },
 }
 
 /// Where an append landed.
@@ -391,31 +360,6 @@ impl Log {
         Ok(info)
     }
 
-    /// What an append still needs before it is acknowledged with `acks`
-    /// under this log's flush policy. The one place that policy decides.
-    pub fn ack_wait(&self, info: &AppendInfo, acks: Acks) -> AckWait {
-        let end = info.last_offset + 1;
-        match (self.config.flush, acks) {
-            (_, _) if info.durable => AckWait::Now,
-            (FlushPolicy::Always, Acks::Durable) => AckWait::Sync { end },
-            // Readers of an `always` log see only synced records.
-            (FlushPolicy::Always, Acks::Appended) => AckWait::NowSyncSoon { end },
-            (FlushPolicy::IntervalMs(_), Acks::Durable) => AckWait::Flush { end },
-            // `os`: the operating system decides when; nobody waits for it.
-            _ => AckWait::Now,
-        }
-    }
-
-    /// Offsets below this are visible to consumers: what a crash cannot take
-    /// back for flush-`always` logs (the durable offset), the end otherwise.
-    pub fn high_watermark(&self) -> u64 {
-        if self.config.flush == FlushPolicy::Always {
-            self.durable_offset()
-        } else {
-            self.end_offset()
-        }
-    }
-
     fn append_one(&self, batch: &CheckedBatch) -> Result<AppendInfo, AppendError> {
         let limit = self.config.max_batch_bytes;
         if batch.len() > limit as usize {
@@ -594,39 +538,6 @@ impl Log {
         Ok(())
     }
 
-    /// From now on, a sync that finds the periodic recovery checkpoint due
-    /// leaves it to [`write_due_checkpoint`](Self::write_due_checkpoint)
-    /// (which the store's maintenance thread calls) instead of writing it
-    /// while appenders wait.
-    pub fn defer_checkpoints(&self) {
-        self.background_checkpoints.store(true, Ordering::Release);
-    }
-
-    /// Writes the recovery checkpoint if a sync found it due since the last call.
-    pub fn write_due_checkpoint(&self) {
-        if self.checkpoint_due.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.write_recovery_point(self.durable_offset())
-        {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
-        }
-    }
-
-    /// Records that offsets below `offset` are synced, unless a later point
-    /// is already written.
-    fn write_recovery_point(&self, offset: u64) -> std::io::Result<()> {
-        let mut written = lock(&self.checkpoint);
-        if offset < *written {
-            return Ok(());
-        }
-        debug_assert!(
-            offset <= self.durable_offset(),
-            "checkpoint past the synced end"
-        );
-        self.write_checkpoint(CheckpointKind::RecoveryPoint, offset)?;
-        *written = offset;
-        Ok(())
-    }
-
     /// Syncs everything appended so far.
     pub fn flush(&self) -> Result<(), AppendError> {
         self.sync_to(self.end_offset())
@@ -646,20 +557,6 @@ impl Log {
             return Ok(());
         }
         self.sync_locked(&mut state)
-    }
-
-    /// Writes the checkpoint or marker `kind` with `offset` and the newest
-    /// segment's base offset.
-    fn write_checkpoint(&self, kind: CheckpointKind, offset: u64) -> std::io::Result<()> {
-        let path = self.dir.join(kind.file_name());
-        let newest = self
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .last()
-            .map_or(offset, |s| s.base_offset);
-        self.medium
-            .write_file_atomic(&path, &checkpoint::encode(kind, offset, newest))
     }
 
     /// Closes the log cleanly: syncs, seals the active segment, writes the

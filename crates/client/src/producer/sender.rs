@@ -1,23 +1,10 @@
-//! `Producer`: batches records per partition and sends them as pre-encoded
-//! record batches (the broker's fast path).
-//!
-//! `send` hands a record to a background task and returns a [`Delivery`]
-//! that resolves to where the record landed. The task groups records by
-//! partition into one batch until it reaches `batch_bytes` or has waited
-//! `linger` (a partition with `max_in_flight_per_partition` requests out
-//! keeps filling its batch instead), and sends the batches pipelined on one
-//! `ProduceStream`: the broker appends a stream's requests in the order they
-//! were sent, so several requests in flight to one partition never reorder
-//! it. When the stream fails, every unacknowledged batch goes back to the
-//! front of its partition's queue in its original order and is sent again on
-//! a new stream after an exponential backoff, until `delivery_timeout`
-//! (at least once: a batch appended whose acknowledgement was lost is
-//! appended again). A full buffer makes `send` wait: backpressure.
+//! The producer's background task: the batch open for each partition, the
+//! `ProduceStream` and what is in flight on it, sending (pipelined, in
+//! order per partition), acknowledgements, and putting unacknowledged
+//! batches back in order after a failed stream, with backoff, until the
+//! delivery timeout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,198 +12,17 @@ use carteiro::partitioner::partition_for_key;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use carteiro::record::{Header, NewRecord, RecordBatchBuilder};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use crate::connection::{BROKER_DEFAULT, REQUEST_BYTES_MAX, call_error, channel};
+use super::{
+    COMMANDS_PER_ROUND_MAX, Command, DeliveryResult, ProducerConfig, RETRY_BACKOFF_MAX_MS,
+};
+use crate::connection::{REQUEST_BYTES_MAX, call_error};
 use crate::error::ClientError;
 use crate::record::{ProducerRecord, RecordMetadata, TopicPartition};
-
-/// Default time a batch waits for more records, in ms.
-pub const LINGER_MS_DEFAULT: u64 = 5;
-/// Default batch size at which a batch is sent at once, in bytes (below
-/// the broker's default 1 MiB batch limit).
-pub const BATCH_BYTES_DEFAULT: usize = 512 * 1024;
-/// Default most produce requests in flight across partitions (at most the
-/// broker's `PRODUCE_STREAM_IN_FLIGHT_MAX`, 32, are read ahead).
-pub const MAX_IN_FLIGHT_DEFAULT: usize = 16;
-/// Default most produce requests in flight to one partition (Kafka's
-/// `max.in.flight.requests.per.connection`).
-pub const MAX_IN_FLIGHT_PER_PARTITION_DEFAULT: usize = 5;
-/// Default records accepted by `send` but not yet sent; more make `send` wait.
-pub const BUFFER_RECORDS_DEFAULT: usize = 100_000;
-/// Most commands taken from `send` in one round of the background task,
-/// so replies and timers are not starved by a flood of records.
-const COMMANDS_PER_ROUND_MAX: usize = 1024;
-/// Default first retry backoff, in ms; it doubles up to [`RETRY_BACKOFF_MAX_MS`].
-pub const RETRY_BACKOFF_MS_DEFAULT: u64 = 50;
-/// Longest retry backoff, in ms.
-pub const RETRY_BACKOFF_MAX_MS: u64 = 2_000;
-/// Default time a record may take to be delivered, retries included, in ms (Kafka's 2 minutes).
-pub const DELIVERY_TIMEOUT_MS_DEFAULT: u64 = 120_000;
-
-/// When the broker acknowledges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Acks {
-    /// Once durable under the topic's flush policy (the default).
-    #[default]
-    Durable,
-    /// Once appended.
-    Appended,
-}
-
-impl From<Acks> for proto::Acks {
-    fn from(acks: Acks) -> proto::Acks {
-        match acks {
-            Acks::Durable => proto::Acks::Durable,
-            Acks::Appended => proto::Acks::Appended,
-        }
-    }
-}
-
-/// A producer's settings.
-#[derive(Debug, Clone)]
-pub struct ProducerConfig {
-    /// `host:port` of the broker.
-    pub broker: String,
-    /// How long a batch waits for more records.
-    pub linger: Duration,
-    /// Size at which a batch is sent without waiting, bytes.
-    pub batch_bytes: usize,
-    /// Most requests in flight across partitions.
-    pub max_in_flight: usize,
-    /// Most requests in flight to one partition; more than one pipelines
-    /// them (order holds: see the module documentation).
-    pub max_in_flight_per_partition: usize,
-    /// Records accepted but not yet sent before `send` waits.
-    pub buffer_records: usize,
-    /// When the broker acknowledges.
-    pub acks: Acks,
-    /// First retry backoff; doubles on each retry.
-    pub retry_backoff: Duration,
-    /// Longest a record may take to be delivered.
-    pub delivery_timeout: Duration,
-}
-
-impl Default for ProducerConfig {
-    fn default() -> Self {
-        ProducerConfig {
-            broker: BROKER_DEFAULT.to_string(),
-            linger: Duration::from_millis(LINGER_MS_DEFAULT),
-            batch_bytes: BATCH_BYTES_DEFAULT,
-            max_in_flight: MAX_IN_FLIGHT_DEFAULT,
-            max_in_flight_per_partition: MAX_IN_FLIGHT_PER_PARTITION_DEFAULT,
-            buffer_records: BUFFER_RECORDS_DEFAULT,
-            acks: Acks::Durable,
-            retry_backoff: Duration::from_millis(RETRY_BACKOFF_MS_DEFAULT),
-            delivery_timeout: Duration::from_millis(DELIVERY_TIMEOUT_MS_DEFAULT),
-        }
-    }
-}
-
-impl ProducerConfig {
-    /// Defaults, for the broker at `broker`.
-    pub fn new(broker: impl Into<String>) -> Self {
-        ProducerConfig {
-            broker: broker.into(),
-            ..Self::default()
-        }
-    }
-}
-
-type DeliveryResult = Result<RecordMetadata, ClientError>;
-
-/// Resolves to where a record landed, or why it could not be delivered.
-#[derive(Debug)]
-pub struct Delivery(oneshot::Receiver<DeliveryResult>);
-
-impl Future for Delivery {
-    type Output = DeliveryResult;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
-    }
-}
-
-enum Command {
-    Send {
-        topic: String,
-        record: ProducerRecord,
-        done: oneshot::Sender<DeliveryResult>,
-    },
-    Flush(oneshot::Sender<()>),
-}
-
-/// A batching, retrying producer. See the module documentation.
-pub struct Producer {
-    commands: mpsc::Sender<Command>,
-    task: JoinHandle<()>,
-}
-
-impl Producer {
-    /// A producer for the broker in `config`; connects on first use. Needs a tokio runtime.
-    pub fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
-        if config.batch_bytes == 0
-            || config.max_in_flight == 0
-            || config.max_in_flight_per_partition == 0
-            || config.buffer_records == 0
-        {
-            return Err(ClientError::Invalid(
-                "batch_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
-            ));
-        }
-        let channel = channel(&config.broker)?;
-        let (commands, rx) = mpsc::channel(config.buffer_records);
-        let sender = Sender::new(config, channel);
-        let task = tokio::spawn(sender.run(rx));
-        Ok(Producer { commands, task })
-    }
-
-    /// Hands `record` to the producer, waiting while its buffer is full, and
-    /// returns the [`Delivery`] to await for the outcome.
-    pub async fn send(&self, topic: &str, record: ProducerRecord) -> Result<Delivery, ClientError> {
-        let (done, delivery) = oneshot::channel();
-        self.commands
-            .send(Command::Send {
-                topic: topic.to_string(),
-                record,
-                done,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        Ok(Delivery(delivery))
-    }
-
-    /// Sends one record and waits until it is delivered.
-    pub async fn send_and_wait(&self, topic: &str, record: ProducerRecord) -> DeliveryResult {
-        self.send(topic, record).await?.await
-    }
-
-    /// Sends everything accepted so far at once and returns when each of
-    /// those records is delivered or has failed.
-    pub async fn flush(&self) -> Result<(), ClientError> {
-        let (done, flushed) = oneshot::channel();
-        self.commands
-            .send(Command::Flush(done))
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        flushed.await.map_err(|_| ClientError::Closed)
-    }
-
-    /// Flushes, then stops the producer. Nothing accepted is lost.
-    pub async fn close(self) -> Result<(), ClientError> {
-        self.flush().await?;
-        drop(self.commands);
-        self.task
-            .await
-            .map_err(|e| ClientError::Invalid(format!("producer task failed: {e}")))
-    }
-}
 
 /// A batch being filled or waiting to be sent.
 struct Pending {
@@ -268,7 +74,7 @@ struct ProduceStream {
     closing: bool,
 }
 
-struct Sender {
+pub(crate) struct Sender {
     config: ProducerConfig,
     client: BrokerClient<Channel>,
     admin: AdminClient<Channel>,
@@ -292,7 +98,7 @@ fn now_ms() -> i64 {
 }
 
 impl Sender {
-    fn new(config: ProducerConfig, channel: Channel) -> Self {
+    pub(crate) fn new(config: ProducerConfig, channel: Channel) -> Self {
         Sender {
             client: BrokerClient::new(channel.clone()).max_encoding_message_size(REQUEST_BYTES_MAX),
             admin: AdminClient::new(channel),
@@ -309,7 +115,7 @@ impl Sender {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut accepting = true;
         loop {
             // Without waiting for the timer: its 1 ms resolution would add

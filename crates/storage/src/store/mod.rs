@@ -18,14 +18,16 @@ use std::time::Duration;
 use crate::config::LogConfig;
 pub use crate::data_dir::partition_dir;
 use crate::data_dir::{
-    self, deleted_dir, empty_but_marker, read_marker, read_topic_list, write_marker,
-    write_topic_list,
+    self, deleted_dir, empty_but_marker, read_marker, read_topic_list, write_topic_list,
 };
 use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
 use crate::medium::Medium;
 use crate::metadata::{PartitionMarker, TopicRecord};
-use crate::region::is_disk_full;
+
+mod partitions;
+
+use partitions::{Opening, open_topic};
 
 /// Longest topic name, in characters (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -582,124 +584,4 @@ impl Drop for Store {
             tracing::error!(error = %e, "closing store on drop");
         }
     }
-}
-
-/// Whether a topic's partitions are being created or already exist.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Opening {
-    /// New directories, each with its marker.
-    New,
-    /// Directories named in `topics.meta`: each must be there (unless
-    /// repairing) and be this topic's; one without a marker (an earlier
-    /// version's) gets one.
-    Existing,
-}
-
-fn open_partition(
-    dir: &Path,
-    options: &StoreOptions,
-    record: &TopicRecord,
-    partition: u32,
-    opening: Opening,
-) -> Result<Log, StoreError> {
-    let medium = options.log.medium.as_ref();
-    let path = partition_dir(dir, &record.name, partition);
-    let marker = PartitionMarker {
-        partition,
-        topic: record.clone(),
-    };
-    let existing = if opening == Opening::Existing && medium.is_dir(&path) {
-        read_marker(medium, &path)?
-    } else {
-        None
-    };
-    match existing {
-        Some(Ok(found)) if found == marker => {}
-        Some(Ok(found)) => {
-            return Err(StoreError::DirectoryInUse {
-                path,
-                reason: format!(
-                    "its marker names partition {} of topic {:?} created at {} ms, not partition                      {partition} of the topic {:?} created at {} ms that topics.meta lists",
-                    found.partition,
-                    found.topic.name,
-                    found.topic.created_ms,
-                    record.name,
-                    record.created_ms
-                ),
-            });
-        }
-        Some(Err(reason)) => {
-            return Err(StoreError::DirectoryInUse {
-                path,
-                reason: format!("its partition marker is damaged ({reason})"),
-            });
-        }
-        None => {
-            if opening == Opening::Existing && !medium.is_dir(&path) {
-                if !options.log.repair {
-                    return Err(StoreError::MissingPartition {
-                        topic: record.name.clone(),
-                        partition,
-                        path,
-                    });
-                }
-                tracing::error!(
-                    dir = %path.display(), topic = %record.name, partition,
-                    "repair: recreating a missing partition directory empty; its records are lost"
-                );
-            }
-            medium
-                .create_dir_all(&path)
-                .map_err(io_err("creating", &path))?;
-            match write_marker(medium, &path, &marker) {
-                // A directory topics.meta names is claimed by it: on a full
-                // disk its marker (an earlier version's directory has none)
-                // can wait for the next open.
-                Err(StoreError::Io { source, .. })
-                    if opening == Opening::Existing && is_disk_full(&source) =>
-                {
-                    tracing::warn!(dir = %path.display(), error = %source, "disk full: partition marker not written");
-                }
-                written => written?,
-            }
-        }
-    }
-    Log::open(&path, record.config.clone(), &options.log).map_err(|source| StoreError::Open {
-        topic: record.name.clone(),
-        partition,
-        source,
-    })
-}
-
-fn open_topic(
-    dir: &Path,
-    options: &StoreOptions,
-    record: TopicRecord,
-    opening: Opening,
-) -> Result<Topic, StoreError> {
-    let mut partitions: Vec<Arc<Log>> = Vec::with_capacity(record.partitions as usize);
-    for partition in 0..record.partitions {
-        let log = match open_partition(dir, options, &record, partition, opening) {
-            Ok(log) => log,
-            Err(e) => {
-                for log in &partitions {
-                    let _ = log.close();
-                }
-                return Err(e);
-            }
-        };
-        if options.maintenance_interval_ms.is_some() {
-            log.defer_checkpoints();
-        }
-        partitions.push(Arc::new(log));
-    }
-    Ok(Topic {
-        name: record.name,
-        config: TopicConfig {
-            partitions: record.partitions,
-            log: record.config,
-        },
-        created_ms: record.created_ms,
-        partitions,
-    })
 }
