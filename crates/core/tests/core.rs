@@ -2,47 +2,17 @@
 //! topics, produce, fetch with long poll, list offsets, commits, and a
 //! guard that the core depends on no gRPC crate.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro::record::RecordBatch;
 use carteiro_core::fetch::{FetchPartition, FetchRequest, OffsetSpec};
 use carteiro_core::groups::OffsetCommit;
 use carteiro_core::produce::{Payload, ProduceRequest, ProducedRecord};
-use carteiro_core::topics::TopicSettings;
-use carteiro_core::{Acks, Broker, BrokerError, BrokerOptions};
-
-fn open(dir: &std::path::Path) -> Arc<Broker> {
-    Broker::open(&BrokerOptions {
-        data_dir: dir.to_path_buf(),
-        repair: false,
-        retention_check_interval_ms: 60_000,
-    })
-    .expect("opens")
-}
-
-fn settings() -> TopicSettings {
-    TopicSettings {
-        segment_bytes: Some(1 << 20),
-        ..TopicSettings::default()
-    }
-}
-
-fn keyed_batch(keys: &[&str]) -> Bytes {
-    let mut builder = RecordBatchBuilder::new();
-    for key in keys {
-        builder
-            .append(&NewRecord {
-                timestamp: 1_700_000_000_000,
-                key: Some(key.as_bytes()),
-                value: Some(b"v"),
-                headers: &[],
-            })
-            .expect("fits");
-    }
-    Bytes::from(builder.build().expect("non-empty"))
-}
+use carteiro_core::{Acks, BrokerError};
+use common::*;
 
 fn fetch_one(topic: &str, partition: u32, offset: i64, wait_ms: u32) -> FetchRequest {
     FetchRequest {

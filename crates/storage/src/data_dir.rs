@@ -82,7 +82,11 @@ fn write_metadata_file(
         .map_err(io_err("writing", path))
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+/// Maps an I/O error of `op` on `path` to a store error.
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
         path: path.to_path_buf(),

@@ -16,18 +16,11 @@ use crate::cursor::{CURSOR_WINDOW_BYTES, RegionCursor};
 use crate::error::OpenError;
 use crate::index::{Index, OffsetEntry, OffsetKind, TimeEntry, TimeKind};
 use crate::medium::Medium;
+use crate::recovery::io_err;
 use crate::region::Region;
 use crate::segment::{
     IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, LOG_SUFFIX, Segment, decode_log_header, file_name,
 };
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
-    move |source| OpenError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// The `.log` file of the segment at `base` in `dir`.
 pub(crate) fn segment_file(dir: &Path, base: u64) -> PathBuf {

@@ -70,7 +70,11 @@ pub(crate) struct Loaded {
     pub report: RecoveryReport,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
+/// Maps an I/O error of `op` on `path` to an open error.
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> OpenError + 'a {
     move |source| OpenError::Io {
         op,
         path: path.to_path_buf(),

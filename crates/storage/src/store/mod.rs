@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::config::LogConfig;
 pub use crate::data_dir::partition_dir;
 use crate::data_dir::{
-    self, deleted_dir, empty_but_marker, read_marker, read_topic_list, write_topic_list,
+    self, deleted_dir, empty_but_marker, io_err, read_marker, read_topic_list, write_topic_list,
 };
 use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
@@ -169,14 +169,6 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.dir).finish()
-    }
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
