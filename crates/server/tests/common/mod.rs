@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use carteiro::proto::admin_client::AdminClient;
@@ -16,37 +16,38 @@ use tonic::transport::Channel;
 /// How long a broker may take to start or stop before the test fails.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `carteiro` binary, brought up to date once per test process: a
-/// narrow `cargo test --test X` does not rebuild other packages' binaries.
+/// The `carteiro` binary that cargo built for these tests.
 pub fn broker_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| built_binary("carteiro-server", "carteiro"))
-        .clone()
+    match option_env!("CARGO_BIN_EXE_carteiro") {
+        Some(path) => PathBuf::from(path),
+        None => built_binary("carteiro", "carteiro-server"),
+    }
 }
 
-/// The `logctl` binary, brought up to date once per test process.
+/// The `logctl` binary that cargo built for these tests.
 pub fn logctl_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| built_binary("carteiro-logctl", "logctl"))
-        .clone()
+    match option_env!("CARGO_BIN_EXE_logctl") {
+        Some(path) => PathBuf::from(path),
+        None => built_binary("logctl", "carteiro-logctl"),
+    }
 }
 
-fn built_binary(package: &str, bin: &str) -> PathBuf {
+/// A binary of another package of the workspace, in this test's target
+/// directory: `cargo test --workspace` (the README's test command) builds
+/// every package's binaries before it runs any test.
+fn built_binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo build");
-    assert!(status.success(), "building the {bin} binary failed");
-    dir.join(bin)
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the README's test command (cargo test --workspace), or `cargo build -p {package}` first",
+        path.display()
+    );
+    path
 }
 
 /// A running broker process.

@@ -1,6 +1,7 @@
 //! `logctl` run as a user would, against a real broker: every subcommand,
 //! its JSON output, and its errors with their exit codes.
 
+#[path = "../../server/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
