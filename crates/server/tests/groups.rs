@@ -467,6 +467,26 @@ async fn commits_from_stale_or_departed_members_are_rejected() {
         long.message().contains("member_id") && long.message().contains("255"),
         "{long:?}"
     );
+    // Only the coordinator names members: a made-up id cannot join, so no
+    // client takes over another's partitions by guessing its id.
+    let first = groups
+        .join_group(join(""))
+        .await
+        .expect("join")
+        .into_inner();
+    let spoofed = groups
+        .join_group(join(&format!("{}x", first.member_id)))
+        .await
+        .expect_err("an id the coordinator never gave");
+    assert_eq!(
+        spoofed.code(),
+        tonic::Code::FailedPrecondition,
+        "{spoofed:?}"
+    );
+    assert!(
+        spoofed.message().contains("join with an empty member id"),
+        "{spoofed:?}"
+    );
     broker.stop();
 }
 

@@ -103,12 +103,26 @@ impl Consumer {
             strategy: strategy as i32,
             client_id: self.config.client_id.clone(),
         };
-        let joined = self
-            .groups
-            .join_group(request)
-            .await
-            .map_err(self.err())?
-            .into_inner();
+        let joined = match self.groups.join_group(request.clone()).await {
+            Ok(reply) => reply.into_inner(),
+            // The coordinator no longer knows this member (a broker restart,
+            // an expired session): join afresh under a new id.
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && !request.member_id.is_empty() =>
+            {
+                let fresh = proto::JoinGroupRequest {
+                    member_id: String::new(),
+                    ..request
+                };
+                self.groups
+                    .join_group(fresh)
+                    .await
+                    .map_err(self.err())?
+                    .into_inner()
+            }
+            Err(status) => return Err(self.err()(status)),
+        };
         let (tx, signal) = watch::channel(Signal::Ok);
         let interval = Duration::from_millis(u64::from(self.config.session_timeout_ms / 3).max(1));
         let heartbeat = tokio::spawn(heartbeat(

@@ -154,11 +154,19 @@ impl Coordinator {
     }
 
     /// A fresh member id for `client_id`.
+    /// The id is Kafka's `client_id-UUID` form: 128 bits no client can
+    /// guess, so a member cannot be taken over by naming it.
     pub fn new_member_id(&self, client_id: &str) -> String {
+        let counter = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let (high, low) = (unguessable(counter), unguessable(!counter));
         format!(
-            "{}-{:x}",
+            "{}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
             client_id.chars().take(64).collect::<String>(),
-            self.next_member.fetch_add(1, Ordering::Relaxed)
+            high >> 32,
+            (high >> 16) & 0xffff,
+            high & 0xffff,
+            low >> 48,
+            low & 0xffff_ffff_ffff
         )
     }
 
@@ -201,6 +209,19 @@ impl Coordinator {
                 });
             }
             let member_id = match request.member_id.clone() {
+                // Only the coordinator names members: a join with an id the
+                // group does not hold (made up, or from before a restart or
+                // an expiry) must join afresh.
+                Some(id) if !id.is_empty() && !group.members.contains_key(&id) => {
+                    return Err(fenced(
+                        FenceReason::UnknownMember,
+                        format!(
+                            "member {:?} is not in group {:?}: join with an empty member id",
+                            bounded(&id),
+                            request.group
+                        ),
+                    ));
+                }
                 Some(id) if !id.is_empty() => id,
                 _ => self.new_member_id(&request.client_id),
             };
@@ -507,6 +528,25 @@ impl Coordinator {
             .map(|(n, _)| n.clone())
             .collect()
     }
+}
+
+/// 64 bits no one can predict: SipHash under the process's random keys
+/// (std seeds them from the operating system), of a counter.
+fn unguessable(counter: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(counter);
+    hasher.finish()
+}
+
+/// A client's text cut to at most 64 characters, for error messages.
+pub(crate) fn bounded(text: &str) -> String {
+    const QUOTED_CHARS_MAX: usize = 64;
+    if text.chars().count() <= QUOTED_CHARS_MAX {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(QUOTED_CHARS_MAX).collect();
+    format!("{cut}… ({} bytes)", text.len())
 }
 
 /// The group, if `member_id` is in it; else why not.

@@ -328,3 +328,36 @@ async fn a_new_member_starts_a_rebalance_that_ends_a_pending_sync() {
     assert_eq!(again.generation, second.generation);
     assert_eq!(again.member_count, 2);
 }
+
+#[tokio::test]
+async fn a_made_up_member_id_is_refused_and_generated_ids_cannot_be_guessed() {
+    let (_dir, coordinator) = coordinator();
+    let first = coordinator.join(assigned("ids")).await.expect("join");
+    let spoofed = coordinator
+        .join(JoinRequest {
+            member_id: Some("test-00000000000000000001".into()),
+            ..assigned("ids")
+        })
+        .await
+        .expect_err("an id the coordinator never gave");
+    assert!(
+        matches!(
+            spoofed,
+            BrokerError::Fenced {
+                reason: FenceReason::UnknownMember,
+                ..
+            }
+        ),
+        "{spoofed}"
+    );
+    assert_eq!(coordinator.describe("ids").expect("group").members.len(), 1);
+    // Consecutive ids share their client id and nothing a client could
+    // derive: their random parts differ in most of their 32 hex digits.
+    let ids: Vec<String> = (0..2).map(|_| coordinator.new_member_id("test")).collect();
+    let random = |id: &str| id.trim_start_matches("test-").replace('-', "");
+    let (a, b) = (random(&ids[0]), random(&ids[1]));
+    assert_eq!(a.len(), 32, "{}", ids[0]);
+    let differing = a.chars().zip(b.chars()).filter(|(x, y)| x != y).count();
+    assert!(differing > 16, "{} and {} look related", ids[0], ids[1]);
+    assert!(first.member_id.starts_with("test-"));
+}
