@@ -27,6 +27,8 @@ pub struct BrokerOptions {
     pub repair: bool,
     /// Period between two retention passes, in ms.
     pub retention_check_interval_ms: u64,
+    /// Most bytes of fetch replies being gathered at once.
+    pub fetch_bytes_in_flight_max: u64,
 }
 
 /// The broker core. See the module documentation.
@@ -37,6 +39,8 @@ pub struct Broker {
     pub(crate) clock: Arc<dyn Clock>,
     /// Round-robin position per topic for records without key or partition.
     pub(crate) spread: Mutex<HashMap<String, u32>>,
+    /// The budget of fetch reply bytes being gathered, in KiB.
+    pub(crate) fetch_budget: crate::fetch::FetchBudget,
     shutdown: watch::Sender<bool>,
 }
 
@@ -69,10 +73,13 @@ impl Broker {
                 ..OffsetsOptions::default()
             },
         )?;
-        Ok(Arc::new(Broker::with_parts(store, offsets)))
+        let mut broker = Broker::with_parts(store, offsets);
+        broker.fetch_budget = crate::fetch::FetchBudget::new(options.fetch_bytes_in_flight_max);
+        Ok(Arc::new(broker))
     }
 
-    /// A core over an open store and its committed offsets.
+    /// A core over an open store and its committed offsets, with the
+    /// default fetch budget.
     pub fn with_parts(store: Arc<Store>, offsets: CommittedOffsets) -> Broker {
         Broker {
             coordinator: Coordinator::new(store.clone()),
@@ -80,6 +87,9 @@ impl Broker {
             offsets,
             clock: Arc::new(SystemClock),
             spread: Mutex::new(HashMap::new()),
+            fetch_budget: crate::fetch::FetchBudget::new(
+                crate::fetch::FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT,
+            ),
             shutdown: watch::channel(false).0,
         }
     }
@@ -99,9 +109,15 @@ impl Broker {
         self.clock.now_ms()
     }
 
-    /// Begins shutting down: new work is refused, long polls and joins end.
+    /// Begins shutting down: new work is refused, long polls and joins end,
+    /// and every log is flushed in the background, so that appends waiting
+    /// for an interval flush are acknowledged now. Needs a tokio runtime.
     pub fn shut_down(&self) {
-        self.shutdown.send_replace(true);
+        if self.shutdown.send_replace(true) {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_all());
     }
 
     /// Changes to `true` when the broker begins shutting down.

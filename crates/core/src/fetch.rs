@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use bytes::Bytes;
 use carteiro_storage::{Log, ReadError};
 use futures_util::StreamExt;
@@ -26,6 +28,8 @@ pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const FETCH_MAX_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
 /// Longest a fetch may wait for data, in ms (5 minutes).
 pub const FETCH_MAX_WAIT_MS_MAX: u32 = 5 * 60 * 1000;
+/// Default most bytes of fetch replies being gathered at once (256 MiB).
+pub const FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Most partitions in one fetch, list-offsets or commit request.
 pub const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
 
@@ -131,6 +135,71 @@ fn report_damage_once(e: &BrokerError) {
     }
 }
 
+/// The bytes of fetch replies that may be gathered at once. A fetch holds
+/// its share only while it reads and its reply is built, never while it
+/// waits for records; when the budget runs low it gathers less, and with
+/// nothing left it waits (within its own deadline).
+#[derive(Debug, Clone)]
+pub(crate) struct FetchBudget {
+    kib: Arc<Semaphore>,
+}
+
+/// A fetch's share of the budget; dropping it gives the share back.
+#[derive(Debug)]
+pub struct FetchReservation {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Counts in KiB (a semaphore acquires at most u32 permits at once).
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
+}
+
+impl FetchBudget {
+    pub(crate) fn new(bytes: u64) -> Self {
+        FetchBudget {
+            kib: Arc::new(Semaphore::new(kib(bytes) as usize)),
+        }
+    }
+
+    /// Reserves up to `bytes` now; if less than one partition's default is
+    /// free, waits for that much until `deadline`. Returns the bytes granted
+    /// (0 if the deadline came first).
+    async fn reserve(&self, bytes: u32, deadline: Instant) -> (FetchReservation, usize) {
+        let least = kib(u64::from(PARTITION_FETCH_MAX_BYTES_DEFAULT)).min(kib(u64::from(bytes)));
+        let want = kib(u64::from(bytes));
+        let free = (self.kib.available_permits() as u32).min(want);
+        if free >= least
+            && let Ok(permit) = self.kib.clone().try_acquire_many_owned(free)
+        {
+            return (reserved(permit), (free as usize * 1024).min(bytes as usize));
+        }
+        match tokio::time::timeout_at(deadline, self.kib.clone().acquire_many_owned(least)).await {
+            Ok(Ok(permit)) => (
+                reserved(permit),
+                (least as usize * 1024).min(bytes as usize),
+            ),
+            _ => (FetchReservation { _permit: None }, 0),
+        }
+    }
+}
+
+fn reserved(permit: OwnedSemaphorePermit) -> FetchReservation {
+    FetchReservation {
+        _permit: Some(permit),
+    }
+}
+
+/// A fetch's answer: each partition's part, and the share of the reply
+/// budget it holds until the edge has built its reply.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The partitions, in the order asked.
+    pub partitions: Vec<PartitionData>,
+    /// Dropped once the reply is built.
+    pub reservation: FetchReservation,
+}
+
 /// One partition's part, the bytes it holds, and what to wait on if short.
 struct Gathered {
     data: PartitionData,
@@ -151,10 +220,7 @@ struct FetchRound {
 
 impl Broker {
     /// Fetches, waiting (bounded) for `min_bytes`. See the module documentation.
-    pub async fn fetch(
-        self: &Arc<Self>,
-        request: FetchRequest,
-    ) -> Result<Vec<PartitionData>, BrokerError> {
+    pub async fn fetch(self: &Arc<Self>, request: FetchRequest) -> Result<Fetched, BrokerError> {
         self.check_running()?;
         check_entries("partitions", request.partitions.len(), false)?;
         if request.max_wait_ms > FETCH_MAX_WAIT_MS_MAX {
@@ -167,13 +233,14 @@ impl Broker {
         let max_bytes = match request.max_bytes {
             0 => FETCH_MAX_BYTES_DEFAULT,
             n => n.min(FETCH_MAX_BYTES_LIMIT),
-        } as usize;
+        };
         let deadline = Instant::now() + Duration::from_millis(u64::from(request.max_wait_ms));
         let mut shutdown = self.shutdown_signal();
         let request = Arc::new(request);
         loop {
+            let (reservation, granted) = self.fetch_budget.reserve(max_bytes, deadline).await;
             let (broker, asked) = (self.clone(), request.clone());
-            let round = tokio::task::spawn_blocking(move || broker.gather(&asked, max_bytes))
+            let round = tokio::task::spawn_blocking(move || broker.gather(&asked, granted))
                 .await
                 .map_err(join_error)?;
             let done = round.total >= request.min_bytes as usize
@@ -182,8 +249,13 @@ impl Broker {
                 || Instant::now() >= deadline
                 || *shutdown.borrow();
             if done {
-                return Ok(round.partitions);
+                return Ok(Fetched {
+                    partitions: round.partitions,
+                    reservation,
+                });
             }
+            // Waiting holds no share of the budget.
+            drop(reservation);
             // Woken by an append (or sync) of any partition, never by polling.
             let mut grown: FuturesUnordered<_> = round
                 .watches

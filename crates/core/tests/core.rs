@@ -58,7 +58,7 @@ async fn a_long_poll_is_woken_by_the_produce_that_makes_records_visible() {
         .expect("woken, not timed out")
         .expect("task")
         .expect("fetch");
-    let part = &fetched[0];
+    let part = &fetched.partitions[0];
     assert!(part.error.is_none());
     assert_eq!(part.next_offset, 1);
     let (batch, _) = RecordBatch::parse(&part.batches[0]).expect("a stored batch");

@@ -72,7 +72,7 @@ impl BrokerService {
         };
         let fetched = self.shared.broker.fetch(request).await?;
         let mut reply = proto::FetchResponse::default();
-        for (data, asked) in fetched.into_iter().zip(offsets) {
+        for (data, asked) in fetched.partitions.into_iter().zip(offsets) {
             let mut part = proto::PartitionRecords {
                 topic: data.topic,
                 partition: data.partition,
@@ -234,8 +234,14 @@ impl Broker for BrokerService {
         &self,
         request: Request<proto::FetchRequest>,
     ) -> Result<Response<proto::FetchResponse>, Status> {
-        let _admitted = self.shared.limits.admit().map_err(status)?;
-        self.fetch_inner(request.into_inner())
+        // Fetches have their own budget, so long polls never starve others.
+        let _admitted = self
+            .shared
+            .limits
+            .admit_fetch(request.remote_addr())
+            .map_err(status)?;
+        let request = request.into_inner();
+        self.fetch_inner(request)
             .await
             .map(Response::new)
             .map_err(status)

@@ -16,6 +16,18 @@ pub const MAX_CONNECTIONS_DEFAULT: u32 = 1024;
 pub const MAX_REQUESTS_IN_FLIGHT_DEFAULT: u32 = 1024;
 /// Default most bytes of produce requests being appended at once, in bytes (256 MiB).
 pub const MAX_BUFFERED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default most fetches (long polls included) served at once, apart from
+/// other requests, so that waiting consumers never starve produce and admin.
+pub const MAX_FETCHES_IN_FLIGHT_DEFAULT: u32 = 1024;
+/// Default most fetches served at once for one connection.
+pub const MAX_FETCHES_PER_CONNECTION_DEFAULT: u32 = 64;
+/// Default most bytes of fetch replies being gathered at once (256 MiB).
+pub const MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default time a new connection has to send the HTTP/2 preface, in ms.
+pub const CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time a connection may send nothing before it is closed, in ms
+/// (Kafka's `connections.max.idle.ms`, 10 minutes).
+pub const CONNECTION_IDLE_TIMEOUT_MS_DEFAULT: u64 = 10 * 60 * 1000;
 /// Default period between two retention passes, in ms (Kafka's 5 minutes).
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 
@@ -61,6 +73,21 @@ pub struct Args {
     /// Period between retention passes, ms [default: 300000]
     #[arg(long, env = "CARTEIRO_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Most fetches (long polls included) served at once [default: 1024]
+    #[arg(long, env = "CARTEIRO_MAX_FETCHES_IN_FLIGHT")]
+    pub max_fetches_in_flight: Option<u32>,
+    /// Most fetches served at once for one connection [default: 64]
+    #[arg(long, env = "CARTEIRO_MAX_FETCHES_PER_CONNECTION")]
+    pub max_fetches_per_connection: Option<u32>,
+    /// Most bytes of fetch replies gathered at once [default: 268435456]
+    #[arg(long, env = "CARTEIRO_MAX_FETCH_BYTES_IN_FLIGHT")]
+    pub max_fetch_bytes_in_flight: Option<u64>,
+    /// Time a new connection has to start HTTP/2, ms [default: 10000]
+    #[arg(long, env = "CARTEIRO_CONNECTION_HANDSHAKE_TIMEOUT_MS")]
+    pub connection_handshake_timeout_ms: Option<u64>,
+    /// Time a connection may send nothing before it is closed, ms [default: 600000]
+    #[arg(long, env = "CARTEIRO_CONNECTION_IDLE_TIMEOUT_MS")]
+    pub connection_idle_timeout_ms: Option<u64>,
     /// Open partitions whose synced data is damaged by cutting it (logged), instead of refusing
     #[arg(long, env = "CARTEIRO_REPAIR")]
     pub repair: bool,
@@ -77,6 +104,11 @@ struct FileConfig {
     max_requests_in_flight: Option<u32>,
     max_buffered_bytes: Option<u64>,
     retention_check_interval_ms: Option<u64>,
+    max_fetches_in_flight: Option<u32>,
+    max_fetches_per_connection: Option<u32>,
+    max_fetch_bytes_in_flight: Option<u64>,
+    connection_handshake_timeout_ms: Option<u64>,
+    connection_idle_timeout_ms: Option<u64>,
     repair: Option<bool>,
 }
 
@@ -97,6 +129,16 @@ pub struct BrokerConfig {
     pub max_buffered_bytes: u64,
     /// Period between retention passes, ms.
     pub retention_check_interval_ms: u64,
+    /// Most fetches in flight.
+    pub max_fetches_in_flight: u32,
+    /// Most fetches in flight for one connection.
+    pub max_fetches_per_connection: u32,
+    /// Most bytes of fetch replies gathered at once.
+    pub max_fetch_bytes_in_flight: u64,
+    /// Time a new connection has to start HTTP/2, ms.
+    pub connection_handshake_timeout_ms: u64,
+    /// Time a connection may send nothing before it is closed, ms.
+    pub connection_idle_timeout_ms: u64,
     /// Cut damaged durable data instead of refusing to open.
     pub repair: bool,
 }
@@ -111,9 +153,35 @@ impl Default for BrokerConfig {
             max_requests_in_flight: MAX_REQUESTS_IN_FLIGHT_DEFAULT,
             max_buffered_bytes: MAX_BUFFERED_BYTES_DEFAULT,
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            max_fetches_in_flight: MAX_FETCHES_IN_FLIGHT_DEFAULT,
+            max_fetches_per_connection: MAX_FETCHES_PER_CONNECTION_DEFAULT,
+            max_fetch_bytes_in_flight: MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT,
+            connection_handshake_timeout_ms: CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            connection_idle_timeout_ms: CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
             repair: false,
         }
     }
+}
+
+/// Checks that `listen` is HOST:PORT with a port of 0 to 65535.
+fn check_listen(listen: &str) -> Result<(), String> {
+    let shown: String = listen.chars().take(64).collect();
+    let Some((host, port)) = listen.rsplit_once(':') else {
+        return Err(format!(
+            "listen is {shown:?}: it must be HOST:PORT, for example 127.0.0.1:7099"
+        ));
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "listen is {shown:?}: the host is missing, for example 127.0.0.1{listen}"
+        ));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "listen is {shown:?}: port {port:?} is not a number from 0 to 65535"
+        ));
+    }
+    Ok(())
 }
 
 fn positive(field: &str, value: u64) -> Result<(), String> {
@@ -151,6 +219,26 @@ impl BrokerConfig {
                 .retention_check_interval_ms
                 .or(file.retention_check_interval_ms)
                 .unwrap_or(d.retention_check_interval_ms),
+            max_fetches_in_flight: args
+                .max_fetches_in_flight
+                .or(file.max_fetches_in_flight)
+                .unwrap_or(d.max_fetches_in_flight),
+            max_fetches_per_connection: args
+                .max_fetches_per_connection
+                .or(file.max_fetches_per_connection)
+                .unwrap_or(d.max_fetches_per_connection),
+            max_fetch_bytes_in_flight: args
+                .max_fetch_bytes_in_flight
+                .or(file.max_fetch_bytes_in_flight)
+                .unwrap_or(d.max_fetch_bytes_in_flight),
+            connection_handshake_timeout_ms: args
+                .connection_handshake_timeout_ms
+                .or(file.connection_handshake_timeout_ms)
+                .unwrap_or(d.connection_handshake_timeout_ms),
+            connection_idle_timeout_ms: args
+                .connection_idle_timeout_ms
+                .or(file.connection_idle_timeout_ms)
+                .unwrap_or(d.connection_idle_timeout_ms),
             repair: args.repair || file.repair.unwrap_or(false),
         };
         config.validate()?;
@@ -159,6 +247,7 @@ impl BrokerConfig {
 
     /// Checks every limit.
     pub fn validate(&self) -> Result<(), String> {
+        check_listen(&self.listen)?;
         positive("max_connections", u64::from(self.max_connections))?;
         positive(
             "max_requests_in_flight",
@@ -168,6 +257,30 @@ impl BrokerConfig {
             "retention_check_interval_ms",
             self.retention_check_interval_ms,
         )?;
+        positive(
+            "max_fetches_in_flight",
+            u64::from(self.max_fetches_in_flight),
+        )?;
+        positive(
+            "max_fetches_per_connection",
+            u64::from(self.max_fetches_per_connection),
+        )?;
+        positive(
+            "connection_handshake_timeout_ms",
+            self.connection_handshake_timeout_ms,
+        )?;
+        positive(
+            "connection_idle_timeout_ms",
+            self.connection_idle_timeout_ms,
+        )?;
+        // One partition's default share must fit.
+        let min_fetch = u64::from(carteiro_core::fetch::PARTITION_FETCH_MAX_BYTES_DEFAULT);
+        if self.max_fetch_bytes_in_flight < min_fetch {
+            return Err(format!(
+                "max_fetch_bytes_in_flight is {}; it must be at least {min_fetch}",
+                self.max_fetch_bytes_in_flight
+            ));
+        }
         // A produce of the largest batch any topic accepts must fit.
         let min_buffer = u64::from(carteiro_storage::config::MAX_BATCH_BYTES_MAX);
         if self.max_buffered_bytes < min_buffer {

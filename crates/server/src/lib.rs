@@ -7,12 +7,14 @@
 //!   `Groups` services, each method a core call between two conversions;
 //!   `broker::produce` keeps a stream's order and in-flight bound.
 //! - `convert` (private): the contract's types to the core's and back.
-//! - `limits` (private): connections, requests in flight, bytes buffered.
+//! - `limits` (private): requests, produce bytes and fetches in flight;
+//!   `connections` (private): the accept loop, connection limit and timeouts.
 //! - [`error`]: the one place a core error becomes a gRPC status.
 
 mod admin;
 mod broker;
 pub mod config;
+mod connections;
 mod convert;
 pub mod error;
 mod groups;

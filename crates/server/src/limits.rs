@@ -1,20 +1,18 @@
-//! Bounds under load: connections, requests in flight and produce bytes
-//! being appended. Past a limit a request is refused at once with
-//! RESOURCE_EXHAUSTED (and a connection is closed at accept), so a flood of
-//! clients slows down instead of exhausting memory.
+//! Bounds under load, per request: requests in flight, produce bytes being
+//! appended, and, apart from those, fetches (long polls hold theirs while
+//! they wait), per connection and in all.
+//! Past a limit a request is refused at once with RESOURCE_EXHAUSTED, so a
+//! flood of clients slows down instead of exhausting memory.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use carteiro_core::BrokerError;
+
+use crate::config::BrokerConfig;
 
 /// The request-level limits.
 #[derive(Debug, Clone)]
@@ -23,6 +21,43 @@ pub struct RequestLimits {
     max_requests: u32,
     bytes: Arc<Semaphore>,
     max_bytes: u64,
+    fetches: Arc<Semaphore>,
+    max_fetches: u32,
+    /// Fetches in flight per connection (entries only while non-zero, so at
+    /// most one per open connection).
+    per_connection: Arc<Mutex<HashMap<SocketAddr, u32>>>,
+    max_per_connection: u32,
+}
+
+/// Proof that a fetch was admitted; dropping it frees its places.
+#[derive(Debug)]
+pub struct FetchAdmitted {
+    _fetch: OwnedSemaphorePermit,
+    _connection: Option<ConnectionSlot>,
+}
+
+/// One fetch's place in its connection's count; dropping it gives it back.
+#[derive(Debug)]
+struct ConnectionSlot {
+    peer: SocketAddr,
+    counts: Arc<Mutex<HashMap<SocketAddr, u32>>>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Counts in KiB (semaphores hold at most u32 permits per acquire).
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// Proof that a request was admitted; dropping it frees the place.
@@ -33,16 +68,55 @@ pub struct Admitted {
 }
 
 impl RequestLimits {
-    /// Limits of `max_requests` in flight and `max_bytes` of produce data.
-    pub fn new(max_requests: u32, max_bytes: u64) -> Self {
-        // Semaphores count in u32 units here: bytes are counted in KiB.
-        let kib = (max_bytes / 1024).clamp(1, u64::from(u32::MAX)) as usize;
+    /// The limits `config` sets.
+    pub fn new(config: &BrokerConfig) -> Self {
         RequestLimits {
-            requests: Arc::new(Semaphore::new(max_requests as usize)),
-            max_requests,
-            bytes: Arc::new(Semaphore::new(kib)),
-            max_bytes,
+            requests: Arc::new(Semaphore::new(config.max_requests_in_flight as usize)),
+            max_requests: config.max_requests_in_flight,
+            bytes: Arc::new(Semaphore::new(kib(config.max_buffered_bytes) as usize)),
+            max_bytes: config.max_buffered_bytes,
+            fetches: Arc::new(Semaphore::new(config.max_fetches_in_flight as usize)),
+            max_fetches: config.max_fetches_in_flight,
+            per_connection: Arc::new(Mutex::new(HashMap::new())),
+            max_per_connection: config.max_fetches_per_connection,
         }
+    }
+
+    /// Admits a fetch from `peer`, or refuses it past the fetches in flight
+    /// (in all, or for the connection). The reply bytes it gathers are the
+    /// core's budget.
+    pub fn admit_fetch(&self, peer: Option<SocketAddr>) -> Result<FetchAdmitted, BrokerError> {
+        let fetch = self.fetches.clone().try_acquire_owned().map_err(|_| {
+            BrokerError::ResourceExhausted {
+                what: "fetches in flight",
+                limit: u64::from(self.max_fetches),
+            }
+        })?;
+        let connection = match peer {
+            Some(peer) => {
+                let mut counts = self
+                    .per_connection
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let count = counts.entry(peer).or_insert(0);
+                if *count >= self.max_per_connection {
+                    return Err(BrokerError::ResourceExhausted {
+                        what: "fetches in flight on one connection",
+                        limit: u64::from(self.max_per_connection),
+                    });
+                }
+                *count += 1;
+                Some(ConnectionSlot {
+                    peer,
+                    counts: self.per_connection.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(FetchAdmitted {
+            _fetch: fetch,
+            _connection: connection,
+        })
     }
 
     /// Admits a request, or refuses it if `max_requests` are in flight.
@@ -77,100 +151,4 @@ impl RequestLimits {
         admitted._bytes = Some(permit);
         Ok(admitted)
     }
-}
-
-/// A client connection that holds one of the broker's connection places.
-pub struct LimitedStream {
-    inner: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for LimitedStream {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for LimitedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// Accepts connections while fewer than `max_connections` are open; closes
-/// the others at once. The stream ends when the listener fails.
-pub fn limited_incoming(
-    listener: TcpListener,
-    max_connections: u32,
-) -> ReceiverStream<io::Result<LimitedStream>> {
-    let places = Arc::new(Semaphore::new(max_connections as usize));
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like pass; keep accepting.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            };
-            let Ok(permit) = places.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max_connections, "connection refused: max_connections reached");
-                drop(stream);
-                continue;
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "set_nodelay failed");
-            }
-            if tx
-                .send(Ok(LimitedStream {
-                    inner: stream,
-                    _permit: permit,
-                }))
-                .await
-                .is_err()
-            {
-                return; // the server stopped
-            }
-        }
-    });
-    ReceiverStream::new(rx)
 }

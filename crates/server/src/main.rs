@@ -47,6 +47,23 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: every partition
+/// holds a few files open, and every client a socket.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(open_files = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let config = match BrokerConfig::from_args(Args::parse()) {
         Ok(config) => config,
@@ -66,18 +83,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_open_files_limit();
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("carteiro: cannot listen on {}: {e}", config.listen);
-                return ExitCode::FAILURE;
-            }
-        };
+        // Recovery first, the port second: while partitions are checked,
+        // clients are refused at once instead of hanging on a silent port.
         let broker = match open_broker(&config).await {
             Ok(opened) => opened,
             Err(e) => {
                 eprintln!("carteiro: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(&config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("carteiro: cannot listen on {}: {e}", config.listen);
+                let _ = tokio::task::spawn_blocking(move || broker.close()).await;
                 return ExitCode::FAILURE;
             }
         };

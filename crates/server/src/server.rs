@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use carteiro::proto::admin_server::AdminServer;
 use carteiro::proto::broker_server::BrokerServer;
@@ -17,8 +18,9 @@ use tokio::net::TcpListener;
 use crate::admin::AdminService;
 use crate::broker::BrokerService;
 use crate::config::BrokerConfig;
+use crate::connections::{ConnectionTimeouts, limited_incoming};
 use crate::groups::GroupsService;
-use crate::limits::{RequestLimits, limited_incoming};
+use crate::limits::RequestLimits;
 use crate::shared::Shared;
 
 /// Largest gRPC request accepted, in bytes: the largest batch a topic may
@@ -32,6 +34,8 @@ pub const GRPC_REPLY_BYTES_MAX: usize = FETCH_MAX_BYTES_LIMIT as usize + 1024 * 
 const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
 /// HTTP/2 flow-control window per connection, in bytes.
 const CONNECTION_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// Most requests (HTTP/2 streams) open at once on one connection.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
 /// Why the broker could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,7 @@ pub async fn open_broker(config: &BrokerConfig) -> Result<Arc<Broker>, ServeErro
         data_dir: config.data_dir.clone(),
         repair: config.repair,
         retention_check_interval_ms: config.retention_check_interval_ms,
+        fetch_bytes_in_flight_max: config.max_fetch_bytes_in_flight,
     };
     let open_err = |reason: String| ServeError::Open {
         dir: config.data_dir.clone(),
@@ -89,7 +94,7 @@ pub async fn serve(
     };
     let shared = Arc::new(Shared {
         broker: broker.clone(),
-        limits: RequestLimits::new(config.max_requests_in_flight, config.max_buffered_bytes),
+        limits: RequestLimits::new(&config),
     });
     let broker_service = BrokerServer::new(BrokerService::new(shared.clone()))
         .max_decoding_message_size(GRPC_REQUEST_BYTES_MAX)
@@ -105,11 +110,20 @@ pub async fn serve(
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(carteiro::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let incoming = limited_incoming(listener, config.max_connections);
+    // Both reflection versions: grpcurl speaks v1, Python's grpcio-reflection
+    // and other tools only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(carteiro::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let timeouts = ConnectionTimeouts {
+        handshake: Duration::from_millis(config.connection_handshake_timeout_ms),
+        idle: Duration::from_millis(config.connection_idle_timeout_ms),
+    };
+    let incoming = limited_incoming(listener, config.max_connections, timeouts);
     let stopping = broker.clone();
     let signal = async move {
         shutdown.await;
@@ -125,8 +139,10 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(broker_service)
         .add_service(admin)
         .add_service(groups)

@@ -345,23 +345,31 @@ async fn bad_input_gets_its_status_and_leaves_the_log_unchanged() {
 async fn a_flood_of_requests_is_refused_with_resource_exhausted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &["--max-requests-in-flight", "1"]);
-    create_topic(&broker, "busy", 1, small_topic(64 * 1024)).await;
-    let long_poll =
-        |mut poller: carteiro::proto::broker_client::BrokerClient<tonic::transport::Channel>| {
+    // A durable produce to a topic flushed once a minute holds its place
+    // until the flush.
+    let slow = proto::TopicConfig {
+        flush: proto::FlushPolicy::Interval as i32,
+        flush_interval_ms: Some(60_000),
+        ..small_topic(64 * 1024)
+    };
+    create_topic(&broker, "busy", 1, slow).await;
+    let hold =
+        |mut producer: carteiro::proto::broker_client::BrokerClient<tonic::transport::Channel>| {
             tokio::spawn(async move {
-                poller
-                    .fetch(proto::FetchRequest {
-                        min_bytes: 1,
-                        max_wait_ms: 30_000,
-                        ..fetch_one("busy", 0, 0)
+                producer
+                    .produce(proto::ProduceRequest {
+                        topic: "busy".into(),
+                        partition: Some(0),
+                        records: vec![record(None, "waits for its flush")],
+                        ..Default::default()
                     })
                     .await
             })
         };
-    // One long poll holds the only place, so other requests are refused at
-    // once. (If the poll itself loses the race for the place, it is refused
-    // and sent again.) The wait is bounded.
-    let mut held = long_poll(broker.broker().await);
+    // One produce holds the only place, so other requests are refused at
+    // once. (If it loses the race for the place, it is refused and sent
+    // again.) The wait is bounded.
+    let mut held = hold(broker.broker().await);
     let mut client = broker.broker().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
@@ -370,9 +378,9 @@ async fn a_flood_of_requests_is_refused_with_resource_exhausted() {
             let lost = held
                 .await
                 .expect("task")
-                .expect_err("a long poll only ends early when refused");
+                .expect_err("a durable produce only ends early when refused");
             assert_eq!(lost.code(), Code::ResourceExhausted);
-            held = long_poll(broker.broker().await);
+            held = hold(broker.broker().await);
         }
         match client
             .list_offsets(proto::ListOffsetsRequest { queries: vec![] })
@@ -389,11 +397,12 @@ async fn a_flood_of_requests_is_refused_with_resource_exhausted() {
             && refused.message().contains("limit of 1"),
         "{refused:?}"
     );
+    // Shutdown flushes every log: the waiting produce is acknowledged.
     broker.stop();
     let finished = held.await.expect("task");
     assert!(
         finished.is_ok(),
-        "the long poll in flight finished during shutdown: {finished:?}"
+        "the produce in flight was acknowledged during shutdown: {finished:?}"
     );
 }
 

@@ -23,6 +23,16 @@ pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 pub const SEGMENT_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Default bytes of log between two offset-index entries (4 KiB).
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+/// Largest `segment_ms`, in ms (one year).
+pub const SEGMENT_MS_MAX: u64 = 365 * 24 * 60 * 60 * 1000;
+/// Largest `retention_ms`, in ms (100 years; `None` keeps everything).
+pub const RETENTION_MS_MAX: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+/// Largest `retention_bytes`, in bytes (the largest signed 64-bit value,
+/// what clients can send; `None` keeps everything).
+pub const RETENTION_BYTES_MAX: u64 = i64::MAX as u64;
+/// Longest `interval` flush policy, in ms (one minute): a durable produce
+/// waits at most this long for its flush, holding its admission.
+pub const FLUSH_INTERVAL_MS_MAX: u64 = 60 * 1000;
 /// Default age past which closed segments are deleted, in ms (7 days).
 pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Default longest time between two recovery checkpoints while appending, in ms.
@@ -60,7 +70,7 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// Time between two recovery checkpoints while appending, in ms (in a
     /// store, the maintenance thread writes one within its period after it
-    /// is due).
+    /// is due). Not a client's setting; `u64::MAX` means never.
     pub checkpoint_interval_ms: u64,
 }
 
@@ -105,7 +115,7 @@ impl LogConfig {
             SEGMENT_BYTES_MIN,
             SEGMENT_BYTES_MAX,
         )?;
-        in_range("segment_ms", self.segment_ms, 1, u64::MAX)?;
+        in_range("segment_ms", self.segment_ms, 1, SEGMENT_MS_MAX)?;
         // A batch must fit in an empty segment.
         let batch_max =
             (self.segment_bytes - LOG_HEADER_BYTES as u64).min(u64::from(MAX_BATCH_BYTES_MAX));
@@ -122,13 +132,13 @@ impl LogConfig {
             self.segment_bytes,
         )?;
         if let Some(ms) = self.retention_ms {
-            in_range("retention_ms", ms, 1, u64::MAX)?;
+            in_range("retention_ms", ms, 1, RETENTION_MS_MAX)?;
         }
         if let Some(bytes) = self.retention_bytes {
-            in_range("retention_bytes", bytes, 1, u64::MAX)?;
+            in_range("retention_bytes", bytes, 1, RETENTION_BYTES_MAX)?;
         }
         if let FlushPolicy::IntervalMs(ms) = self.flush {
-            in_range("flush interval_ms", ms, 1, u64::MAX)?;
+            in_range("flush interval_ms", ms, 1, FLUSH_INTERVAL_MS_MAX)?;
         }
         in_range(
             "checkpoint_interval_ms",
@@ -137,6 +147,23 @@ impl LogConfig {
             u64::MAX,
         )?;
         Ok(())
+    }
+
+    /// This config with its time and retention settings cut to their
+    /// maxima: a topic created before the maxima existed still opens.
+    pub fn clamped(&self) -> LogConfig {
+        LogConfig {
+            segment_ms: self.segment_ms.min(SEGMENT_MS_MAX),
+            retention_ms: self.retention_ms.map(|ms| ms.min(RETENTION_MS_MAX)),
+            retention_bytes: self.retention_bytes.map(|b| b.min(RETENTION_BYTES_MAX)),
+            flush: match self.flush {
+                FlushPolicy::IntervalMs(ms) => {
+                    FlushPolicy::IntervalMs(ms.min(FLUSH_INTERVAL_MS_MAX))
+                }
+                other => other,
+            },
+            ..self.clone()
+        }
     }
 
     /// Capacity of a segment's offset index, in entries: one per

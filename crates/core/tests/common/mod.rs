@@ -14,6 +14,7 @@ pub fn open(dir: &std::path::Path) -> Arc<Broker> {
         data_dir: dir.to_path_buf(),
         repair: false,
         retention_check_interval_ms: 60_000,
+        fetch_bytes_in_flight_max: carteiro_core::fetch::FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT,
     })
     .expect("opens")
 }

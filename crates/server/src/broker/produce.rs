@@ -5,6 +5,8 @@
 use carteiro::proto;
 use carteiro_core::BrokerError;
 use carteiro_core::produce::{Appended, PartitionAppend};
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use prost::Message;
@@ -21,6 +23,10 @@ use crate::limits::Admitted;
 /// the broker reads no further until one is (HTTP/2 flow control then
 /// holds the client back).
 pub const PRODUCE_STREAM_IN_FLIGHT_MAX: usize = 32;
+
+/// Longest a stream ending with an error status keeps its request side
+/// open for that status to reach the client, in ms.
+const STREAM_STATUS_GRACE_MS: u64 = 5_000;
 
 /// Replies of a produce stream, in the order they are ready.
 pub type ProduceReplies = ReceiverStream<Result<proto::ProduceStreamReply, Status>>;
@@ -82,14 +88,24 @@ impl BrokerService {
             let mut waiting = FuturesUnordered::new();
             let mut sequence = 0u64;
             let mut reading = true;
+            // A request that could not be read ends the stream with this
+            // status, after the replies to the requests before it.
+            let mut ending: Option<Status> = None;
             loop {
                 tokio::select! {
                     next = requests.message(), if reading && waiting.len() < PRODUCE_STREAM_IN_FLIGHT_MAX => {
                         let request = match next {
                             Ok(Some(request)) => request,
-                            // The client is done sending, or gone.
-                            Ok(None) | Err(_) => {
+                            // The client is done sending.
+                            Ok(None) => {
                                 reading = false;
+                                continue;
+                            }
+                            // It could not be decoded, or the client is gone
+                            // (then the status goes nowhere, and that ends it).
+                            Err(status) => {
+                                reading = false;
+                                ending = Some(unreadable(sequence, status));
                                 continue;
                             }
                         };
@@ -111,14 +127,19 @@ impl BrokerService {
                     Some((this, result)) = waiting.next(), if !waiting.is_empty() => {
                         let failed = result.is_err();
                         if replies.send(Ok(stream_reply(this, result))).await.is_err() {
-                            // The client stopped listening; what was appended stays.
-                            reading = false;
+                            // The client is gone: what was appended stays,
+                            // and the waits end here, releasing their admissions.
+                            return;
                         }
                         if failed {
                             reading = false;
                         }
                     }
-                    // Shutdown ends the stream once what was appended is acknowledged.
+                    // The client is gone (cancelled, or its connection
+                    // closed): stop waiting, releasing the admissions held.
+                    () = replies.closed(), if reading || !waiting.is_empty() => return,
+                    // Shutdown ends the stream once what was appended is
+                    // acknowledged (the core flushes every log as it begins).
                     changed = shutdown.changed(), if reading => {
                         if changed.is_err() || *shutdown.borrow() {
                             reading = false;
@@ -127,6 +148,17 @@ impl BrokerService {
                     else => break,
                 }
             }
+            if let Some(status) = ending
+                && replies.send(Err(status)).await.is_ok()
+            {
+                // Keep the request side open until the status has gone out
+                // (the response is done when its receiver is dropped): a
+                // request body dropped early resets the whole stream, and the
+                // client would see a broken pipe instead of the status.
+                let sent = Duration::from_millis(STREAM_STATUS_GRACE_MS);
+                let _ = tokio::time::timeout(sent, replies.closed()).await;
+            }
+            drop(requests);
         });
         ReceiverStream::new(stream)
     }
@@ -148,6 +180,22 @@ impl BrokerService {
             _admitted: admitted,
         })
     }
+}
+
+/// The status that ends a stream whose request number `sequence` could not
+/// be read: INVALID_ARGUMENT for a request that is not a `ProduceRequest`.
+fn unreadable(sequence: u64, status: Status) -> Status {
+    let code = match status.code() {
+        tonic::Code::Internal | tonic::Code::Unknown => tonic::Code::InvalidArgument,
+        code => code,
+    };
+    Status::new(
+        code,
+        format!(
+            "request {sequence} of the stream could not be read ({}); nothing from it on was appended",
+            status.message()
+        ),
+    )
 }
 
 fn stream_reply(

@@ -491,6 +491,17 @@ impl Store {
             .collect()
     }
 
+    /// Syncs every log (what an interval flush would do, now); failures are logged.
+    pub fn flush_all(&self) {
+        for topic in self.topics() {
+            for log in topic.partitions() {
+                if let Err(e) = log.flush() {
+                    tracing::warn!(dir = %log.dir().display(), error = %e, "flush failed");
+                }
+            }
+        }
+    }
+
     /// One maintenance pass: flushes interval-policy logs that are due,
     /// writes the recovery checkpoints syncs found due and, with
     /// `retention`, applies retention to every log.

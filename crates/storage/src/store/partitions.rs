@@ -92,7 +92,11 @@ fn open_partition(
             }
         }
     }
-    Log::open(&path, record.config.clone(), &options.log).map_err(|source| StoreError::Open {
+    let config = match opening {
+        Opening::New => record.config.clone(),
+        Opening::Existing => record.config.clamped(),
+    };
+    Log::open(&path, config, &options.log).map_err(|source| StoreError::Open {
         topic: record.name.clone(),
         partition,
         source,
