@@ -363,12 +363,43 @@ async fn health_and_reflection_answer() {
     for expected in [
         "carteiro.v1.Broker",
         "carteiro.v1.Admin",
+        "carteiro.v1.Groups",
         "grpc.health.v1.Health",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
+    }
+    // The older reflection version too, which many tools (Python's
+    // grpcio-reflection among them) speak.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Channel::from_shared(broker.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let reply = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner()
+            .message()
+            .await
+            .expect("reply")
+            .expect("one reply");
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("expected a service list, got {:?}", reply.message_response);
+        };
+        assert!(list.service.iter().any(|s| s.name == "carteiro.v1.Groups"));
     }
     broker.stop();
 }

@@ -478,12 +478,23 @@ fn bad_arguments_exit_non_zero_with_a_message() {
         .expect("run");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("max_connections is 0"));
-    let output = std::process::Command::new(broker_binary())
-        .args(["--listen", "not-an-address"])
-        .output()
-        .expect("run");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not-an-address"));
+    for (listen, says) in [
+        ("not-an-address", "HOST:PORT"),
+        ("7199", "HOST:PORT"),
+        (":7199", "the host is missing"),
+        ("127.0.0.1:99999", "not a number from 0 to 65535"),
+    ] {
+        let output = std::process::Command::new(broker_binary())
+            .args(["--listen", listen])
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
+        assert!(
+            stderr.contains(listen) && stderr.contains(says),
+            "{listen}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
