@@ -94,7 +94,8 @@ impl<'a> RecordBatch<'a> {
 
     /// Walks every record and checks that the header agrees with them:
     /// offset deltas run 0, 1, 2, …; `last_offset_delta` is `record_count - 1`;
-    /// `max_timestamp` is the largest record timestamp; no bytes are left over.
+    /// `max_timestamp` is the largest record timestamp; no bytes are left
+    /// over; every header key is UTF-8.
     ///
     /// A broker calls this before it appends a batch a client encoded.
     pub fn validate(&self) -> Result<(), BatchError> {
@@ -119,6 +120,17 @@ impl<'a> RecordBatch<'a> {
                 return Err(BatchError::MalformedRecord {
                     index: i as u32,
                     reason: "offset delta is not the record's position in the batch",
+                });
+            }
+            // Kafka's header keys are strings: UTF-8, as every client reads them.
+            if record
+                .headers
+                .iter()
+                .any(|h| std::str::from_utf8(h.key).is_err())
+            {
+                return Err(BatchError::MalformedRecord {
+                    index: i as u32,
+                    reason: "a header key is not UTF-8 (header keys are strings)",
                 });
             }
             max_timestamp = max_timestamp.max(record.timestamp);

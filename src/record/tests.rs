@@ -36,8 +36,9 @@ fn encode(records: &[OwnedRecord]) -> Vec<u8> {
 
 fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
     let bytes = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64));
+    // Header keys are strings; values any bytes.
     let header = (
-        proptest::collection::vec(any::<u8>(), 0..16),
+        ".{0,8}".prop_map(String::into_bytes),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
     );
     (
@@ -247,4 +248,46 @@ fn exercise(bytes: &[u8]) {
             }
         }
     }
+}
+
+#[test]
+fn a_header_key_that_is_not_utf8_is_refused_by_the_builder_and_the_reader() {
+    let bad = [Header {
+        key: &[0xff, 0xfe],
+        value: None,
+    }];
+    let record = NewRecord {
+        timestamp: 1,
+        key: None,
+        value: Some(b"v"),
+        headers: &bad,
+    };
+    let refused = RecordBatchBuilder::new()
+        .append(&record)
+        .expect_err("builder");
+    assert!(refused.to_string().contains("not UTF-8"), "{refused}");
+    // A batch some other client wrote with such a key: built with a good
+    // key of the same length, then patched, with its CRC fixed.
+    let good = [Header {
+        key: b"ok",
+        value: None,
+    }];
+    let mut builder = RecordBatchBuilder::new();
+    builder
+        .append(&NewRecord {
+            headers: &good,
+            ..record
+        })
+        .expect("good key");
+    let mut batch = builder.build().expect("batch");
+    let at = batch
+        .windows(2)
+        .rposition(|w| w == b"ok")
+        .expect("the key's bytes");
+    batch[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let parsed = RecordBatch::parse_exact(&batch).expect("crc valid");
+    let refused = parsed.validate().expect_err("reader");
+    assert!(refused.to_string().contains("not UTF-8"), "{refused}");
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use carteiro_storage::error::quoted;
 use carteiro_storage::{Clock, LogOptions, Store, StoreOptions, SystemClock};
 use tokio::sync::watch;
 
@@ -138,7 +139,8 @@ impl Broker {
     pub fn check_user_topic(&self, field: &'static str, topic: &str) -> Result<(), BrokerError> {
         if topic.starts_with(INTERNAL_TOPIC_PREFIX) {
             let message = format!(
-                "{topic:?}: topic names starting with {INTERNAL_TOPIC_PREFIX:?} are reserved for the broker"
+                "{}: topic names starting with {INTERNAL_TOPIC_PREFIX:?} are reserved for the broker",
+                quoted(topic)
             );
             return Err(BrokerError::invalid(field, message));
         }

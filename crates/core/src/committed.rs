@@ -15,9 +15,10 @@
 //! snapshot gives the same state (the latest record per key wins).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro_storage::error::quoted;
 use carteiro_storage::store::Store;
 use carteiro_storage::{
     Clock, FlushPolicy, Log, LogConfig, ReadError, StoreError, SystemClock, TopicConfig,
@@ -71,9 +72,9 @@ impl Default for OffsetsOptions {
     }
 }
 
-/// The commits in memory, and how many records the log holds beyond them.
-struct State {
-    commits: BTreeMap<Key, Committed>,
+/// What the writer of commits keeps: how many records the log holds beyond
+/// the commits in memory.
+struct Writer {
     /// Records appended since the last snapshot began (or replayed at start).
     since_snapshot: u64,
 }
@@ -81,8 +82,11 @@ struct State {
 /// The committed offsets of every group.
 pub struct CommittedOffsets {
     log: Arc<Log>,
-    /// Held across append and apply, so memory follows the log's order.
-    state: Mutex<State>,
+    /// Held across append, sync and apply, so memory follows the log's
+    /// order. Readers never take it: they read `commits`, which a writer
+    /// locks only to apply what is already durable.
+    writer: Mutex<Writer>,
+    commits: RwLock<BTreeMap<Key, Committed>>,
     options: OffsetsOptions,
 }
 
@@ -92,13 +96,16 @@ pub fn validate_group(group: &str) -> Result<(), BrokerError> {
     if chars == 0 || chars > GROUP_ID_MAX_CHARS {
         return Err(BrokerError::invalid(
             "group",
-            format!("{group:?} has {chars} characters; it must have 1 to {GROUP_ID_MAX_CHARS}"),
+            format!(
+                "{} has {chars} characters; it must have 1 to {GROUP_ID_MAX_CHARS}",
+                quoted(group)
+            ),
         ));
     }
     if let Some(c) = group.chars().find(|c| c.is_control()) {
         return Err(BrokerError::invalid(
             "group",
-            format!("{group:?} contains control character {c:?}"),
+            format!("{} contains control character {c:?}", quoted(group)),
         ));
     }
     Ok(())
@@ -251,24 +258,38 @@ impl CommittedOffsets {
         );
         let offsets = CommittedOffsets {
             log,
-            state: Mutex::new(State {
-                commits,
+            writer: Mutex::new(Writer {
                 since_snapshot: replayed,
             }),
+            commits: RwLock::new(commits),
             options,
         };
-        offsets.compact_if_due(&mut offsets.state(), SystemClock.now_ms())?;
+        offsets.compact_if_due(&mut offsets.writer(), SystemClock.now_ms())?;
         Ok(offsets)
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commits(&self) -> RwLockReadGuard<'_, BTreeMap<Key, Committed>> {
+        self.commits.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, entries: Vec<(Key, Option<Committed>)>) {
+        let mut commits = self.commits.write().unwrap_or_else(|p| p.into_inner());
+        for (key, value) in entries {
+            match value {
+                Some(committed) => commits.insert(key, committed),
+                None => commits.remove(&key),
+            };
+        }
     }
 
     /// Records the internal topic held when it was last replayed or
     /// snapshotted, plus those appended since: what a restart would replay.
     pub fn records_since_snapshot(&self) -> u64 {
-        self.state().since_snapshot
+        self.writer().since_snapshot
     }
 
     /// Appends and syncs `entries` as one batch, then applies them. Blocking.
@@ -280,17 +301,12 @@ impl CommittedOffsets {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut state = self.state();
+        let mut writer = self.writer();
         let batch = commit_batch(&entries, now_ms)?;
         self.log.append(&batch).map_err(append_error)?;
-        state.since_snapshot += entries.len() as u64;
-        for (key, value) in entries {
-            match value {
-                Some(committed) => state.commits.insert(key, committed),
-                None => state.commits.remove(&key),
-            };
-        }
-        if let Err(e) = self.compact_if_due(&mut state, now_ms) {
+        writer.since_snapshot += entries.len() as u64;
+        self.apply(entries);
+        if let Err(e) = self.compact_if_due(&mut writer, now_ms) {
             // The commit is durable; the next one tries the snapshot again.
             tracing::warn!(error = %e, "could not compact {OFFSETS_TOPIC}");
         }
@@ -298,18 +314,18 @@ impl CommittedOffsets {
     }
 
     /// Writes a snapshot if enough records were appended since the last.
-    fn compact_if_due(&self, state: &mut State, now_ms: i64) -> Result<(), BrokerError> {
+    fn compact_if_due(&self, writer: &mut Writer, now_ms: i64) -> Result<(), BrokerError> {
         let due = self
             .options
             .compact_records_min
-            .max(state.commits.len() as u64);
-        if state.since_snapshot < due {
+            .max(self.commits().len() as u64);
+        if writer.since_snapshot < due {
             return Ok(());
         }
         let started = std::time::Instant::now();
         let base = self.log.roll().map_err(append_error)?;
-        let entries: Vec<(Key, Option<Committed>)> = state
-            .commits
+        let entries: Vec<(Key, Option<Committed>)> = self
+            .commits()
             .iter()
             .map(|(k, v)| (k.clone(), Some(v.clone())))
             .collect();
@@ -321,12 +337,12 @@ impl CommittedOffsets {
         let deleted = self.log.delete_segments_before(base);
         tracing::info!(
             commits = entries.len(),
-            replaced_records = state.since_snapshot,
+            replaced_records = writer.since_snapshot,
             deleted_segments = deleted.deleted_segments.len(),
             ms = started.elapsed().as_millis() as u64,
             "compacted {OFFSETS_TOPIC} by snapshot"
         );
-        state.since_snapshot = 0;
+        writer.since_snapshot = 0;
         Ok(())
     }
 
@@ -353,33 +369,27 @@ impl CommittedOffsets {
     /// their topic no longer exists.
     pub fn forget_topic(&self, topic: &str, now_ms: i64) {
         let keys: Vec<Key> = self
-            .state()
-            .commits
+            .commits()
             .keys()
             .filter(|(_, t, _)| t == topic)
             .cloned()
             .collect();
         if let Err(e) = self.write(keys.iter().map(|k| (k.clone(), None)).collect(), now_ms) {
             tracing::warn!(topic, error = %e, "could not record that the deleted topic's commits are gone");
-            let mut state = self.state();
-            for key in &keys {
-                state.commits.remove(key);
-            }
+            self.apply(keys.into_iter().map(|k| (k, None)).collect());
         }
     }
 
     /// One committed offset.
     pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<Committed> {
-        self.state()
-            .commits
+        self.commits()
             .get(&(group.to_string(), topic.to_string(), partition))
             .cloned()
     }
 
     /// All of a group's commits, by topic and partition.
     pub fn group(&self, group: &str) -> Vec<(String, u32, Committed)> {
-        self.state()
-            .commits
+        self.commits()
             .iter()
             .filter(|((g, _, _), _)| g == group)
             .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
@@ -388,12 +398,7 @@ impl CommittedOffsets {
 
     /// Every group with at least one commit.
     pub fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = self
-            .state()
-            .commits
-            .keys()
-            .map(|(g, _, _)| g.clone())
-            .collect();
+        let mut groups: Vec<String> = self.commits().keys().map(|(g, _, _)| g.clone()).collect();
         groups.dedup();
         groups
     }

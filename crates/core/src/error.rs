@@ -99,9 +99,9 @@ impl BrokerError {
         }
     }
 
-    /// True if the disk (or the user's quota) is full: the request may
-    /// succeed once space is freed.
-    pub fn is_disk_full(&self) -> bool {
+    /// True if the disk (or the user's quota) is full, or the process is
+    /// out of file descriptors: the request may succeed once they are freed.
+    pub fn is_out_of_resources(&self) -> bool {
         let io = match self {
             BrokerError::Store(StoreError::Io { source, .. })
             | BrokerError::Store(StoreError::Open {
@@ -114,10 +114,14 @@ impl BrokerError {
             } => source,
             _ => return false,
         };
+        // EMFILE and ENFILE: the process's or the system's open files.
+        const OPEN_FILES_EXHAUSTED: [i32; 2] = [24, 23];
         matches!(
             io.kind(),
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        )
+        ) || io
+            .raw_os_error()
+            .is_some_and(|code| OPEN_FILES_EXHAUSTED.contains(&code))
     }
 }
 

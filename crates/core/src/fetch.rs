@@ -336,7 +336,8 @@ impl Broker {
         let budget = budget.min(partition_max);
         let (mut at, mut taken) = (offset, 0usize);
         while taken < budget {
-            match log.read_visible(at, budget - taken) {
+            // No further than the high watermark this reply reports.
+            match log.read_visible_below(at, budget - taken, hwm) {
                 Ok(read) if read.batches.is_empty() => break,
                 Ok(read) => {
                     taken += read.batches.len();

@@ -187,7 +187,7 @@ impl Broker {
     /// A durable append to a flush-`always` topic is synced in the same
     /// blocking call as its append (one thread hop, not two).
     pub async fn produce(
-        &self,
+        self: &Arc<Self>,
         request: ProduceRequest,
     ) -> Result<Vec<PartitionAppend>, BrokerError> {
         self.append(request, true).await?.acknowledged().await
@@ -196,25 +196,31 @@ impl Broker {
     /// Checks and appends one request, without waiting for its acks unless
     /// `wait_in_append` (see [`produce`](Self::produce)); a pipelining edge
     /// passes `false`, or the next request would wait behind the sync.
-    /// Nothing is appended if the request is refused before its first append.
+    /// Nothing is appended if the request is refused before its first
+    /// append. Runs on the blocking pool: checking a batch reads all of it.
     pub async fn append(
-        &self,
+        self: &Arc<Self>,
         request: ProduceRequest,
         wait_in_append: bool,
     ) -> Result<Appended, BrokerError> {
         self.check_running()?;
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || broker.append_blocking(request, wait_in_append))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn append_blocking(
+        &self,
+        request: ProduceRequest,
+        wait_in_append: bool,
+    ) -> Result<Appended, BrokerError> {
         let field = request.payload.field();
         let acks = request.acks;
+        let append_acks = if wait_in_append { acks } else { Acks::Appended };
         let mut appends: Vec<(u32, Arc<Log>, AppendInfo)> = Vec::new();
         for planned in self.plan(request)? {
-            let append_acks = if wait_in_append { acks } else { Acks::Appended };
-            let log = planned.log.clone();
-            let appended = tokio::task::spawn_blocking(move || {
-                log.append_checked(&planned.batch, append_acks)
-            })
-            .await
-            .map_err(join_error)?;
-            match appended {
+            match planned.log.append_checked(&planned.batch, append_acks) {
                 Ok(info) => appends.push((planned.partition, planned.log, info)),
                 Err(source) => {
                     // The request fails, but what it appended to earlier
@@ -243,6 +249,16 @@ impl Broker {
         let batches: Vec<(u32, CheckedBatch)> = match request.payload {
             Payload::Batch(bytes) => {
                 let batch = CheckedBatch::new(bytes).map_err(|e| invalid_batch(field, e))?;
+                let attributes = batch.header().attributes;
+                if attributes.is_transactional() || attributes.is_control() {
+                    return Err(BrokerError::invalid(
+                        field,
+                        format!(
+                            "attributes {:#06x}: transactional and control batches are not supported",
+                            attributes.0
+                        ),
+                    ));
+                }
                 let partition = match (request.partition, batch.first_key()) {
                     (Some(p), _) => p,
                     (None, Some(key)) => partition_for_key(key, partitions),

@@ -48,12 +48,47 @@ fn partition_error(e: BrokerError) -> proto::PartitionError {
     }
 }
 
+/// One partition's part of a fetch as the contract shows it: raw batches,
+/// or records decoded from them at and after the offset `asked`.
+fn partition_records(
+    data: carteiro_core::fetch::PartitionData,
+    asked: i64,
+    decoded: bool,
+) -> proto::PartitionRecords {
+    let mut part = proto::PartitionRecords {
+        topic: data.topic,
+        partition: data.partition,
+        high_watermark: data.high_watermark as i64,
+        log_start_offset: data.log_start_offset as i64,
+        next_offset: data.next_offset,
+        error: data.error.map(partition_error),
+        ..Default::default()
+    };
+    if !decoded {
+        part.record_batches = data.batches;
+        return part;
+    }
+    let from = u64::try_from(asked).unwrap_or(0);
+    if let Err(e) = convert::decode_records(&data.batches, from, &mut part.records) {
+        let e = BrokerError::DataLoss(format!(
+            "topic {:?} partition {}: {e}",
+            part.topic, part.partition
+        ));
+        part.records.clear();
+        part.next_offset = asked;
+        part.error = Some(partition_error(e));
+    }
+    part
+}
+
 impl BrokerService {
     async fn fetch_inner(
         &self,
         request: proto::FetchRequest,
     ) -> Result<proto::FetchResponse, BrokerError> {
-        let decoded = request.format() == proto::FetchFormat::Decoded;
+        let allowed = "FETCH_FORMAT_RAW_BATCHES (0), FETCH_FORMAT_DECODED (1)";
+        let decoded = convert::known::<proto::FetchFormat>("format", request.format, allowed)?
+            == proto::FetchFormat::Decoded;
         let offsets: Vec<i64> = request.partitions.iter().map(|p| p.offset).collect();
         let request = FetchRequest {
             partitions: request
@@ -71,34 +106,18 @@ impl BrokerService {
             max_wait_ms: request.max_wait_ms,
         };
         let fetched = self.shared.broker.fetch(request).await?;
-        let mut reply = proto::FetchResponse::default();
-        for (data, asked) in fetched.partitions.into_iter().zip(offsets) {
-            let mut part = proto::PartitionRecords {
-                topic: data.topic,
-                partition: data.partition,
-                high_watermark: data.high_watermark as i64,
-                log_start_offset: data.log_start_offset as i64,
-                next_offset: data.next_offset,
-                error: data.error.map(partition_error),
-                ..Default::default()
-            };
-            if decoded {
-                let from = u64::try_from(asked).unwrap_or(0);
-                if let Err(e) = convert::decode_records(&data.batches, from, &mut part.records) {
-                    let e = BrokerError::DataLoss(format!(
-                        "topic {:?} partition {}: {e}",
-                        part.topic, part.partition
-                    ));
-                    part.records.clear();
-                    part.next_offset = asked;
-                    part.error = Some(partition_error(e));
-                }
-            } else {
-                part.record_batches = data.batches;
+        // Decoding walks every record: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut reply = proto::FetchResponse::default();
+            for (data, asked) in fetched.partitions.into_iter().zip(offsets) {
+                reply
+                    .partitions
+                    .push(partition_records(data, asked, decoded));
             }
-            reply.partitions.push(part);
-        }
-        Ok(reply)
+            reply
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(format!("fetch reply task failed: {e}")))
     }
 
     async fn list_offsets_inner(

@@ -11,9 +11,20 @@ use carteiro_core::topics::{Retention, TopicDescription, TopicSettings};
 use carteiro_core::{Acks, BrokerError, FlushPolicy};
 use carteiro_storage::LogConfig;
 
+/// An enum field's value, or an error naming the field, the value and the
+/// values allowed (prost keeps unknown values as plain numbers).
+pub fn known<E: TryFrom<i32>>(
+    field: &'static str,
+    value: i32,
+    allowed: &str,
+) -> Result<E, BrokerError> {
+    E::try_from(value)
+        .map_err(|_| BrokerError::invalid(field, format!("{value} is not one of {allowed}")))
+}
+
 /// A produce request of the contract as the core's.
 pub fn produce_request(request: proto::ProduceRequest) -> Result<ProduceRequest, BrokerError> {
-    let acks = match request.acks() {
+    let acks = match known("acks", request.acks, "ACKS_DURABLE (0), ACKS_APPENDED (1)")? {
         proto::Acks::Durable => Acks::Durable,
         proto::Acks::Appended => Acks::Appended,
     };
@@ -109,7 +120,8 @@ pub fn topic_settings(config: Option<&proto::TopicConfig>) -> Result<TopicSettin
     let Some(c) = config else {
         return Ok(TopicSettings::default());
     };
-    let flush = match c.flush() {
+    let allowed = "FLUSH_POLICY_ALWAYS (0), FLUSH_POLICY_INTERVAL (1), FLUSH_POLICY_OS (2)";
+    let flush = match known("config.flush", c.flush, allowed)? {
         proto::FlushPolicy::Always => FlushPolicy::Always,
         proto::FlushPolicy::Os => FlushPolicy::Os,
         proto::FlushPolicy::Interval => match c.flush_interval_ms {
@@ -208,12 +220,13 @@ pub fn group_description(group: GroupDescription) -> proto::GroupDescription {
 }
 
 /// A join of the contract (an assigned group) as the core's.
-pub fn join_request(request: proto::JoinGroupRequest) -> JoinRequest {
-    let strategy = match request.strategy() {
+pub fn join_request(request: proto::JoinGroupRequest) -> Result<JoinRequest, BrokerError> {
+    let allowed = "ASSIGNMENT_STRATEGY_RANGE (0), ASSIGNMENT_STRATEGY_ROUND_ROBIN (1)";
+    let strategy = match known("strategy", request.strategy, allowed)? {
         proto::AssignmentStrategy::Range => Strategy::Range,
         proto::AssignmentStrategy::RoundRobin => Strategy::RoundRobin,
     };
-    JoinRequest {
+    Ok(JoinRequest {
         group: request.group,
         member_id: Some(request.member_id).filter(|id| !id.is_empty()),
         client_id: request.client_id,
@@ -223,7 +236,7 @@ pub fn join_request(request: proto::JoinGroupRequest) -> JoinRequest {
             topics: request.topics,
             strategy,
         },
-    }
+    })
 }
 
 /// A join's answer as the contract's.

@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 
 /// The gRPC status code of a core error. Every error maps here, nowhere else.
 pub fn code(e: &BrokerError) -> Code {
-    if e.is_disk_full() {
+    if e.is_out_of_resources() {
         return Code::ResourceExhausted;
     }
     match e {

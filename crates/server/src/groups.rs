@@ -29,7 +29,7 @@ impl Groups for GroupsService {
         request: Request<proto::JoinGroupRequest>,
     ) -> Result<Response<proto::JoinGroupResponse>, Status> {
         // A join waits for the whole group; it holds no request place meanwhile.
-        let request = convert::join_request(request.into_inner());
+        let request = convert::join_request(request.into_inner()).map_err(status)?;
         let joined = self
             .shared
             .broker

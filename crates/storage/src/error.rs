@@ -135,7 +135,7 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum StoreError {
     /// The topic name is not 1 to 249 characters of `[a-zA-Z0-9._-]`.
-    #[error("invalid topic name {name:?}: {reason}")]
+    #[error("invalid topic name {}: {reason}", quoted(name))]
     InvalidTopicName {
         /// The name given.
         name: String,
@@ -151,19 +151,22 @@ pub enum StoreError {
         max: u32,
     },
     /// A topic of that name exists.
-    #[error("topic {name:?} already exists")]
+    #[error("topic {} already exists", quoted(name))]
     TopicExists {
         /// The name.
         name: String,
     },
     /// No topic of that name.
-    #[error("unknown topic {name:?}")]
+    #[error("unknown topic {}", quoted(name))]
     UnknownTopic {
         /// The name.
         name: String,
     },
     /// The topic has no such partition.
-    #[error("unknown partition {partition} of topic {topic:?}: it has partitions 0..{count}")]
+    #[error(
+        "unknown partition {partition} of topic {}: it has partitions 0..{count}",
+        quoted(topic)
+    )]
     UnknownPartition {
         /// The topic.
         topic: String,
@@ -229,4 +232,18 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Most characters of a client's text an error message quotes.
+pub const QUOTED_CHARS_MAX: usize = 64;
+
+/// A client's text, quoted, cut to [`QUOTED_CHARS_MAX`] characters (with its
+/// full size), so that an error never echoes a huge input back.
+pub fn quoted(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= QUOTED_CHARS_MAX {
+        return format!("{text:?}");
+    }
+    let cut: String = text.chars().take(QUOTED_CHARS_MAX).collect();
+    format!("{cut:?}… ({count} characters)")
 }

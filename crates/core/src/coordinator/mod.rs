@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carteiro_storage::Store;
+use carteiro_storage::error::quoted;
 use tokio::time::Instant;
 
 use group::{Group, Member};
@@ -216,8 +217,8 @@ impl Coordinator {
                     return Err(fenced(
                         FenceReason::UnknownMember,
                         format!(
-                            "member {:?} is not in group {:?}: join with an empty member id",
-                            bounded(&id),
+                            "member {} is not in group {:?}: join with an empty member id",
+                            quoted(&id),
                             request.group
                         ),
                     ));
@@ -358,13 +359,17 @@ impl Coordinator {
         let Some(g) = groups.get_mut(group) else {
             return Err(fenced(
                 FenceReason::UnknownMember,
-                format!("group {group:?} has no members"),
+                format!("group {} has no members", quoted(group)),
             ));
         };
         if g.members.remove(member_id).is_none() {
             return Err(fenced(
                 FenceReason::UnknownMember,
-                format!("member {member_id} is not in group {group:?}"),
+                format!(
+                    "member {} is not in group {}",
+                    quoted(member_id),
+                    quoted(group)
+                ),
             ));
         }
         if g.members.is_empty() {
@@ -537,16 +542,6 @@ fn unguessable(counter: u64) -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(counter);
     hasher.finish()
-}
-
-/// A client's text cut to at most 64 characters, for error messages.
-pub(crate) fn bounded(text: &str) -> String {
-    const QUOTED_CHARS_MAX: usize = 64;
-    if text.chars().count() <= QUOTED_CHARS_MAX {
-        return text.to_string();
-    }
-    let cut: String = text.chars().take(QUOTED_CHARS_MAX).collect();
-    format!("{cut}… ({} bytes)", text.len())
 }
 
 /// The group, if `member_id` is in it; else why not.

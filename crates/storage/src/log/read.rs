@@ -25,6 +25,17 @@ impl Log {
         self.read_up_to(from_offset, max_bytes, self.high_watermark())
     }
 
+    /// As [`read_visible`](Self::read_visible), but no further than `limit`:
+    /// a reader that reports a high watermark reads no record past it.
+    pub fn read_visible_below(
+        &self,
+        from_offset: u64,
+        max_bytes: usize,
+        limit: u64,
+    ) -> Result<LogRead, ReadError> {
+        self.read_up_to(from_offset, max_bytes, limit.min(self.high_watermark()))
+    }
+
     /// Resolves once the high watermark passes `offset`.
     pub async fn visible_past(&self, offset: u64) {
         let durable = self.config.flush == FlushPolicy::Always;
