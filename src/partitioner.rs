@@ -45,6 +45,16 @@ pub fn partition_for_key(key: &[u8], partition_count: u32) -> u32 {
     positive % partition_count.max(1)
 }
 
+/// "it has 3 partitions, numbered 0 to 2": a topic's partitions, for the
+/// messages of every crate that refuses a partition.
+pub fn partition_count_text(count: u32) -> String {
+    match count {
+        0 => "it has no partitions".to_string(),
+        1 => "it has 1 partition, numbered 0".to_string(),
+        n => format!("it has {n} partitions, numbered 0 to {}", n - 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

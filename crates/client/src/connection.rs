@@ -23,6 +23,7 @@ pub fn channel(broker: &str) -> Result<Channel, ClientError> {
     let url = if broker.contains("://") {
         broker.to_string()
     } else {
+        check_host_port(broker)?;
         format!("http://{broker}")
     };
     let endpoint = Endpoint::from_shared(url)
@@ -34,6 +35,30 @@ pub fn channel(broker: &str) -> Result<Channel, ClientError> {
     Ok(endpoint.connect_lazy())
 }
 
+/// Checks a `HOST:PORT` address before it is used, so a mistake is named
+/// (no port, a port out of range) instead of surfacing later as "tcp
+/// connect error".
+fn check_host_port(broker: &str) -> Result<(), ClientError> {
+    let invalid = |why: String| {
+        Err(ClientError::Invalid(format!(
+            "broker address {broker:?}: {why}; use HOST:PORT, e.g. {BROKER_DEFAULT}"
+        )))
+    };
+    // An IPv6 host is bracketed: [::1]:7099.
+    let (host, port) = match broker.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => (host, port),
+        _ => return invalid("no port".into()),
+    };
+    if host.is_empty() {
+        return invalid("no host".into());
+    }
+    match port.parse::<u32>() {
+        Ok(p) if (1..=u32::from(u16::MAX)).contains(&p) => Ok(()),
+        Ok(p) => invalid(format!("port {p} is out of range (1 to 65535)")),
+        Err(_) => invalid(format!("port {port:?} is not a number")),
+    }
+}
+
 /// Maps a failed call to the client error, telling transport failures apart.
 pub fn call_error(broker: &str, status: tonic::Status) -> ClientError {
     // tonic reports a refused or dropped connection with a transport error as
@@ -42,10 +67,26 @@ pub fn call_error(broker: &str, status: tonic::Status) -> ClientError {
     if std::error::Error::source(&status).is_some() {
         return ClientError::Unreachable {
             broker: broker.to_string(),
-            reason: status.message().to_string(),
+            reason: error_chain(&status),
         };
     }
     status.into()
+}
+
+/// The message of `status` and of each error under it ("tcp connect error:
+/// Connection refused (os error 111)"), so the cause is named, not only the step.
+fn error_chain(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let message = error.to_string();
+        if !message.is_empty() && !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = error.source();
+    }
+    text
 }
 
 /// One offset per partition by `spec` (earliest, latest or by time), in order.
@@ -82,4 +123,29 @@ pub(crate) async fn list_offsets(
             None => Ok(a.offset),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_usable_port_are_named() {
+        for (address, why) in [
+            ("127.0.0.1", "no port"),
+            ("localhost", "no port"),
+            ("::1", "no port"),
+            ("127.0.0.1:99999", "port 99999 is out of range (1 to 65535)"),
+            ("127.0.0.1:0", "port 0 is out of range"),
+            ("127.0.0.1:http", "port \"http\" is not a number"),
+            (":7099", "no host"),
+        ] {
+            let err = check_host_port(address).unwrap_err().to_string();
+            assert!(err.contains(why), "{address}: {err}");
+            assert!(err.contains(&format!("{address:?}")), "{address}: {err}");
+        }
+        for address in ["127.0.0.1:7099", "localhost:1", "[::1]:7099"] {
+            check_host_port(address).unwrap();
+        }
+    }
 }

@@ -21,7 +21,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when the future is first polled, so a signal that arrives
 /// right after the startup line is printed stops the broker cleanly.

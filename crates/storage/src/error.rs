@@ -164,8 +164,9 @@ pub enum StoreError {
     },
     /// The topic has no such partition.
     #[error(
-        "unknown partition {partition} of topic {}: it has partitions 0..{count}",
-        quoted(topic)
+        "unknown partition {partition} of topic {}: {}",
+        quoted(topic),
+        carteiro::partitioner::partition_count_text(*count)
     )]
     UnknownPartition {
         /// The topic.

@@ -234,7 +234,15 @@ impl Consumer {
         self.positions.keys().cloned().collect()
     }
 
-    /// The next offset this consumer will read from a partition.
+    /// Each assigned partition with the offset the next poll reads from it.
+    pub fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.positions
+            .iter()
+            .map(|(tp, &offset)| (tp.clone(), offset))
+            .collect()
+    }
+
+    /// The offset the next poll reads from `partition` of `topic`, if assigned.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.positions
             .get(&TopicPartition::new(topic, partition))

@@ -27,6 +27,7 @@ use crate::connection::{BROKER_DEFAULT, channel};
 use crate::error::ClientError;
 use crate::record::{ProducerRecord, RecordMetadata};
 
+mod partitioner;
 mod sender;
 
 use sender::Sender;
@@ -47,6 +48,10 @@ pub const BUFFER_RECORDS_DEFAULT: usize = 100_000;
 /// Most commands taken from `send` in one round of the background task,
 /// so replies and timers are not starved by a flood of records.
 pub(crate) const COMMANDS_PER_ROUND_MAX: usize = 1024;
+/// Default keyless bytes a topic's sticky partition takes before keyless
+/// records move on to the next partition (Kafka's `batch.size` default, which
+/// its uniform sticky partitioner uses the same way).
+pub const STICKY_BYTES_DEFAULT: usize = 16 * 1024;
 /// Default first retry backoff, in ms; it doubles up to [`RETRY_BACKOFF_MAX_MS`].
 pub const RETRY_BACKOFF_MS_DEFAULT: u64 = 50;
 /// Longest retry backoff, in ms.
@@ -80,8 +85,13 @@ pub struct ProducerConfig {
     pub broker: String,
     /// How long a batch waits for more records.
     pub linger: Duration,
-    /// Size at which a batch is sent without waiting, bytes.
+    /// Size at which a batch is sent without waiting, bytes; a topic with a
+    /// smaller `max_batch_bytes` gets batches of at most that.
     pub batch_bytes: usize,
+    /// Keyless bytes sent to a topic's sticky partition before keyless
+    /// records move on to the next partition (they also move on when the
+    /// sticky partition's batch is sent).
+    pub sticky_bytes: usize,
     /// Most requests in flight across partitions.
     pub max_in_flight: usize,
     /// Most requests in flight to one partition; more than one pipelines
@@ -103,6 +113,7 @@ impl Default for ProducerConfig {
             broker: BROKER_DEFAULT.to_string(),
             linger: Duration::from_millis(LINGER_MS_DEFAULT),
             batch_bytes: BATCH_BYTES_DEFAULT,
+            sticky_bytes: STICKY_BYTES_DEFAULT,
             max_in_flight: MAX_IN_FLIGHT_DEFAULT,
             max_in_flight_per_partition: MAX_IN_FLIGHT_PER_PARTITION_DEFAULT,
             buffer_records: BUFFER_RECORDS_DEFAULT,
@@ -158,12 +169,13 @@ impl Producer {
     /// A producer for the broker in `config`; connects on first use. Needs a tokio runtime.
     pub fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
         if config.batch_bytes == 0
+            || config.sticky_bytes == 0
             || config.max_in_flight == 0
             || config.max_in_flight_per_partition == 0
             || config.buffer_records == 0
         {
             return Err(ClientError::Invalid(
-                "batch_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
+                "batch_bytes, sticky_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
             ));
         }
         let channel = channel(&config.broker)?;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use carteiro::partitioner::partition_for_key;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
 use carteiro::record::{Header, NewRecord, RecordBatchBuilder};
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::partitioner::{Partitioner, TopicLayout};
 use super::{
     COMMANDS_PER_ROUND_MAX, Command, DeliveryResult, ProducerConfig, RETRY_BACKOFF_MAX_MS,
 };
@@ -78,8 +78,7 @@ pub(crate) struct Sender {
     config: ProducerConfig,
     client: BrokerClient<Channel>,
     admin: AdminClient<Channel>,
-    partitions: HashMap<String, u32>,
-    sticky: HashMap<String, u32>,
+    partitioner: Partitioner,
     open: HashMap<TopicPartition, Pending>,
     ready: HashMap<TopicPartition, VecDeque<Pending>>,
     in_flight: HashMap<TopicPartition, usize>,
@@ -102,9 +101,8 @@ impl Sender {
         Sender {
             client: BrokerClient::new(channel.clone()).max_encoding_message_size(REQUEST_BYTES_MAX),
             admin: AdminClient::new(channel),
+            partitioner: Partitioner::new(config.sticky_bytes),
             config,
-            partitions: HashMap::new(),
-            sticky: HashMap::new(),
             open: HashMap::new(),
             ready: HashMap::new(),
             in_flight: HashMap::new(),
@@ -201,9 +199,10 @@ impl Sender {
         linger.chain(reconnect).min()
     }
 
-    async fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(&count) = self.partitions.get(topic) {
-            return Ok(count);
+    /// The layout of `topic`, asked of the broker the first time.
+    async fn layout(&mut self, topic: &str) -> Result<TopicLayout, ClientError> {
+        if let Some(layout) = self.partitioner.layout(topic) {
+            return Ok(layout);
         }
         let described = self
             .admin
@@ -211,10 +210,17 @@ impl Sender {
                 name: topic.to_string(),
             })
             .await
-            .map_err(|s| call_error(&self.config.broker, s))?;
-        let count = described.into_inner().partitions;
-        self.partitions.insert(topic.to_string(), count);
-        Ok(count)
+            .map_err(|s| call_error(&self.config.broker, s))?
+            .into_inner();
+        let layout = TopicLayout {
+            partitions: described.partitions,
+            batch_bytes_max: described
+                .config
+                .and_then(|c| c.max_batch_bytes)
+                .map_or(usize::MAX, |b| b as usize),
+        };
+        self.partitioner.learn(topic, layout);
+        Ok(layout)
     }
 
     async fn accept(
@@ -223,26 +229,13 @@ impl Sender {
         record: ProducerRecord,
         done: oneshot::Sender<DeliveryResult>,
     ) {
-        let count = match self.partition_count(&topic).await {
-            Ok(count) => count,
+        let layout = match self.layout(&topic).await {
+            Ok(layout) => layout,
             Err(e) => {
                 let _ = done.send(Err(e));
                 return;
             }
         };
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) if p >= count => {
-                let message = format!(
-                    "partition {p} of topic {topic:?} does not exist: it has partitions 0..{count}"
-                );
-                let _ = done.send(Err(ClientError::Invalid(message)));
-                return;
-            }
-            (Some(p), _) => p,
-            (None, Some(key)) => partition_for_key(key, count),
-            (None, None) => *self.sticky.entry(topic.clone()).or_insert(0) % count.max(1),
-        };
-        let tp = TopicPartition::new(topic, partition);
         let timestamp = record.timestamp_ms.unwrap_or_else(now_ms);
         let headers: Vec<Header<'_>> = record
             .headers
@@ -258,11 +251,37 @@ impl Sender {
             value: record.value.as_deref(),
             headers: &headers,
         };
+        // A batch holding only this record: if even that is over the
+        // topic's limit, the broker would refuse it whatever the batching.
+        let alone = RecordBatchBuilder::new();
+        let alone_bytes = alone.size_bytes() + alone.record_size(&new);
+        if alone_bytes > layout.batch_bytes_max {
+            let message = format!(
+                "a record of {} bytes (a batch of {alone_bytes} bytes) is over topic {topic:?}'s max_batch_bytes {}",
+                alone.record_size(&new),
+                layout.batch_bytes_max
+            );
+            let _ = done.send(Err(ClientError::Invalid(message)));
+            return;
+        }
+        let partition = match self
+            .partitioner
+            .choose(&topic, &record, alone.record_size(&new))
+        {
+            Ok(partition) => partition,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        };
+        let tp = TopicPartition::new(topic, partition);
+        // Batches end at the producer's batch size or the topic's limit, whichever is smaller.
+        let batch_bytes = self.config.batch_bytes.min(layout.batch_bytes_max);
         let size = self
             .open
             .get(&tp)
             .map(|p| p.builder.record_size(&new) + p.builder.size_bytes());
-        if size.is_some_and(|s| s > self.config.batch_bytes) {
+        if size.is_some_and(|s| s > batch_bytes) {
             self.seal(&tp);
         }
         if !self.open.contains_key(&tp) {
@@ -276,7 +295,7 @@ impl Sender {
             return;
         }
         pending.waiters.push((done, timestamp));
-        if pending.builder.size_bytes() >= self.config.batch_bytes {
+        if pending.builder.size_bytes() >= batch_bytes {
             self.seal(&tp);
         }
     }
@@ -284,12 +303,7 @@ impl Sender {
     /// Moves a partition's open batch to its send queue.
     fn seal(&mut self, tp: &TopicPartition) {
         if let Some(pending) = self.open.remove(tp) {
-            if record_is_keyless_sticky(&self.sticky, tp) {
-                let next = self.partitions.get(&tp.topic).copied().unwrap_or(1).max(1);
-                if let Some(s) = self.sticky.get_mut(&tp.topic) {
-                    *s = (*s + 1) % next;
-                }
-            }
+            self.partitioner.batch_sealed(&tp.topic, tp.partition);
             self.ready.entry(tp.clone()).or_default().push_back(pending);
         }
     }
@@ -467,7 +481,7 @@ impl Sender {
             if let Some((tp, pending)) = stream.unacked.remove(&reply.sequence) {
                 self.release(&tp);
                 if e.is_not_found() {
-                    self.partitions.remove(&tp.topic);
+                    self.partitioner.forget(&tp.topic);
                 }
                 pending.fail(e);
             }
@@ -516,10 +530,6 @@ impl Sender {
             }
         }
     }
-}
-
-fn record_is_keyless_sticky(sticky: &HashMap<String, u32>, tp: &TopicPartition) -> bool {
-    sticky.get(&tp.topic).is_some_and(|&p| p == tp.partition)
 }
 
 async fn next_reply(

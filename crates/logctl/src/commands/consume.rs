@@ -79,8 +79,9 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
             return Err(ClientError::Broker {
                 code: tonic::Code::NotFound,
                 message: format!(
-                    "unknown partition {p} of topic {:?}: it has partitions 0..{}",
-                    args.topic, described.partitions
+                    "unknown partition {p} of topic {:?}: {}",
+                    args.topic,
+                    carteiro::partitioner::partition_count_text(described.partitions)
                 ),
             });
         }
@@ -149,8 +150,25 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
                         .is_none_or(|p| p >= *end)
                 }))
     };
+    // Ctrl-C or SIGTERM ends the loop as a clean stop: the member leaves its
+    // group at once (so the group rebalances now, not after the session
+    // timeout) and what was printed stays committed.
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     while !done(&consumer, printed) {
-        let records = consumer.poll(Duration::from_millis(500)).await?;
+        // Everything before this poll was printed (and, in a group, committed).
+        let printed_to: Vec<(TopicPartition, i64)> = consumer.positions();
+        let records = tokio::select! {
+            records = consumer.poll(Duration::from_millis(500)) => records?,
+            () = &mut stop => {
+                // The poll may have moved positions past records it never
+                // returned: put them back, so close() commits only what was printed.
+                for (tp, offset) in printed_to {
+                    let _ = consumer.seek(&tp.topic, tp.partition, Seek::Offset(offset)).await;
+                }
+                break;
+            }
+        };
         // Records fetched but not printed (past --max-messages, or past the
         // end without --follow) are not consumed: rewind to the first of them
         // per partition, so a group commit never skips them.
@@ -208,6 +226,23 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed when
+/// this is called.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, ClientError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| {
+        signal(kind).map_err(|e| ClientError::Invalid(format!("cannot listen for signals: {e}")))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 /// `offsets`.

@@ -80,8 +80,9 @@ pub async fn produce(broker: &str, out: &Printer, args: ProduceArgs) -> Result<(
         return Err(ClientError::Broker {
             code: tonic::Code::NotFound,
             message: format!(
-                "unknown partition {p} of topic {:?}: it has partitions 0..{partitions}",
-                args.topic
+                "unknown partition {p} of topic {:?}: {}",
+                args.topic,
+                carteiro::partitioner::partition_count_text(partitions)
             ),
         });
     }

@@ -144,8 +144,10 @@ pub async fn topics_create(
         .await?;
     out.message(
         &format!(
-            "created topic {} with {} partitions",
-            described.name, described.partitions
+            "created topic {} with {} partition{}",
+            described.name,
+            described.partitions,
+            if described.partitions == 1 { "" } else { "s" }
         ),
         describe_json(&described),
     );

@@ -1,0 +1,202 @@
+//! Where a producer's records go: each topic's layout as the broker
+//! described it (partition count, largest batch), and the partition of each
+//! record — the one it names, its key's, or for keyless records the topic's
+//! sticky partition (Kafka's uniform sticky partitioner, KIP-794): keyless
+//! records fill one partition's batch, then move on to the next partition,
+//! so they spread over the partitions batch by batch without making
+//! batches smaller.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+
+use carteiro::partitioner::partition_for_key;
+
+use crate::error::ClientError;
+use crate::record::ProducerRecord;
+
+/// A topic as the producer needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicLayout {
+    /// Partitions 0..partitions.
+    pub partitions: u32,
+    /// The topic's `max_batch_bytes`: the broker refuses larger batches.
+    pub batch_bytes_max: usize,
+}
+
+/// The sticky partition of one topic and the keyless bytes sent to it since it was chosen.
+#[derive(Debug, Clone, Copy)]
+struct Sticky {
+    partition: u32,
+    bytes: usize,
+}
+
+/// Chooses partitions; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Partitioner {
+    topics: HashMap<String, TopicLayout>,
+    sticky: HashMap<String, Sticky>,
+    /// Keyless bytes after which a topic's sticky partition moves on, even
+    /// if its batch is still open.
+    sticky_bytes: usize,
+}
+
+impl Partitioner {
+    pub(crate) fn new(sticky_bytes: usize) -> Self {
+        Partitioner {
+            topics: HashMap::new(),
+            sticky: HashMap::new(),
+            sticky_bytes: sticky_bytes.max(1),
+        }
+    }
+
+    /// The layout of `topic`, if known.
+    pub(crate) fn layout(&self, topic: &str) -> Option<TopicLayout> {
+        self.topics.get(topic).copied()
+    }
+
+    /// Records what the broker said of `topic`.
+    pub(crate) fn learn(&mut self, topic: &str, layout: TopicLayout) {
+        self.topics.insert(topic.to_string(), layout);
+    }
+
+    /// Forgets `topic` (deleted, or re-created with another layout): the
+    /// next record asks the broker again.
+    pub(crate) fn forget(&mut self, topic: &str) {
+        self.topics.remove(topic);
+        self.sticky.remove(topic);
+    }
+
+    /// The partition for `record` of `record_bytes` (roughly its encoded
+    /// size) to `topic`, whose layout must be known.
+    pub(crate) fn choose(
+        &mut self,
+        topic: &str,
+        record: &ProducerRecord,
+        record_bytes: usize,
+    ) -> Result<u32, ClientError> {
+        let count = self.layout(topic).map_or(1, |l| l.partitions.max(1));
+        match (record.partition, &record.key) {
+            (Some(p), _) if p >= count => Err(ClientError::Invalid(format!(
+                "partition {p} of topic {topic:?} does not exist: {}",
+                carteiro::partitioner::partition_count_text(count)
+            ))),
+            (Some(p), _) => Ok(p),
+            (None, Some(key)) => Ok(partition_for_key(key, count)),
+            (None, None) => {
+                let sticky_bytes = self.sticky_bytes;
+                let sticky = self.sticky.entry(topic.to_string()).or_insert(Sticky {
+                    partition: random_below(count),
+                    bytes: 0,
+                });
+                if sticky.bytes >= sticky_bytes {
+                    *sticky = Sticky {
+                        partition: (sticky.partition + 1) % count,
+                        bytes: 0,
+                    };
+                }
+                sticky.partition %= count;
+                sticky.bytes += record_bytes;
+                Ok(sticky.partition)
+            }
+        }
+    }
+
+    /// A batch of `topic`'s `partition` was sealed: if it was the sticky
+    /// partition, the next keyless record starts a batch on the next one.
+    pub(crate) fn batch_sealed(&mut self, topic: &str, partition: u32) {
+        if let Some(sticky) = self.sticky.get_mut(topic)
+            && sticky.partition == partition
+        {
+            sticky.bytes = self.sticky_bytes;
+        }
+    }
+}
+
+/// A random partition below `count`, so producers started together do not
+/// all begin on partition 0.
+fn random_below(count: u32) -> u32 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(count);
+    (hasher.finish() % u64::from(count.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn keyless() -> ProducerRecord {
+        ProducerRecord::value(Bytes::from_static(b"v"))
+    }
+
+    fn partitioner(partitions: u32, sticky_bytes: usize) -> Partitioner {
+        let mut p = Partitioner::new(sticky_bytes);
+        p.learn(
+            "t",
+            TopicLayout {
+                partitions,
+                batch_bytes_max: 1 << 20,
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn keyless_records_stay_on_one_partition_until_its_bytes_are_spent() {
+        let mut p = partitioner(3, 100);
+        let first = p.choose("t", &keyless(), 40).unwrap();
+        assert_eq!(p.choose("t", &keyless(), 40).unwrap(), first);
+        assert_eq!(p.choose("t", &keyless(), 40).unwrap(), first);
+        // 120 bytes sent: the next record moves on.
+        let second = p.choose("t", &keyless(), 40).unwrap();
+        assert_eq!(second, (first + 1) % 3);
+    }
+
+    #[test]
+    fn keyless_records_cover_every_partition_evenly() {
+        let mut p = partitioner(4, 10);
+        let mut counts = [0u32; 4];
+        for _ in 0..4_000 {
+            counts[p.choose("t", &keyless(), 10).unwrap() as usize] += 1;
+        }
+        assert_eq!(counts, [1_000; 4]);
+    }
+
+    #[test]
+    fn a_sealed_sticky_batch_moves_keyless_records_on() {
+        let mut p = partitioner(2, 1 << 20);
+        let first = p.choose("t", &keyless(), 1).unwrap();
+        p.batch_sealed("t", 1 - first);
+        assert_eq!(p.choose("t", &keyless(), 1).unwrap(), first);
+        p.batch_sealed("t", first);
+        assert_eq!(p.choose("t", &keyless(), 1).unwrap(), 1 - first);
+    }
+
+    #[test]
+    fn keyed_and_named_partitions_are_kept() {
+        let mut p = partitioner(5, 1);
+        let keyed = ProducerRecord {
+            key: Some(Bytes::from_static(b"user-7")),
+            ..keyless()
+        };
+        assert_eq!(
+            p.choose("t", &keyed, 1).unwrap(),
+            partition_for_key(b"user-7", 5)
+        );
+        let named = ProducerRecord {
+            partition: Some(4),
+            ..keyless()
+        };
+        assert_eq!(p.choose("t", &named, 1).unwrap(), 4);
+        let missing = ProducerRecord {
+            partition: Some(5),
+            ..keyless()
+        };
+        let err = p.choose("t", &missing, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("partition 5") && err.contains("5 partitions, numbered 0 to 4"),
+            "{err}"
+        );
+    }
+}
