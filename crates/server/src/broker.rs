@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use carteiro::proto::{self, broker_server::Broker};
 use carteiro_core::BrokerError;
-use carteiro_core::fetch::{FetchPartition, FetchRequest, OffsetSpec, check_entries};
+use carteiro_core::fetch::{FetchPartition, FetchRequest, FetchReservation, OffsetSpec, check_entries};
 use carteiro_core::groups::OffsetCommit;
 use carteiro_storage::ReadError;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::body_budget::HeldUntilSent;
 use crate::convert;
 use crate::error::{code, status};
 use crate::shared::Shared;
@@ -82,10 +83,11 @@ fn partition_records(
 }
 
 impl BrokerService {
+    /// The reply, and its share of the reply budget, held until it is sent.
     async fn fetch_inner(
         &self,
         request: proto::FetchRequest,
-    ) -> Result<proto::FetchResponse, BrokerError> {
+    ) -> Result<(proto::FetchResponse, FetchReservation), BrokerError> {
         let allowed = "FETCH_FORMAT_RAW_BATCHES (0), FETCH_FORMAT_DECODED (1)";
         let decoded = convert::known::<proto::FetchFormat>("format", request.format, allowed)?
             == proto::FetchFormat::Decoded;
@@ -106,15 +108,17 @@ impl BrokerService {
             max_wait_ms: request.max_wait_ms,
         };
         let fetched = self.shared.broker.fetch(request).await?;
+        let reservation = fetched.reservation;
+        let partitions = fetched.partitions;
         // Decoding walks every record: off the async workers.
         tokio::task::spawn_blocking(move || {
             let mut reply = proto::FetchResponse::default();
-            for (data, asked) in fetched.partitions.into_iter().zip(offsets) {
+            for (data, asked) in partitions.into_iter().zip(offsets) {
                 reply
                     .partitions
                     .push(partition_records(data, asked, decoded));
             }
-            reply
+            (reply, reservation)
         })
         .await
         .map_err(|e| BrokerError::Internal(format!("fetch reply task failed: {e}")))
@@ -260,10 +264,13 @@ impl Broker for BrokerService {
             .admit_fetch(request.remote_addr())
             .map_err(status)?;
         let request = request.into_inner();
-        self.fetch_inner(request)
-            .await
-            .map(Response::new)
-            .map_err(status)
+        let (reply, reservation) = self.fetch_inner(request).await.map_err(status)?;
+        let mut response = Response::new(reply);
+        // The reply's bytes stay counted until the connection has taken them.
+        response
+            .extensions_mut()
+            .insert(HeldUntilSent::new(reservation));
+        Ok(response)
     }
 
     async fn list_offsets(

@@ -21,8 +21,12 @@ pub const MAX_BUFFERED_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 pub const MAX_FETCHES_IN_FLIGHT_DEFAULT: u32 = 1024;
 /// Default most fetches served at once for one connection.
 pub const MAX_FETCHES_PER_CONNECTION_DEFAULT: u32 = 64;
-/// Default most bytes of fetch replies being gathered at once (256 MiB).
+/// Default most bytes of fetch replies being gathered or waiting to be
+/// sent at once (256 MiB).
 pub const MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default most bytes of request messages held at once, from their first
+/// byte until their reply is sent (256 MiB).
+pub const MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Default time a new connection has to send the HTTP/2 preface, in ms.
 pub const CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time a connection may send nothing before it is closed, in ms
@@ -79,9 +83,12 @@ pub struct Args {
     /// Most fetches served at once for one connection [default: 64]
     #[arg(long, env = "CARTEIRO_MAX_FETCHES_PER_CONNECTION")]
     pub max_fetches_per_connection: Option<u32>,
-    /// Most bytes of fetch replies gathered at once [default: 268435456]
+    /// Most bytes of fetch replies gathered or waiting to be sent at once [default: 268435456]
     #[arg(long, env = "CARTEIRO_MAX_FETCH_BYTES_IN_FLIGHT")]
     pub max_fetch_bytes_in_flight: Option<u64>,
+    /// Most bytes of request messages held at once, counted before they are decoded [default: 268435456]
+    #[arg(long, env = "CARTEIRO_MAX_REQUEST_BYTES_IN_FLIGHT")]
+    pub max_request_bytes_in_flight: Option<u64>,
     /// Time a new connection has to start HTTP/2, ms [default: 10000]
     #[arg(long, env = "CARTEIRO_CONNECTION_HANDSHAKE_TIMEOUT_MS")]
     pub connection_handshake_timeout_ms: Option<u64>,
@@ -107,6 +114,7 @@ struct FileConfig {
     max_fetches_in_flight: Option<u32>,
     max_fetches_per_connection: Option<u32>,
     max_fetch_bytes_in_flight: Option<u64>,
+    max_request_bytes_in_flight: Option<u64>,
     connection_handshake_timeout_ms: Option<u64>,
     connection_idle_timeout_ms: Option<u64>,
     repair: Option<bool>,
@@ -135,6 +143,8 @@ pub struct BrokerConfig {
     pub max_fetches_per_connection: u32,
     /// Most bytes of fetch replies gathered at once.
     pub max_fetch_bytes_in_flight: u64,
+    /// Most bytes of request messages held at once.
+    pub max_request_bytes_in_flight: u64,
     /// Time a new connection has to start HTTP/2, ms.
     pub connection_handshake_timeout_ms: u64,
     /// Time a connection may send nothing before it is closed, ms.
@@ -156,6 +166,7 @@ impl Default for BrokerConfig {
             max_fetches_in_flight: MAX_FETCHES_IN_FLIGHT_DEFAULT,
             max_fetches_per_connection: MAX_FETCHES_PER_CONNECTION_DEFAULT,
             max_fetch_bytes_in_flight: MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT,
+            max_request_bytes_in_flight: MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT,
             connection_handshake_timeout_ms: CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             connection_idle_timeout_ms: CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
             repair: false,
@@ -231,6 +242,10 @@ impl BrokerConfig {
                 .max_fetch_bytes_in_flight
                 .or(file.max_fetch_bytes_in_flight)
                 .unwrap_or(d.max_fetch_bytes_in_flight),
+            max_request_bytes_in_flight: args
+                .max_request_bytes_in_flight
+                .or(file.max_request_bytes_in_flight)
+                .unwrap_or(d.max_request_bytes_in_flight),
             connection_handshake_timeout_ms: args
                 .connection_handshake_timeout_ms
                 .or(file.connection_handshake_timeout_ms)
@@ -279,6 +294,14 @@ impl BrokerConfig {
             return Err(format!(
                 "max_fetch_bytes_in_flight is {}; it must be at least {min_fetch}",
                 self.max_fetch_bytes_in_flight
+            ));
+        }
+        // The largest request message must fit.
+        let min_request = crate::server::GRPC_REQUEST_BYTES_MAX as u64;
+        if self.max_request_bytes_in_flight < min_request {
+            return Err(format!(
+                "max_request_bytes_in_flight is {}; it must be at least {min_request} (the largest request message)",
+                self.max_request_bytes_in_flight
             ));
         }
         // A produce of the largest batch any topic accepts must fit.

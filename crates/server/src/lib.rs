@@ -7,11 +7,14 @@
 //!   `Groups` services, each method a core call between two conversions;
 //!   `broker::produce` keeps a stream's order and in-flight bound.
 //! - `convert` (private): the contract's types to the core's and back.
+//! - [`body_budget`]: request bodies counted before they are decoded, fetch
+//!   replies holding their share until sent, decode errors as INVALID_ARGUMENT.
 //! - `limits` (private): requests, produce bytes and fetches in flight;
 //!   `connections` (private): the accept loop, connection limit and timeouts.
 //! - [`error`]: the one place a core error becomes a gRPC status.
 
 mod admin;
+pub mod body_budget;
 mod broker;
 pub mod config;
 mod connections;

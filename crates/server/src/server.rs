@@ -16,6 +16,7 @@ use carteiro_storage::config::MAX_BATCH_BYTES_MAX;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminService;
+use crate::body_budget::{BodyBudget, BodyBudgetLayer};
 use crate::broker::BrokerService;
 use crate::config::BrokerConfig;
 use crate::connections::{ConnectionTimeouts, limited_incoming};
@@ -137,6 +138,9 @@ pub async fn serve(
             .await;
     };
     let served = tonic::transport::Server::builder()
+        .layer(BodyBudgetLayer::new(BodyBudget::new(
+            config.max_request_bytes_in_flight,
+        )))
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))

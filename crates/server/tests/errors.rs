@@ -72,7 +72,7 @@ async fn bad_input_gets_its_status_and_leaves_the_log_unchanged() {
             .produce(produce("guarded", Some(9), vec![record(None, "x")], vec![]))
             .await,
         Code::NotFound,
-        &["partition 9", "0..2"],
+        &["partition 9", "2 partitions, numbered 0 to 1"],
     );
     assert_status(
         client

@@ -9,10 +9,12 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 pub use crate::region::Growth;
 use crate::region::{Backing, Region, RegionWriter, new_region};
+use crate::sealed_files::{SealedFileId, SealedFiles};
 
 /// A file system as the log uses it.
 ///
@@ -77,21 +79,94 @@ pub struct RegionWriterHandle(pub(crate) RegionWriter);
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsMedium;
 
+/// A file as a region's backing: writable and open while it is written,
+/// then sealed, when it holds no descriptor of its own and reads go through
+/// the process-wide cache of sealed files.
 struct FileBacking {
-    file: File,
+    path: PathBuf,
+    state: RwLock<FileState>,
+}
+
+enum FileState {
+    Writable(Arc<File>),
+    Sealed(SealedFileId),
+}
+
+impl FileBacking {
+    fn writable(path: &Path, file: File) -> Self {
+        FileBacking {
+            path: path.to_path_buf(),
+            state: RwLock::new(FileState::Writable(Arc::new(file))),
+        }
+    }
+
+    /// A sealed file, already open for the reads that follow (recovery
+    /// reads it whole), kept in the cache like any other.
+    fn sealed(path: &Path, file: File) -> Self {
+        let files = SealedFiles::global();
+        let id = files.register();
+        files.adopt(id, Arc::new(file));
+        FileBacking {
+            path: path.to_path_buf(),
+            state: RwLock::new(FileState::Sealed(id)),
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, FileState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The descriptor to read with.
+    fn file(&self) -> io::Result<Arc<File>> {
+        match &*self.state() {
+            FileState::Writable(file) => Ok(file.clone()),
+            FileState::Sealed(id) => SealedFiles::global().get(*id, &self.path),
+        }
+    }
+
+    /// The descriptor to write with; sealed files are never written.
+    fn writable_file(&self) -> io::Result<Arc<File>> {
+        match &*self.state() {
+            FileState::Writable(file) => Ok(file.clone()),
+            FileState::Sealed(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is sealed: nothing writes it again", self.path.display()),
+            )),
+        }
+    }
+
+    /// The error for a file that ends before `end`, which the log wrote.
+    fn cut_short(&self, file: &File, end: usize) -> io::Error {
+        let len = file.metadata().map_or(0, |m| m.len());
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the file is {len} bytes, shorter than the {end} the log wrote: cut from outside?"
+            ),
+        )
+    }
+}
+
+impl Drop for FileBacking {
+    fn drop(&mut self) {
+        if let FileState::Sealed(id) = &*self.state() {
+            SealedFiles::global().remove(*id);
+        }
+    }
 }
 
 impl Backing for FileBacking {
     fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(data, offset as u64)
+        self.writable_file()?.write_all_at(data, offset as u64)
     }
 
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, offset as u64).map_err(|e| {
+        let file = self.file()?;
+        file.read_exact_at(buf, offset as u64).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                self.cut_short(offset + buf.len())
+                self.cut_short(&file, offset + buf.len())
             } else {
                 e
             }
@@ -99,14 +174,15 @@ impl Backing for FileBacking {
     }
 
     fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        let file = self.file()?;
         // Read into the vector's spare capacity: no pass to zero it first.
         let start = buf.len();
         buf.reserve_exact(len);
         while buf.len() < start + len {
             let at = (offset + buf.len() - start) as u64;
-            let read = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(buf), at)?;
+            let read = rustix::io::pread(&*file, rustix::buffer::spare_capacity(buf), at)?;
             if read == 0 {
-                return Err(self.cut_short(offset + len));
+                return Err(self.cut_short(&file, offset + len));
             }
         }
         buf.truncate(start + len);
@@ -114,29 +190,29 @@ impl Backing for FileBacking {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file()?.sync_data()
     }
 
     fn allocate(&self, len: usize) -> io::Result<()> {
-        allocate(&self.file, len as u64)
+        allocate(&*self.writable_file()?, len as u64)
     }
 
     fn trim(&self, len: usize) -> io::Result<()> {
-        self.file.set_len(len as u64)?;
-        self.file.sync_all()
+        let file = self.writable_file()?;
+        file.set_len(len as u64)?;
+        file.sync_all()
     }
-}
 
-impl FileBacking {
-    /// The error for a file that ends before `end`, which the log wrote.
-    fn cut_short(&self, end: usize) -> io::Error {
-        let len = self.file.metadata().map_or(0, |m| m.len());
-        io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "the file is {len} bytes, shorter than the {end} the log wrote: cut from outside?"
-            ),
-        )
+    fn seal(&self) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let FileState::Writable(file) = &*state {
+            // The just-sealed segment is what tail readers read next: keep
+            // its descriptor in the cache rather than reopening it.
+            let files = SealedFiles::global();
+            let id = files.register();
+            files.adopt(id, file.clone());
+            *state = FileState::Sealed(id);
+        }
     }
 }
 
@@ -158,10 +234,6 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-fn file_region(file: File, content: usize, growth: Growth) -> (RegionHandle, RegionWriterHandle) {
-    let (region, writer) = new_region(Box::new(FileBacking { file }), content, content, growth);
-    (RegionHandle(region), RegionWriterHandle(writer))
-}
 
 impl Medium for OsMedium {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -222,7 +294,7 @@ impl Medium for OsMedium {
         match created {
             Ok(file) => {
                 let (region, writer) = new_region(
-                    Box::new(FileBacking { file }),
+                    Box::new(FileBacking::writable(path, file)),
                     0,
                     growth.allocate_step.min(growth.capacity),
                     growth,
@@ -248,11 +320,18 @@ impl Medium for OsMedium {
             .open(path)?;
         let len = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file larger than memory"))?;
-        let growth = growth.unwrap_or(Growth {
-            capacity: len,
-            allocate_step: 0,
-        });
-        Ok(file_region(file, len, growth))
+        let (backing, growth) = match growth {
+            Some(growth) => (FileBacking::writable(path, file), growth),
+            None => (
+                FileBacking::sealed(path, file),
+                Growth {
+                    capacity: len,
+                    allocate_step: 0,
+                },
+            ),
+        };
+        let (region, writer) = new_region(Box::new(backing), len, len, growth);
+        Ok((RegionHandle(region), RegionWriterHandle(writer)))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {

@@ -42,6 +42,9 @@ pub(crate) trait Backing: Send + Sync {
     fn allocate(&self, len: usize) -> io::Result<()>;
     /// Cuts the file to `len` bytes, durably.
     fn trim(&self, len: usize) -> io::Result<()>;
+    /// Nobody writes the file again: it may give up what writing needed
+    /// (its own open descriptor).
+    fn seal(&self) {}
 }
 
 struct Inner {
@@ -282,6 +285,7 @@ impl RegionWriter {
         let region = self.region();
         region.sync()?;
         self.inner.backing.trim(self.written)?;
+        self.inner.backing.seal();
         Ok(region)
     }
 }

@@ -68,7 +68,23 @@ impl Broker {
 
     /// As [`start`](Self::start), on a given address (to restart in place).
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Broker {
-        let mut child = Command::new(broker_binary())
+        Self::spawn(Command::new(broker_binary()), listen, data_dir, extra)
+    }
+
+    /// As [`start`](Self::start), allowed at most `open_files` descriptors
+    /// (soft and hard `RLIMIT_NOFILE`, set by util-linux's `prlimit`, which
+    /// then becomes the broker).
+    pub fn start_with_open_files(data_dir: &Path, extra: &[&str], open_files: u64) -> Broker {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(broker_binary());
+        Self::spawn(command, "127.0.0.1:0", data_dir, extra)
+    }
+
+    fn spawn(mut command: Command, listen: &str, data_dir: &Path, extra: &[&str]) -> Broker {
+        let mut child = command
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)

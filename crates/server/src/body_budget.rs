@@ -1,0 +1,456 @@
+//! Memory held by request and reply bodies, bounded at the HTTP/2 layer,
+//! under every gRPC service:
+//!
+//! - **Requests are counted before they are decoded.** Each gRPC message
+//!   announces its length in a 5-byte prefix; the broker reserves that many
+//!   bytes of the request budget when the prefix arrives, before tonic
+//!   buffers the message, and refuses a message over
+//!   [`GRPC_REQUEST_BYTES_MAX`] with INVALID_ARGUMENT naming its size and the
+//!   limit. With the budget spent, the request waits (its client's flow
+//!   control stops it) up to [`REQUEST_BYTES_WAIT_MS`], then gets
+//!   RESOURCE_EXHAUSTED. The reservation lasts until the reply is sent, so it
+//!   covers the decoded request while the handler works on it; a stream
+//!   holds one message's reservation at a time.
+//! - **Fetch replies keep their share until sent.** A handler may put a
+//!   [`HeldUntilSent`] in its reply's extensions (a fetch puts its share of
+//!   the core's reply budget); it is dropped when the reply body has been
+//!   handed to the connection, not when the handler returns, so a slow
+//!   reader holds its share while its reply waits in memory.
+//! - **Undecodable messages are INVALID_ARGUMENT.** tonic answers a message
+//!   that is not valid protobuf (or has a string that is not UTF-8) with
+//!   INTERNAL; the contract says bad input is INVALID_ARGUMENT, and this is
+//!   where the status is corrected.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tonic::body::Body;
+
+use crate::server::GRPC_REQUEST_BYTES_MAX;
+
+/// Longest a request waits for room in the request budget, in ms.
+pub const REQUEST_BYTES_WAIT_MS: u64 = 5_000;
+/// Bytes of a gRPC message prefix: a compression flag and a u32 length.
+const GRPC_PREFIX_BYTES: usize = 5;
+/// How tonic's protobuf decoder begins the message of its INTERNAL status.
+const DECODE_ERROR_PREFIX: &[u8] = b"failed to decode Protobuf message";
+/// How tonic begins its OUT_OF_RANGE for a message over a service's own
+/// decoding limit (the Groups service keeps tonic's 4 MiB).
+const TOO_LARGE_PREFIX: &[u8] = b"Error, decoded message length too large";
+
+/// Counts in KiB (semaphores hold at most u32 permits per acquire).
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
+}
+
+/// Something a reply keeps alive until its body has been sent.
+#[derive(Clone)]
+pub struct HeldUntilSent {
+    _value: Arc<dyn Any + Send + Sync>,
+}
+
+impl HeldUntilSent {
+    /// Holds `value` until the reply carrying this is sent.
+    pub fn new(value: impl Any + Send) -> Self {
+        HeldUntilSent {
+            _value: Arc::new(Mutex::new(Some(value))),
+        }
+    }
+}
+
+/// The request-body budget, shared by every connection.
+#[derive(Clone)]
+pub struct BodyBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes` of request messages at once.
+    pub fn new(bytes: u64) -> Self {
+        BodyBudget {
+            kib: Arc::new(Semaphore::new(kib(bytes) as usize)),
+            total_kib: kib(bytes),
+        }
+    }
+}
+
+/// The layer that applies the budget to a service.
+#[derive(Clone)]
+pub struct BodyBudgetLayer {
+    budget: BodyBudget,
+}
+
+impl BodyBudgetLayer {
+    /// Applies `budget`.
+    pub fn new(budget: BodyBudget) -> Self {
+        BodyBudgetLayer { budget }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for BodyBudgetLayer {
+    type Service = BodyBudgetService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyBudgetService {
+            inner,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+/// A service whose request and reply bodies are counted.
+#[derive(Clone)]
+pub struct BodyBudgetService<S> {
+    inner: S,
+    budget: BodyBudget,
+}
+
+/// The reservation of a request's current message, shared by its request
+/// body (which sets it) and its reply body (which keeps it until sent).
+type Held = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
+impl<S, ResBody> tower_service::Service<http::Request<Body>> for BodyBudgetService<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let held: Held = Arc::new(Mutex::new(None));
+        let budget = self.budget.clone();
+        let counted = held.clone();
+        let request = request.map(move |body| Body::new(CountedBody::new(body, budget, counted)));
+        let reply = self.inner.call(request);
+        Box::pin(async move {
+            let mut reply = reply.await?;
+            correct_decode_status(reply.headers_mut());
+            let kept = reply.extensions_mut().remove::<HeldUntilSent>();
+            Ok(reply.map(|body| {
+                Body::new(ReplyBody {
+                    inner: body,
+                    _held: held,
+                    _kept: kept,
+                })
+            }))
+        })
+    }
+}
+
+/// tonic's INTERNAL for an undecodable message, and its OUT_OF_RANGE for
+/// one over a service's size limit, become INVALID_ARGUMENT (a
+/// trailers-only reply carries its status in the headers).
+fn correct_decode_status(headers: &mut http::HeaderMap) {
+    let status = headers.get("grpc-status").map(|s| s.as_bytes().to_vec());
+    let message = headers
+        .get("grpc-message")
+        .map(|m| m.as_bytes().to_vec())
+        .unwrap_or_default();
+    let bad_input = match status.as_deref() {
+        Some(b"13") => message.starts_with(DECODE_ERROR_PREFIX),
+        Some(b"11") => message.starts_with(TOO_LARGE_PREFIX),
+        _ => false,
+    };
+    if bad_input {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+}
+
+/// A reply body that keeps the request's reservation and the handler's
+/// [`HeldUntilSent`] until it is done.
+struct ReplyBody<B> {
+    inner: B,
+    _held: Held,
+    _kept: Option<HeldUntilSent>,
+}
+
+impl<B> HttpBody for ReplyBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type Acquire =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// A request body that reserves each message's bytes when its prefix arrives.
+struct CountedBody {
+    inner: Body,
+    budget: BodyBudget,
+    held: Held,
+    /// Prefix bytes of the next message collected so far.
+    prefix: [u8; GRPC_PREFIX_BYTES],
+    prefix_len: usize,
+    /// Bytes of the current message still to come.
+    remaining: u64,
+    /// A frame being looked through, and where, while waiting for room.
+    pending: Option<(Frame<Bytes>, usize)>,
+    waiting: Option<(Acquire, Pin<Box<tokio::time::Sleep>>, u64)>,
+}
+
+impl CountedBody {
+    fn new(inner: Body, budget: BodyBudget, held: Held) -> Self {
+        CountedBody {
+            inner,
+            budget,
+            held,
+            prefix: [0; GRPC_PREFIX_BYTES],
+            prefix_len: 0,
+            remaining: 0,
+            pending: None,
+            waiting: None,
+        }
+    }
+
+    fn hold(&self, permit: OwnedSemaphorePermit) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+    }
+
+    /// Walks `data` from `at`, reserving each message that starts in it.
+    /// Returns `Ok(None)` when done with it, `Ok(Some(at))` when it must wait
+    /// for room from `at` on.
+    fn scan(&mut self, data: &[u8], mut at: usize) -> Result<Option<usize>, Status> {
+        while at < data.len() {
+            if self.remaining > 0 {
+                let take = self.remaining.min((data.len() - at) as u64);
+                self.remaining -= take;
+                at += take as usize;
+                continue;
+            }
+            let take = (GRPC_PREFIX_BYTES - self.prefix_len).min(data.len() - at);
+            self.prefix[self.prefix_len..self.prefix_len + take]
+                .copy_from_slice(&data[at..at + take]);
+            self.prefix_len += take;
+            at += take;
+            if self.prefix_len < GRPC_PREFIX_BYTES {
+                break;
+            }
+            self.prefix_len = 0;
+            let len = u64::from(u32::from_be_bytes([
+                self.prefix[1],
+                self.prefix[2],
+                self.prefix[3],
+                self.prefix[4],
+            ]));
+            if len > GRPC_REQUEST_BYTES_MAX as u64 {
+                return Err(Status::invalid_argument(format!(
+                    "request message of {len} bytes exceeds the limit of {GRPC_REQUEST_BYTES_MAX} bytes"
+                )));
+            }
+            self.remaining = len;
+            // The previous message is whole by now: its reservation goes.
+            *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let want = kib(len).min(self.budget.total_kib);
+            match self.budget.kib.clone().try_acquire_many_owned(want) {
+                Ok(permit) => self.hold(permit),
+                Err(_) => {
+                    let acquire = Box::pin(self.budget.kib.clone().acquire_many_owned(want));
+                    let timeout =
+                        Box::pin(tokio::time::sleep(Duration::from_millis(REQUEST_BYTES_WAIT_MS)));
+                    self.waiting = Some((acquire, timeout, len));
+                    return Ok(Some(at));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl HttpBody for CountedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some((acquire, timeout, len)) = this.waiting.as_mut() {
+                match acquire.as_mut().poll(cx) {
+                    Poll::Ready(Ok(permit)) => {
+                        this.waiting = None;
+                        this.hold(permit);
+                    }
+                    Poll::Ready(Err(_)) => {
+                        this.waiting = None;
+                        return Poll::Ready(Some(Err(Status::unavailable("shutting down"))));
+                    }
+                    Poll::Pending => {
+                        if timeout.as_mut().poll(cx).is_ready() {
+                            let message = format!(
+                                "request bodies in flight: no room for a message of {len} bytes within {REQUEST_BYTES_WAIT_MS} ms (the broker's max_request_bytes_in_flight is in use); retry later"
+                            );
+                            this.waiting = None;
+                            return Poll::Ready(Some(Err(Status::resource_exhausted(message))));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if let Some((frame, at)) = this.pending.take() {
+                let data = frame.data_ref().cloned().unwrap_or_default();
+                match this.scan(&data, at) {
+                    Err(status) => return Poll::Ready(Some(Err(status))),
+                    Ok(Some(at)) => {
+                        this.pending = Some((frame, at));
+                        continue;
+                    }
+                    Ok(None) => return Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if frame.is_data() {
+                        this.pending = Some((frame, 0));
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none() && self.waiting.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counted(budget_bytes: u64) -> (CountedBody, Held) {
+        let held: Held = Arc::new(Mutex::new(None));
+        let body = CountedBody::new(Body::empty(), BodyBudget::new(budget_bytes), held.clone());
+        (body, held)
+    }
+
+    fn prefix(len: u32) -> Vec<u8> {
+        let mut p = vec![0];
+        p.extend_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_message_is_reserved_when_its_prefix_arrives_even_split_across_frames() {
+        let (mut body, held) = counted(1 << 20);
+        let message = [prefix(10_000), vec![7; 100]].concat();
+        // The prefix arrives in two pieces.
+        assert_eq!(body.scan(&message[..3], 0).unwrap(), None);
+        assert!(held.lock().unwrap().is_none());
+        assert_eq!(body.scan(&message[3..], 0).unwrap(), None);
+        assert_eq!(
+            held.lock().unwrap().as_ref().map(|p| p.num_permits()),
+            Some(10)
+        );
+        assert_eq!(body.remaining, 10_000 - 100);
+        assert_eq!(body.budget.kib.available_permits(), 1024 - 10);
+    }
+
+    #[test]
+    fn the_next_message_replaces_the_previous_reservation() {
+        let (mut body, held) = counted(1 << 20);
+        let two = [prefix(3), vec![1; 3], prefix(5_000), vec![2; 10]].concat();
+        assert_eq!(body.scan(&two, 0).unwrap(), None);
+        assert_eq!(
+            held.lock().unwrap().as_ref().map(|p| p.num_permits()),
+            Some(5)
+        );
+        assert_eq!(body.budget.kib.available_permits(), 1024 - 5);
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_by_its_prefix() {
+        let (mut body, _) = counted(1 << 30);
+        let status = body
+            .scan(&prefix(GRPC_REQUEST_BYTES_MAX as u32 + 1), 0)
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .contains(&GRPC_REQUEST_BYTES_MAX.to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn with_the_budget_spent_a_message_waits_for_room() {
+        let (mut body, _) = counted(64 * 1024);
+        let taken = body.budget.kib.clone().try_acquire_many_owned(60).unwrap();
+        assert_eq!(body.scan(&prefix(8 * 1024), 0).unwrap(), Some(5));
+        assert!(body.waiting.is_some());
+        drop(taken);
+        let (acquire, _, _) = body.waiting.take().unwrap();
+        assert_eq!(acquire.await.unwrap().num_permits(), 8);
+    }
+
+    #[test]
+    fn undecodable_becomes_invalid_argument_and_nothing_else_changes() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("failed to decode Protobuf message: invalid wire type"),
+        );
+        correct_decode_status(&mut headers);
+        assert_eq!(headers["grpc-status"], "3");
+        let mut other = http::HeaderMap::new();
+        other.insert("grpc-status", http::HeaderValue::from_static("13"));
+        other.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("disk on fire"),
+        );
+        correct_decode_status(&mut other);
+        assert_eq!(other["grpc-status"], "13");
+        let mut large = http::HeaderMap::new();
+        large.insert("grpc-status", http::HeaderValue::from_static("11"));
+        large.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+            ),
+        );
+        correct_decode_status(&mut large);
+        assert_eq!(large["grpc-status"], "3");
+    }
+}
