@@ -155,13 +155,13 @@ where
 }
 
 /// tonic's INTERNAL for an undecodable message, and its OUT_OF_RANGE for
-/// one over a service's size limit, become INVALID_ARGUMENT (a
-/// trailers-only reply carries its status in the headers).
+/// one over a service's size limit, become INVALID_ARGUMENT (in the
+/// headers of a trailers-only reply, or in the trailers).
 fn correct_decode_status(headers: &mut http::HeaderMap) {
     let status = headers.get("grpc-status").map(|s| s.as_bytes().to_vec());
     let message = headers
         .get("grpc-message")
-        .map(|m| m.as_bytes().to_vec())
+        .map(|m| percent_decoded(m.as_bytes()))
         .unwrap_or_default();
     let bad_input = match status.as_deref() {
         Some(b"13") => message.starts_with(DECODE_ERROR_PREFIX),
@@ -171,6 +171,28 @@ fn correct_decode_status(headers: &mut http::HeaderMap) {
     if bad_input {
         headers.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
+}
+
+/// A `grpc-message` as sent (percent-encoded: spaces are `%20`) back to its bytes.
+fn percent_decoded(encoded: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(encoded.len());
+    let mut i = 0;
+    while i < encoded.len() {
+        if encoded[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                encoded.get(i + 1).copied().and_then(hex),
+                encoded.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
+        }
+        out.push(encoded[i]);
+        i += 1;
+    }
+    out
 }
 
 /// A reply body that keeps the request's reservation and the handler's
@@ -192,7 +214,14 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                let mut trailers = frame.into_trailers().unwrap_or_default();
+                correct_decode_status(&mut trailers);
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -279,8 +308,9 @@ impl CountedBody {
                 Ok(permit) => self.hold(permit),
                 Err(_) => {
                     let acquire = Box::pin(self.budget.kib.clone().acquire_many_owned(want));
-                    let timeout =
-                        Box::pin(tokio::time::sleep(Duration::from_millis(REQUEST_BYTES_WAIT_MS)));
+                    let timeout = Box::pin(tokio::time::sleep(Duration::from_millis(
+                        REQUEST_BYTES_WAIT_MS,
+                    )));
                     self.waiting = Some((acquire, timeout, len));
                     return Ok(Some(at));
                 }
@@ -376,11 +406,11 @@ mod tests {
         let (mut body, held) = counted(1 << 20);
         let message = [prefix(10_000), vec![7; 100]].concat();
         // The prefix arrives in two pieces.
-        assert_eq!(body.scan(&message[..3], 0).unwrap(), None);
-        assert!(held.lock().unwrap().is_none());
-        assert_eq!(body.scan(&message[3..], 0).unwrap(), None);
+        assert_eq!(body.scan(&message[..3], 0).expect("in a test"), None);
+        assert!(held.lock().expect("lock").is_none());
+        assert_eq!(body.scan(&message[3..], 0).expect("in a test"), None);
         assert_eq!(
-            held.lock().unwrap().as_ref().map(|p| p.num_permits()),
+            held.lock().expect("lock").as_ref().map(|p| p.num_permits()),
             Some(10)
         );
         assert_eq!(body.remaining, 10_000 - 100);
@@ -391,9 +421,9 @@ mod tests {
     fn the_next_message_replaces_the_previous_reservation() {
         let (mut body, held) = counted(1 << 20);
         let two = [prefix(3), vec![1; 3], prefix(5_000), vec![2; 10]].concat();
-        assert_eq!(body.scan(&two, 0).unwrap(), None);
+        assert_eq!(body.scan(&two, 0).expect("in a test"), None);
         assert_eq!(
-            held.lock().unwrap().as_ref().map(|p| p.num_permits()),
+            held.lock().expect("lock").as_ref().map(|p| p.num_permits()),
             Some(5)
         );
         assert_eq!(body.budget.kib.available_permits(), 1024 - 5);
@@ -404,7 +434,7 @@ mod tests {
         let (mut body, _) = counted(1 << 30);
         let status = body
             .scan(&prefix(GRPC_REQUEST_BYTES_MAX as u32 + 1), 0)
-            .unwrap_err();
+            .expect_err("must fail");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(
             status
@@ -416,12 +446,17 @@ mod tests {
     #[tokio::test]
     async fn with_the_budget_spent_a_message_waits_for_room() {
         let (mut body, _) = counted(64 * 1024);
-        let taken = body.budget.kib.clone().try_acquire_many_owned(60).unwrap();
-        assert_eq!(body.scan(&prefix(8 * 1024), 0).unwrap(), Some(5));
+        let taken = body
+            .budget
+            .kib
+            .clone()
+            .try_acquire_many_owned(60)
+            .expect("in a test");
+        assert_eq!(body.scan(&prefix(8 * 1024), 0).expect("in a test"), Some(5));
         assert!(body.waiting.is_some());
         drop(taken);
-        let (acquire, _, _) = body.waiting.take().unwrap();
-        assert_eq!(acquire.await.unwrap().num_permits(), 8);
+        let (acquire, _, _) = body.waiting.take().expect("in a test");
+        assert_eq!(acquire.await.expect("in a test").num_permits(), 8);
     }
 
     #[test]
@@ -430,7 +465,9 @@ mod tests {
         headers.insert("grpc-status", http::HeaderValue::from_static("13"));
         headers.insert(
             "grpc-message",
-            http::HeaderValue::from_static("failed to decode Protobuf message: invalid wire type"),
+            http::HeaderValue::from_static(
+                "failed%20to%20decode%20Protobuf%20message:%20invalid%20wire%20type",
+            ),
         );
         correct_decode_status(&mut headers);
         assert_eq!(headers["grpc-status"], "3");
@@ -447,7 +484,7 @@ mod tests {
         large.insert(
             "grpc-message",
             http::HeaderValue::from_static(
-                "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+                "Error,%20decoded%20message%20length%20too%20large:%20found%205000000%20bytes",
             ),
         );
         correct_decode_status(&mut large);

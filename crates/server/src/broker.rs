@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use carteiro::proto::{self, broker_server::Broker};
 use carteiro_core::BrokerError;
-use carteiro_core::fetch::{FetchPartition, FetchRequest, FetchReservation, OffsetSpec, check_entries};
+use carteiro_core::fetch::{
+    FetchPartition, FetchRequest, FetchReservation, OffsetSpec, check_entries,
+};
 use carteiro_core::groups::OffsetCommit;
 use carteiro_storage::ReadError;
 use tonic::{Request, Response, Status, Streaming};

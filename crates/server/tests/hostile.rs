@@ -8,11 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use carteiro::proto;
 use common::*;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 /// A bounded wait for `done`, checking it after each yield.
@@ -199,41 +198,6 @@ async fn sockets_that_never_start_http2_are_closed_and_free_their_places() {
     )
     .await;
     broker.stop();
-}
-
-/// Sends raw bytes as gRPC messages and reads raw replies, to send what no
-/// well-behaved client would.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

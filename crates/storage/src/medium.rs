@@ -234,7 +234,6 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-
 impl Medium for OsMedium {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;

@@ -145,14 +145,14 @@ mod tests {
     use super::*;
 
     fn files(n: usize) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("in a test");
         let paths = (0..n)
             .map(|i| {
                 let path = dir.path().join(format!("{i}.log"));
                 File::create(&path)
-                    .unwrap()
+                    .expect("in a test")
                     .write_all(format!("file {i}").as_bytes())
-                    .unwrap();
+                    .expect("in a test");
                 path
             })
             .collect();
@@ -165,20 +165,20 @@ mod tests {
         let cache = SealedFiles::new(3);
         let ids: Vec<SealedFileId> = paths.iter().map(|_| cache.register()).collect();
         for (id, path) in ids.iter().zip(&paths) {
-            cache.get(*id, path).unwrap();
+            cache.get(*id, path).expect("in a test");
             assert!(cache.open_count() <= 3);
         }
         assert_eq!(cache.open_count(), 3);
         // 2, 3 and 4 are open; reading 2 makes 3 the oldest.
-        let two = cache.get(ids[2], &paths[2]).unwrap();
-        cache.get(ids[0], &paths[0]).unwrap();
+        let two = cache.get(ids[2], &paths[2]).expect("in a test");
+        cache.get(ids[0], &paths[0]).expect("in a test");
         let open: Vec<SealedFileId> = cache.lock().open.keys().copied().collect();
         assert!(open.contains(&ids[2]) && open.contains(&ids[4]) && open.contains(&ids[0]));
         assert!(!open.contains(&ids[3]));
         // A reader keeps its descriptor even after eviction.
         let mut text = String::new();
         use std::io::Read;
-        (&*two).read_to_string(&mut text).unwrap();
+        (&*two).read_to_string(&mut text).expect("in a test");
         assert_eq!(text, "file 2");
     }
 
@@ -188,8 +188,8 @@ mod tests {
         let cache = SealedFiles::new(8);
         let a = cache.register();
         let b = cache.register();
-        cache.get(a, &paths[0]).unwrap();
-        cache.adopt(b, Arc::new(File::open(&paths[1]).unwrap()));
+        cache.get(a, &paths[0]).expect("in a test");
+        cache.adopt(b, Arc::new(File::open(&paths[1]).expect("in a test")));
         assert_eq!(cache.open_count(), 2);
         cache.remove(a);
         assert_eq!(cache.open_count(), 1);
@@ -200,7 +200,9 @@ mod tests {
     fn a_missing_file_is_an_error_not_an_entry() {
         let cache = SealedFiles::new(8);
         let id = cache.register();
-        let err = cache.get(id, Path::new("/nonexistent/0.log")).unwrap_err();
+        let err = cache
+            .get(id, Path::new("/nonexistent/0.log"))
+            .expect_err("must fail");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert_eq!(cache.open_count(), 0);
     }

@@ -145,11 +145,11 @@ mod tests {
     #[test]
     fn keyless_records_stay_on_one_partition_until_its_bytes_are_spent() {
         let mut p = partitioner(3, 100);
-        let first = p.choose("t", &keyless(), 40).unwrap();
-        assert_eq!(p.choose("t", &keyless(), 40).unwrap(), first);
-        assert_eq!(p.choose("t", &keyless(), 40).unwrap(), first);
+        let first = p.choose("t", &keyless(), 40).expect("in a test");
+        assert_eq!(p.choose("t", &keyless(), 40).expect("in a test"), first);
+        assert_eq!(p.choose("t", &keyless(), 40).expect("in a test"), first);
         // 120 bytes sent: the next record moves on.
-        let second = p.choose("t", &keyless(), 40).unwrap();
+        let second = p.choose("t", &keyless(), 40).expect("in a test");
         assert_eq!(second, (first + 1) % 3);
     }
 
@@ -158,7 +158,7 @@ mod tests {
         let mut p = partitioner(4, 10);
         let mut counts = [0u32; 4];
         for _ in 0..4_000 {
-            counts[p.choose("t", &keyless(), 10).unwrap() as usize] += 1;
+            counts[p.choose("t", &keyless(), 10).expect("in a test") as usize] += 1;
         }
         assert_eq!(counts, [1_000; 4]);
     }
@@ -166,11 +166,11 @@ mod tests {
     #[test]
     fn a_sealed_sticky_batch_moves_keyless_records_on() {
         let mut p = partitioner(2, 1 << 20);
-        let first = p.choose("t", &keyless(), 1).unwrap();
+        let first = p.choose("t", &keyless(), 1).expect("in a test");
         p.batch_sealed("t", 1 - first);
-        assert_eq!(p.choose("t", &keyless(), 1).unwrap(), first);
+        assert_eq!(p.choose("t", &keyless(), 1).expect("in a test"), first);
         p.batch_sealed("t", first);
-        assert_eq!(p.choose("t", &keyless(), 1).unwrap(), 1 - first);
+        assert_eq!(p.choose("t", &keyless(), 1).expect("in a test"), 1 - first);
     }
 
     #[test]
@@ -181,19 +181,22 @@ mod tests {
             ..keyless()
         };
         assert_eq!(
-            p.choose("t", &keyed, 1).unwrap(),
+            p.choose("t", &keyed, 1).expect("in a test"),
             partition_for_key(b"user-7", 5)
         );
         let named = ProducerRecord {
             partition: Some(4),
             ..keyless()
         };
-        assert_eq!(p.choose("t", &named, 1).unwrap(), 4);
+        assert_eq!(p.choose("t", &named, 1).expect("in a test"), 4);
         let missing = ProducerRecord {
             partition: Some(5),
             ..keyless()
         };
-        let err = p.choose("t", &missing, 1).unwrap_err().to_string();
+        let err = p
+            .choose("t", &missing, 1)
+            .expect_err("must fail")
+            .to_string();
         assert!(
             err.contains("partition 5") && err.contains("5 partitions, numbered 0 to 4"),
             "{err}"
