@@ -256,3 +256,66 @@ async fn a_flood_of_large_produce_requests_stays_within_the_request_budget() {
     assert_eq!(fetch_all(&mut client, "bulk", 0, 0).await.len(), stored);
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_descriptors_is_resource_exhausted_and_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start_with_open_files(dir.path(), &[], 64);
+    create_topic(&broker, "rolls", 1, small_topic(64 * 1024)).await;
+    let mut client = broker.broker().await;
+    // Sockets that take every descriptor left: the accept loop meets EMFILE
+    // and backs off instead of spinning.
+    let sockets: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(&broker.address).ok())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while open_files(broker.pid()) < 64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker never filled its descriptors ({} open)",
+            open_files(broker.pid())
+        );
+        tokio::task::yield_now().await;
+    }
+    // A produce that needs a new segment cannot open its files: it is told
+    // so as RESOURCE_EXHAUSTED, and nothing is half-written.
+    let value = "e".repeat(16_000);
+    let mut refused = None;
+    let mut stored = 0;
+    for i in 0..12 {
+        match produce_batch(&mut client, "rolls", batch_of(&[format!("{i:02}{value}")])).await {
+            Ok(()) => stored += 1,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a produce needing new files is refused while none are left");
+    eprintln!("after {stored} produces: {refused:?}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("open files"), "{refused:?}");
+    // With the sockets gone, everything works again, on old and new connections.
+    drop(sockets);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let retried =
+            produce_batch(&mut client, "rolls", batch_of(&[format!("{stored:02}{value}")])).await;
+        match retried {
+            Ok(()) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(std::time::Instant::now() < deadline, "{status:?}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    stored += 1;
+    let mut fresh = broker.broker().await;
+    let records = fetch_all(&mut fresh, "rolls", 0, 0).await;
+    assert_eq!(records.len(), stored);
+    for (i, r) in records.iter().enumerate() {
+        assert!(r.value.as_ref().expect("value").starts_with(format!("{i:02}").as_bytes()));
+    }
+    broker.stop();
+}
