@@ -299,8 +299,12 @@ async fn running_out_of_descriptors_is_resource_exhausted_and_passes() {
     drop(sockets);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let retried =
-            produce_batch(&mut client, "rolls", batch_of(&[format!("{stored:02}{value}")])).await;
+        let retried = produce_batch(
+            &mut client,
+            "rolls",
+            batch_of(&[format!("{stored:02}{value}")]),
+        )
+        .await;
         match retried {
             Ok(()) => break,
             Err(status) => {
@@ -315,7 +319,12 @@ async fn running_out_of_descriptors_is_resource_exhausted_and_passes() {
     let records = fetch_all(&mut fresh, "rolls", 0, 0).await;
     assert_eq!(records.len(), stored);
     for (i, r) in records.iter().enumerate() {
-        assert!(r.value.as_ref().expect("value").starts_with(format!("{i:02}").as_bytes()));
+        assert!(
+            r.value
+                .as_ref()
+                .expect("value")
+                .starts_with(format!("{i:02}").as_bytes())
+        );
     }
     broker.stop();
 }

@@ -53,8 +53,13 @@ pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
 pub const MEMBER_ID_MAX_BYTES: usize = 255;
 /// Most topics one member may subscribe to, or protocols it may offer.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 1000;
-/// Largest opaque metadata or assignment of a classic member, in bytes.
+/// Largest opaque metadata or assignment of a classic member, in bytes
+/// (its protocols' metadata together).
 pub const CLASSIC_BYTES_MAX: usize = 1024 * 1024;
+/// Longest protocol type or protocol name of a classic member, in bytes.
+pub const PROTOCOL_NAME_MAX_BYTES: usize = 255;
+/// Most groups the coordinator holds at once (empty ones expire).
+pub const GROUPS_MAX: usize = 100_000;
 
 /// The coordinator of every group.
 pub struct Coordinator {
@@ -107,6 +112,12 @@ fn check_join(request: &JoinRequest) -> Result<(), BrokerError> {
                 ));
             }
             check_len("topics", topics.len(), SUBSCRIBED_TOPICS_MAX, "topics")?;
+            // A subscription names topics as topics are named, so a join
+            // cannot park arbitrary bytes in the coordinator.
+            for topic in topics {
+                carteiro_storage::store::validate_topic_name(topic)
+                    .map_err(|e| BrokerError::invalid("topics", e.to_string()))?;
+            }
         }
         Subscription::Classic {
             protocol_type,
@@ -124,14 +135,22 @@ fn check_join(request: &JoinRequest) -> Result<(), BrokerError> {
                 SUBSCRIBED_TOPICS_MAX,
                 "protocols",
             )?;
-            for (_, metadata) in protocols {
+            check_len(
+                "protocol_type",
+                protocol_type.len(),
+                PROTOCOL_NAME_MAX_BYTES,
+                "bytes",
+            )?;
+            for (name, _) in protocols {
                 check_len(
-                    "protocols.metadata",
-                    metadata.len(),
-                    CLASSIC_BYTES_MAX,
+                    "protocols.name",
+                    name.len(),
+                    PROTOCOL_NAME_MAX_BYTES,
                     "bytes",
                 )?;
             }
+            let metadata: usize = protocols.iter().map(|(_, m)| m.len()).sum();
+            check_len("protocols.metadata", metadata, CLASSIC_BYTES_MAX, "bytes")?;
         }
     }
     Ok(())
@@ -185,6 +204,12 @@ impl Coordinator {
         let (member_id, mut changes) = {
             let mut groups = self.groups();
             let kind = request.subscription.kind();
+            if !groups.contains_key(&request.group) && groups.len() >= GROUPS_MAX {
+                return Err(BrokerError::ResourceExhausted {
+                    what: "consumer groups",
+                    limit: GROUPS_MAX as u64,
+                });
+            }
             let group = groups
                 .entry(request.group.clone())
                 .or_insert_with(|| Group::new(kind.clone()));

@@ -362,3 +362,49 @@ async fn a_made_up_member_id_is_refused_and_generated_ids_cannot_be_guessed() {
     assert!(differing > 16, "{} and {} look related", ids[0], ids[1]);
     assert!(first.member_id.starts_with("test-"));
 }
+
+#[tokio::test]
+async fn subscriptions_are_validated_and_bounded() {
+    let (_dir, coordinator) = coordinator();
+    let refused = |request: JoinRequest| {
+        let coordinator = coordinator.clone();
+        async move {
+            coordinator
+                .join(request)
+                .await
+                .expect_err("refused")
+                .to_string()
+        }
+    };
+    // Topic names follow the topic rules: no bytes parked under made-up names.
+    let mut bad_name = assigned("g");
+    bad_name.subscription = Subscription::Assigned {
+        topics: vec!["orders".into(), "x".repeat(300)],
+        strategy: Strategy::Range,
+    };
+    let err = refused(bad_name).await;
+    assert!(err.contains("topics") && err.contains("249"), "{err}");
+    let mut slash = assigned("g");
+    slash.subscription = Subscription::Assigned {
+        topics: vec!["../etc".into()],
+        strategy: Strategy::Range,
+    };
+    assert!(refused(slash).await.contains("topics"));
+    // Classic metadata is bounded in all, not per protocol.
+    let half = "m".repeat(CLASSIC_BYTES_MAX / 2 + 1);
+    let err = refused(classic(
+        "c",
+        "a",
+        &[("range", &half), ("roundrobin", &half)],
+    ))
+    .await;
+    assert!(
+        err.contains("protocols.metadata") && err.contains(&CLASSIC_BYTES_MAX.to_string()),
+        "{err}"
+    );
+    let long_name = "p".repeat(PROTOCOL_NAME_MAX_BYTES + 1);
+    let err = refused(classic("c", "a", &[(&long_name, "m")])).await;
+    assert!(err.contains("protocols.name"), "{err}");
+    // Nothing refused was kept.
+    assert_eq!(coordinator.group_count(), 0);
+}
