@@ -348,3 +348,52 @@ async fn a_new_three_partition_topic_takes_under_200_mib_before_and_after_a_rest
     assert!(disk_usage(dir.path()) < limit, "the whole data directory");
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_port_opens_only_after_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    create_topic(&broker, "events", 1, small_topic(1 << 20)).await;
+    produce_batches(&broker, "events", 10, 1).await;
+    let raw = raw_bytes(&mut broker.broker().await, "events", 0).await;
+    broker.kill();
+    // Damage that recovery refuses: the broker exits without serving.
+    let segment = segment_file(dir.path(), "events", 0, 0);
+    flip_bit(&segment, 32 + batch_positions(&raw)[3] as u64 + 40);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(broker_binary())
+        .args(["--listen", &address, "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn carteiro");
+    // While it recovers, and after it gives up, nothing listens: a client is
+    // refused at once instead of hanging on a port that does not answer.
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let mut attempts = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker neither served nor exited"
+        );
+        let connected = std::net::TcpStream::connect(&address);
+        assert!(
+            connected.is_err(),
+            "the port opened before recovery finished"
+        );
+        attempts += 1;
+    };
+    assert!(!status.success());
+    assert!(
+        std::net::TcpStream::connect(&address).is_err(),
+        "after {attempts} attempts"
+    );
+}

@@ -86,8 +86,10 @@ async fn long_polls_flooding_one_connection_starve_nobody_else() {
     let broker = Broker::start(dir.path(), &["--max-requests-in-flight", "16"]);
     create_topic(&broker, "quiet", 1, small_topic(1 << 20)).await;
     let poller = broker.broker().await;
+    // 1,024 long polls on one connection (the client queues those past the
+    // server's 256 streams per connection).
     let mut polls = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..1024 {
         let mut poller = poller.clone();
         polls.push(tokio::spawn(async move {
             poller
