@@ -85,12 +85,22 @@ fn append(c: &mut Criterion) {
     }
 }
 
-/// A log of about `bytes` of 1 KiB-record batches; the log is left open.
+/// A log of about `bytes` of 1 KiB-record batches in one segment; the log is left open.
 fn filled(dir: &tempfile::TempDir, bytes: usize, flush: FlushPolicy) -> Log {
+    filled_in_segments(dir, bytes, flush, 1 << 30)
+}
+
+/// As [`filled`], in segments of `segment_bytes`.
+fn filled_in_segments(
+    dir: &tempfile::TempDir,
+    bytes: usize,
+    flush: FlushPolicy,
+    segment_bytes: u64,
+) -> Log {
     let batch = batch(1024);
     let config = LogConfig {
         retention_bytes: None,
-        segment_bytes: 1 << 30,
+        segment_bytes,
         ..config(flush)
     };
     let log = Log::open(dir.path(), config, &LogOptions::default()).expect("opens");
@@ -101,6 +111,30 @@ fn filled(dir: &tempfile::TempDir, bytes: usize, flush: FlushPolicy) -> Log {
     log
 }
 
+/// Every batch of `log` from offset 0, 1 MiB at a time; returns the
+/// records seen (`validate`: each batch parsed again) or the chunks read.
+fn read_all(log: &Log, validate: bool) -> usize {
+    let mut offset = 0;
+    let mut seen = 0usize;
+    loop {
+        let read = log.read(offset, 1 << 20).expect("read");
+        if read.batches.is_empty() {
+            return seen;
+        }
+        if validate {
+            let mut rest = &read.batches[..];
+            while !rest.is_empty() {
+                let (batch, tail) = RecordBatch::parse(rest).expect("valid");
+                seen += batch.record_count() as usize;
+                rest = tail;
+            }
+        } else {
+            seen += read.batches.len();
+        }
+        offset = read.next_offset;
+    }
+}
+
 fn read(c: &mut Criterion) {
     let bytes = if benchmarking() { 512 << 20 } else { 4 << 20 };
     let dir = bench_dir();
@@ -109,35 +143,28 @@ fn read(c: &mut Criterion) {
     let mut group = c.benchmark_group("read");
     group.throughput(Throughput::Bytes(total));
     group.sample_size(10);
-    let read_all = |validate: bool| {
-        let mut offset = 0;
-        let mut seen = 0usize;
-        loop {
-            let read = log.read(offset, 1 << 20).expect("read");
-            if read.batches.is_empty() {
-                return seen;
-            }
-            if validate {
-                let mut rest = &read.batches[..];
-                while !rest.is_empty() {
-                    let (batch, tail) = RecordBatch::parse(rest).expect("valid");
-                    seen += batch.record_count() as usize;
-                    rest = tail;
-                }
-            } else {
-                seen += read.batches.len();
-            }
-            offset = read.next_offset;
-        }
-    };
     group.bench_function("sequential, CRC checked by the log", |b| {
-        b.iter(|| black_box(read_all(false)))
+        b.iter(|| black_box(read_all(&log, false)))
     });
     group.bench_function("sequential, parsed again by the reader", |b| {
-        b.iter(|| black_box(read_all(true)))
+        b.iter(|| black_box(read_all(&log, true)))
     });
     group.finish();
     log.close().expect("close");
+    // Sealed segments are read through the process's cache of open sealed
+    // files (256): 128 segments of 4 MiB, or 256 of 2 MiB, each with its
+    // log and index files, so a pass opens files the last pass closed.
+    for segment_mib in [4u64, 2] {
+        let dir = bench_dir();
+        let log = filled_in_segments(&dir, bytes, FlushPolicy::Os, segment_mib << 20);
+        let mut group = c.benchmark_group("read");
+        group.throughput(Throughput::Bytes(log.stats().size_bytes));
+        group.sample_size(10);
+        let name = format!("sequential over sealed {segment_mib} MiB segments");
+        group.bench_function(name, |b| b.iter(|| black_box(read_all(&log, false))));
+        group.finish();
+        log.close().expect("close");
+    }
 }
 
 fn recovery(c: &mut Criterion) {
