@@ -8,9 +8,12 @@
 //!   [`GRPC_REQUEST_BYTES_MAX`] with INVALID_ARGUMENT naming its size and the
 //!   limit. With the budget spent, the request waits (its client's flow
 //!   control stops it) up to [`REQUEST_BYTES_WAIT_MS`], then gets
-//!   RESOURCE_EXHAUSTED. The reservation lasts until the reply is sent, so it
-//!   covers the decoded request while the handler works on it; a stream
-//!   holds one message's reservation at a time.
+//!   RESOURCE_EXHAUSTED. A unary request's reservation lasts until its reply
+//!   is sent, so it covers the decoded request while the handler works on
+//!   it. On a client stream ([`CLIENT_STREAMING_PATHS`]) a message's
+//!   reservation lasts until tonic asks for more bytes after it (it has
+//!   decoded the message by then; a produce's bytes are counted from there
+//!   by the produce admission), so an idle stream holds nothing.
 //! - **Fetch replies keep their share until sent.** A handler may put a
 //!   [`HeldUntilSent`] in its reply's extensions (a fetch puts its share of
 //!   the core's reply budget); it is dropped when the reply body has been
@@ -45,6 +48,14 @@ const DECODE_ERROR_PREFIX: &[u8] = b"failed to decode Protobuf message";
 /// How tonic begins its OUT_OF_RANGE for a message over a service's own
 /// decoding limit (the Groups service keeps tonic's 4 MiB).
 const TOO_LARGE_PREFIX: &[u8] = b"Error, decoded message length too large";
+
+/// The methods whose requests are streams of messages: a message's
+/// reservation ends when the next is asked for, not with the reply.
+pub const CLIENT_STREAMING_PATHS: &[&str] = &[
+    "/carteiro.v1.Broker/ProduceStream",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// Counts in KiB (semaphores hold at most u32 permits per acquire).
 fn kib(bytes: u64) -> u32 {
@@ -137,7 +148,12 @@ where
         let held: Held = Arc::new(Mutex::new(None));
         let budget = self.budget.clone();
         let counted = held.clone();
-        let request = request.map(move |body| Body::new(CountedBody::new(body, budget, counted)));
+        let streaming = CLIENT_STREAMING_PATHS.contains(&request.uri().path());
+        let request = request.map(move |body| {
+            let mut counted = CountedBody::new(body, budget, counted);
+            counted.streaming = streaming;
+            Body::new(counted)
+        });
         let reply = self.inner.call(request);
         Box::pin(async move {
             let mut reply = reply.await?;
@@ -249,6 +265,8 @@ struct CountedBody {
     /// A frame being looked through, and where, while waiting for room.
     pending: Option<(Frame<Bytes>, usize)>,
     waiting: Option<(Acquire, Pin<Box<tokio::time::Sleep>>, u64)>,
+    /// A client stream: a message's reservation ends between messages.
+    streaming: bool,
 }
 
 impl CountedBody {
@@ -262,6 +280,21 @@ impl CountedBody {
             remaining: 0,
             pending: None,
             waiting: None,
+            streaming: false,
+        }
+    }
+
+    /// Between messages (the last one whole, the next not begun), the last
+    /// message's reservation goes: tonic asks for more bytes only once it
+    /// has decoded what it had.
+    fn release_if_between_messages(&self) {
+        if self.streaming
+            && self.remaining == 0
+            && self.prefix_len == 0
+            && self.pending.is_none()
+            && self.waiting.is_none()
+        {
+            *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
 
@@ -329,6 +362,7 @@ impl HttpBody for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        this.release_if_between_messages();
         loop {
             if let Some((acquire, timeout, len)) = this.waiting.as_mut() {
                 match acquire.as_mut().poll(cx) {
@@ -427,6 +461,27 @@ mod tests {
             Some(5)
         );
         assert_eq!(body.budget.kib.available_permits(), 1024 - 5);
+    }
+
+    #[test]
+    fn a_whole_message_gives_its_reservation_back_when_more_is_asked_for() {
+        let (mut body, held) = counted(1 << 20);
+        body.streaming = true;
+        let message = [prefix(4_000), vec![1; 2_000]].concat();
+        assert_eq!(body.scan(&message, 0).expect("in a test"), None);
+        // Half of it has come: still held.
+        body.release_if_between_messages();
+        assert!(held.lock().expect("lock").is_some());
+        assert_eq!(body.scan(&[1; 2_000], 0).expect("in a test"), None);
+        body.release_if_between_messages();
+        assert!(held.lock().expect("lock").is_none());
+        assert_eq!(body.budget.kib.available_permits(), 1024);
+        // A unary request keeps it until its reply is sent.
+        let (mut unary, held) = counted(1 << 20);
+        assert_eq!(unary.scan(&message, 0).expect("in a test"), None);
+        assert_eq!(unary.scan(&[1; 2_000], 0).expect("in a test"), None);
+        unary.release_if_between_messages();
+        assert!(held.lock().expect("lock").is_some());
     }
 
     #[test]

@@ -328,3 +328,56 @@ async fn running_out_of_descriptors_is_resource_exhausted_and_passes() {
     }
     broker.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_produce_streams_hold_none_of_the_request_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = carteiro_server::server::GRPC_REQUEST_BYTES_MAX as u64;
+    let broker = Broker::start(
+        dir.path(),
+        &["--max-request-bytes-in-flight", &budget.to_string()],
+    );
+    let config = proto::TopicConfig {
+        max_batch_bytes: Some(40_000_000),
+        ..small_topic(256 * MIB)
+    };
+    create_topic(&broker, "idle", 1, config).await;
+    let value = "i".repeat(30_000_000);
+    let batch = Bytes::from(batch_of(&[value.as_str()]));
+    let request = || proto::ProduceRequest {
+        topic: "idle".into(),
+        partition: Some(0),
+        record_batch: batch.clone(),
+        ..Default::default()
+    };
+    // Three streams each send a 30 MB batch, get it acknowledged, then stay
+    // open and silent: 90 MB if each kept its message's share.
+    let mut open_streams = Vec::new();
+    for _ in 0..3 {
+        let mut client = broker.broker().await.max_encoding_message_size(64 << 20);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(request()).await.expect("queued");
+        let mut replies = client
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("stream opened")
+            .into_inner();
+        let reply = replies.message().await.expect("reply").expect("one reply");
+        assert_eq!(reply.error_code, 0, "{reply:?}");
+        open_streams.push((tx, replies));
+    }
+    // A unary produce of the same size is served at once.
+    let mut client = broker.broker().await.max_encoding_message_size(64 << 20);
+    client
+        .produce(request())
+        .await
+        .expect("served while the streams idle");
+    drop(open_streams);
+    let mut reader = broker.broker().await;
+    assert_eq!(
+        fetch_all(&mut reader, "idle", 0, 0).await.len(),
+        4,
+        "every batch stored"
+    );
+    broker.stop();
+}
