@@ -94,7 +94,7 @@ impl Consumer {
             Strategy::Range => proto::AssignmentStrategy::Range,
             Strategy::RoundRobin => proto::AssignmentStrategy::RoundRobin,
         };
-        let request = proto::JoinGroupRequest {
+        let mut request = proto::JoinGroupRequest {
             group: group.clone(),
             member_id,
             topics: self.subscription.clone(),
@@ -103,25 +103,19 @@ impl Consumer {
             strategy: strategy as i32,
             client_id: self.config.client_id.clone(),
         };
-        let joined = match self.groups.join_group(request.clone()).await {
-            Ok(reply) => reply.into_inner(),
-            // The coordinator no longer knows this member (a broker restart,
-            // an expired session): join afresh under a new id.
-            Err(status)
-                if status.code() == tonic::Code::FailedPrecondition
-                    && !request.member_id.is_empty() =>
-            {
-                let fresh = proto::JoinGroupRequest {
-                    member_id: String::new(),
-                    ..request
-                };
-                self.groups
-                    .join_group(fresh)
-                    .await
-                    .map_err(self.err())?
-                    .into_inner()
+        let joined = loop {
+            match self.groups.join_group(request.clone()).await {
+                Ok(reply) => break reply.into_inner(),
+                // The coordinator no longer knows this member (a broker
+                // restart, an expired session): join afresh under a new id.
+                Err(status)
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && !request.member_id.is_empty() =>
+                {
+                    request.member_id.clear();
+                }
+                Err(status) => return Err(self.err()(status)),
             }
-            Err(status) => return Err(self.err()(status)),
         };
         let (tx, signal) = watch::channel(Signal::Ok);
         let interval = Duration::from_millis(u64::from(self.config.session_timeout_ms / 3).max(1));

@@ -234,14 +234,6 @@ impl Consumer {
         self.positions.keys().cloned().collect()
     }
 
-    /// Each assigned partition with the offset the next poll reads from it.
-    pub fn positions(&self) -> Vec<(TopicPartition, i64)> {
-        self.positions
-            .iter()
-            .map(|(tp, &offset)| (tp.clone(), offset))
-            .collect()
-    }
-
     /// The offset the next poll reads from `partition` of `topic`, if assigned.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.positions
@@ -342,6 +334,10 @@ impl Consumer {
 
     /// Waits up to `timeout` for records from the assigned partitions and
     /// returns them in offset order per partition (empty if none came).
+    ///
+    /// Cancel-safe for positions: they move past records only in the same
+    /// step that returns them (`take` does not await), so a poll dropped
+    /// midway skips nothing.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         if self.membership.is_some() && self.signal() != Signal::Ok {
             self.rebalance().await?;
@@ -413,6 +409,8 @@ impl Consumer {
         }
     }
 
+    /// Moves positions past the fetched records and returns them. Must not
+    /// await: `poll`'s cancel safety rests on it.
     async fn take(
         &mut self,
         reply: proto::FetchResponse,

@@ -30,11 +30,18 @@ struct Sticky {
     bytes: usize,
 }
 
+/// What the producer knows of one topic.
+#[derive(Debug)]
+struct TopicState {
+    layout: TopicLayout,
+    /// Chosen at the first keyless record.
+    sticky: Option<Sticky>,
+}
+
 /// Chooses partitions; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Partitioner {
-    topics: HashMap<String, TopicLayout>,
-    sticky: HashMap<String, Sticky>,
+    topics: HashMap<String, TopicState>,
     /// Keyless bytes after which a topic's sticky partition moves on, even
     /// if its batch is still open.
     sticky_bytes: usize,
@@ -44,26 +51,30 @@ impl Partitioner {
     pub(crate) fn new(sticky_bytes: usize) -> Self {
         Partitioner {
             topics: HashMap::new(),
-            sticky: HashMap::new(),
             sticky_bytes: sticky_bytes.max(1),
         }
     }
 
     /// The layout of `topic`, if known.
     pub(crate) fn layout(&self, topic: &str) -> Option<TopicLayout> {
-        self.topics.get(topic).copied()
+        self.topics.get(topic).map(|t| t.layout)
     }
 
     /// Records what the broker said of `topic`.
     pub(crate) fn learn(&mut self, topic: &str, layout: TopicLayout) {
-        self.topics.insert(topic.to_string(), layout);
+        self.topics.insert(
+            topic.to_string(),
+            TopicState {
+                layout,
+                sticky: None,
+            },
+        );
     }
 
     /// Forgets `topic` (deleted, or re-created with another layout): the
     /// next record asks the broker again.
     pub(crate) fn forget(&mut self, topic: &str) {
         self.topics.remove(topic);
-        self.sticky.remove(topic);
     }
 
     /// The partition for `record` of `record_bytes` (roughly its encoded
@@ -74,7 +85,12 @@ impl Partitioner {
         record: &ProducerRecord,
         record_bytes: usize,
     ) -> Result<u32, ClientError> {
-        let count = self.layout(topic).map_or(1, |l| l.partitions.max(1));
+        let Some(state) = self.topics.get_mut(topic) else {
+            return Err(ClientError::Invalid(format!(
+                "topic {topic:?} is not known to the producer yet"
+            )));
+        };
+        let count = state.layout.partitions.max(1);
         match (record.partition, &record.key) {
             (Some(p), _) if p >= count => Err(ClientError::Invalid(format!(
                 "partition {p} of topic {topic:?} does not exist: {}",
@@ -83,18 +99,16 @@ impl Partitioner {
             (Some(p), _) => Ok(p),
             (None, Some(key)) => Ok(partition_for_key(key, count)),
             (None, None) => {
-                let sticky_bytes = self.sticky_bytes;
-                let sticky = self.sticky.entry(topic.to_string()).or_insert(Sticky {
+                let sticky = state.sticky.get_or_insert_with(|| Sticky {
                     partition: random_below(count),
                     bytes: 0,
                 });
-                if sticky.bytes >= sticky_bytes {
+                if sticky.bytes >= self.sticky_bytes {
                     *sticky = Sticky {
                         partition: (sticky.partition + 1) % count,
                         bytes: 0,
                     };
                 }
-                sticky.partition %= count;
                 sticky.bytes += record_bytes;
                 Ok(sticky.partition)
             }
@@ -104,7 +118,7 @@ impl Partitioner {
     /// A batch of `topic`'s `partition` was sealed: if it was the sticky
     /// partition, the next keyless record starts a batch on the next one.
     pub(crate) fn batch_sealed(&mut self, topic: &str, partition: u32) {
-        if let Some(sticky) = self.sticky.get_mut(topic)
+        if let Some(sticky) = self.topics.get_mut(topic).and_then(|t| t.sticky.as_mut())
             && sticky.partition == partition
         {
             sticky.bytes = self.sticky_bytes;

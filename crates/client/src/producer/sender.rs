@@ -79,6 +79,8 @@ pub(crate) struct Sender {
     client: BrokerClient<Channel>,
     admin: AdminClient<Channel>,
     partitioner: Partitioner,
+    /// Never appended to: sizes a record as the only one of a batch.
+    empty_batch: RecordBatchBuilder,
     open: HashMap<TopicPartition, Pending>,
     ready: HashMap<TopicPartition, VecDeque<Pending>>,
     in_flight: HashMap<TopicPartition, usize>,
@@ -102,6 +104,7 @@ impl Sender {
             client: BrokerClient::new(channel.clone()).max_encoding_message_size(REQUEST_BYTES_MAX),
             admin: AdminClient::new(channel),
             partitioner: Partitioner::new(config.sticky_bytes),
+            empty_batch: RecordBatchBuilder::new(),
             config,
             open: HashMap::new(),
             ready: HashMap::new(),
@@ -253,21 +256,17 @@ impl Sender {
         };
         // A batch holding only this record: if even that is over the
         // topic's limit, the broker would refuse it whatever the batching.
-        let alone = RecordBatchBuilder::new();
-        let alone_bytes = alone.size_bytes() + alone.record_size(&new);
+        let record_bytes = self.empty_batch.record_size(&new);
+        let alone_bytes = self.empty_batch.size_bytes() + record_bytes;
         if alone_bytes > layout.batch_bytes_max {
             let message = format!(
-                "a record of {} bytes (a batch of {alone_bytes} bytes) is over topic {topic:?}'s max_batch_bytes {}",
-                alone.record_size(&new),
+                "a record of {record_bytes} bytes (a batch of {alone_bytes} bytes) is over topic {topic:?}'s max_batch_bytes {}",
                 layout.batch_bytes_max
             );
             let _ = done.send(Err(ClientError::Invalid(message)));
             return;
         }
-        let partition = match self
-            .partitioner
-            .choose(&topic, &record, alone.record_size(&new))
-        {
+        let partition = match self.partitioner.choose(&topic, &record, record_bytes) {
             Ok(partition) => partition,
             Err(e) => {
                 let _ = done.send(Err(e));

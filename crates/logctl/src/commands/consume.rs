@@ -74,17 +74,8 @@ fn record_json(r: &ConsumerRecord) -> Value {
 pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(), ClientError> {
     let mut admin = Admin::connect(broker)?;
     let described = admin.describe_topic(&args.topic).await?;
+    super::check_partition(&args.topic, args.partition, described.partitions)?;
     let partitions: Vec<TopicPartition> = match args.partition {
-        Some(p) if p >= described.partitions => {
-            return Err(ClientError::Broker {
-                code: tonic::Code::NotFound,
-                message: format!(
-                    "unknown partition {p} of topic {:?}: {}",
-                    args.topic,
-                    carteiro::partitioner::partition_count_text(described.partitions)
-                ),
-            });
-        }
         Some(p) => vec![TopicPartition::new(&args.topic, p)],
         None => (0..described.partitions)
             .map(|p| TopicPartition::new(&args.topic, p))
@@ -156,18 +147,10 @@ pub async fn consume(broker: &str, out: &Printer, args: ConsumeArgs) -> Result<(
     let stop = stop_signal()?;
     tokio::pin!(stop);
     while !done(&consumer, printed) {
-        // Everything before this poll was printed (and, in a group, committed).
-        let printed_to: Vec<(TopicPartition, i64)> = consumer.positions();
+        // A cancelled poll moves no position, so close() commits only what was printed.
         let records = tokio::select! {
             records = consumer.poll(Duration::from_millis(500)) => records?,
-            () = &mut stop => {
-                // The poll may have moved positions past records it never
-                // returned: put them back, so close() commits only what was printed.
-                for (tp, offset) in printed_to {
-                    let _ = consumer.seek(&tp.topic, tp.partition, Seek::Offset(offset)).await;
-                }
-                break;
-            }
+            () = &mut stop => break,
         };
         // Records fetched but not printed (past --max-messages, or past the
         // end without --follow) are not consumed: rewind to the first of them

@@ -1,7 +1,7 @@
 //! One function per `logctl` subcommand, one module per command group;
 //! here the argument types they share.
 
-use carteiro_client::Acks;
+use carteiro_client::{Acks, ClientError};
 use clap::ValueEnum;
 
 mod consume;
@@ -13,6 +13,21 @@ pub use consume::{ConsumeArgs, consume, offsets};
 pub use groups::{ResetArgs, groups_describe, groups_list, groups_reset};
 pub use produce::{ProduceArgs, produce};
 pub use topics::{CreateArgs, topics_create, topics_delete, topics_describe, topics_list};
+
+/// Refuses `--partition` past the topic's `count` partitions, as the broker
+/// would (NOT_FOUND, exit code 4), before any input is read.
+fn check_partition(topic: &str, partition: Option<u32>, count: u32) -> Result<(), ClientError> {
+    match partition {
+        Some(p) if p >= count => Err(ClientError::Broker {
+            code: tonic::Code::NotFound,
+            message: format!(
+                "unknown partition {p} of topic {topic:?}: {}",
+                carteiro::partitioner::partition_count_text(count)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// Flush policy names on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -74,18 +74,7 @@ pub async fn produce(broker: &str, out: &Printer, args: ProduceArgs) -> Result<(
         .describe_topic(&args.topic)
         .await?
         .partitions;
-    if let Some(p) = args.partition
-        && p >= partitions
-    {
-        return Err(ClientError::Broker {
-            code: tonic::Code::NotFound,
-            message: format!(
-                "unknown partition {p} of topic {:?}: {}",
-                args.topic,
-                carteiro::partitioner::partition_count_text(partitions)
-            ),
-        });
-    }
+    check_partition(&args.topic, args.partition, partitions)?;
     let config = ProducerConfig {
         acks: args.acks.into(),
         ..ProducerConfig::new(broker)
