@@ -94,17 +94,7 @@ impl RecordBatchBuilder {
 
     /// Appends one record; fails if the batch would pass the codec's size limit.
     pub fn append(&mut self, record: &NewRecord<'_>) -> Result<(), BatchError> {
-        // What the reader refuses, the builder never writes.
-        if record
-            .headers
-            .iter()
-            .any(|h| std::str::from_utf8(h.key).is_err())
-        {
-            return Err(BatchError::MalformedRecord {
-                index: self.count as u32,
-                reason: "a header key is not UTF-8 (header keys are strings)",
-            });
-        }
+        check_header_keys(self.count as u32, record.headers.iter().map(|h| h.key))?;
         let body = self.body_size(record);
         let added = varint_len(body as i32) + body;
         let limit = MAX_BATCH_BYTES_CODEC;

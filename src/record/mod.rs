@@ -64,6 +64,21 @@ pub const MAX_BATCH_BYTES_CODEC: usize = i32::MAX as usize;
 /// `partition_leader_epoch` when not set, as in Kafka.
 pub const NO_PRODUCER_ID: i64 = -1;
 
+/// Kafka's header keys are strings: UTF-8, as every client reads them. The
+/// reader refuses a record with another key, and the builder never writes one.
+fn check_header_keys<'a>(
+    index: u32,
+    mut keys: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), BatchError> {
+    if keys.any(|key| std::str::from_utf8(key).is_err()) {
+        return Err(BatchError::MalformedRecord {
+            index,
+            reason: "a header key is not UTF-8 (header keys are strings)",
+        });
+    }
+    Ok(())
+}
+
 const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_BYTES);
 const _: () = assert!(CRC_AT + 4 == ATTRIBUTES_AT);
 const _: () = assert!(BATCH_LENGTH_AT + 4 == BATCH_LOG_OVERHEAD_BYTES);

@@ -122,17 +122,7 @@ impl<'a> RecordBatch<'a> {
                     reason: "offset delta is not the record's position in the batch",
                 });
             }
-            // Kafka's header keys are strings: UTF-8, as every client reads them.
-            if record
-                .headers
-                .iter()
-                .any(|h| std::str::from_utf8(h.key).is_err())
-            {
-                return Err(BatchError::MalformedRecord {
-                    index: i as u32,
-                    reason: "a header key is not UTF-8 (header keys are strings)",
-                });
-            }
+            check_header_keys(i as u32, record.headers.iter().map(|h| h.key))?;
             max_timestamp = max_timestamp.max(record.timestamp);
         }
         if !self.header.attributes.is_log_append_time()
