@@ -28,7 +28,7 @@ pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
 pub const FETCH_MAX_BYTES_LIMIT: u32 = 64 * 1024 * 1024;
 /// Longest a fetch may wait for data, in ms (5 minutes).
 pub const FETCH_MAX_WAIT_MS_MAX: u32 = 5 * 60 * 1000;
-/// Default most bytes of fetch replies being gathered at once (256 MiB).
+/// Default most bytes of fetch replies being gathered or waiting to be sent at once (256 MiB).
 pub const FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Most partitions in one fetch, list-offsets or commit request.
 pub const PARTITIONS_PER_REQUEST_MAX: usize = 10_000;
@@ -150,8 +150,9 @@ pub struct FetchReservation {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Counts in KiB (a semaphore acquires at most u32 permits at once).
-fn kib(bytes: u64) -> u32 {
+/// `bytes` as permits of a byte budget, which every budget counts in KiB
+/// (a semaphore acquires at most u32 permits at once): rounded up, at least 1.
+pub fn kib(bytes: u64) -> u32 {
     bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 

@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use carteiro_core::fetch::kib;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
@@ -57,11 +58,6 @@ pub const CLIENT_STREAMING_PATHS: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Counts in KiB (semaphores hold at most u32 permits per acquire).
-fn kib(bytes: u64) -> u32 {
-    bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
-}
-
 /// Something a reply keeps alive until its body has been sent.
 #[derive(Clone)]
 pub struct HeldUntilSent {
@@ -70,9 +66,9 @@ pub struct HeldUntilSent {
 
 impl HeldUntilSent {
     /// Holds `value` until the reply carrying this is sent.
-    pub fn new(value: impl Any + Send) -> Self {
+    pub fn new(value: impl Any + Send + Sync) -> Self {
         HeldUntilSent {
-            _value: Arc::new(Mutex::new(Some(value))),
+            _value: Arc::new(value),
         }
     }
 }

@@ -52,11 +52,11 @@ fn partition_error(e: BrokerError) -> proto::PartitionError {
 }
 
 /// One partition's part of a fetch as the contract shows it: raw batches,
-/// or records decoded from them at and after the offset `asked`.
+/// or (with `decode_from`, the offset asked for) the records decoded from
+/// them at and after it.
 fn partition_records(
     data: carteiro_core::fetch::PartitionData,
-    asked: i64,
-    decoded: bool,
+    decode_from: Option<i64>,
 ) -> proto::PartitionRecords {
     let mut part = proto::PartitionRecords {
         topic: data.topic,
@@ -67,10 +67,10 @@ fn partition_records(
         error: data.error.map(partition_error),
         ..Default::default()
     };
-    if !decoded {
+    let Some(asked) = decode_from else {
         part.record_batches = data.batches;
         return part;
-    }
+    };
     let from = u64::try_from(asked).unwrap_or(0);
     if let Err(e) = convert::decode_records(&data.batches, from, &mut part.records) {
         let e = BrokerError::DataLoss(format!(
@@ -93,7 +93,6 @@ impl BrokerService {
         let allowed = "FETCH_FORMAT_RAW_BATCHES (0), FETCH_FORMAT_DECODED (1)";
         let decoded = convert::known::<proto::FetchFormat>("format", request.format, allowed)?
             == proto::FetchFormat::Decoded;
-        let offsets: Vec<i64> = request.partitions.iter().map(|p| p.offset).collect();
         let request = FetchRequest {
             partitions: request
                 .partitions
@@ -109,18 +108,27 @@ impl BrokerService {
             min_bytes: request.min_bytes,
             max_wait_ms: request.max_wait_ms,
         };
+        // Decoding starts at the offset each partition asked for.
+        let decode_from: Option<Vec<i64>> =
+            decoded.then(|| request.partitions.iter().map(|p| p.offset).collect());
         let fetched = self.shared.broker.fetch(request).await?;
-        let reservation = fetched.reservation;
-        let partitions = fetched.partitions;
+        let (partitions, reservation) = (fetched.partitions, fetched.reservation);
+        let Some(offsets) = decode_from else {
+            // Raw batches move into the reply as they are.
+            let partitions = partitions
+                .into_iter()
+                .map(|data| partition_records(data, None))
+                .collect();
+            return Ok((proto::FetchResponse { partitions }, reservation));
+        };
         // Decoding walks every record: off the async workers.
         tokio::task::spawn_blocking(move || {
-            let mut reply = proto::FetchResponse::default();
-            for (data, asked) in partitions.into_iter().zip(offsets) {
-                reply
-                    .partitions
-                    .push(partition_records(data, asked, decoded));
-            }
-            (reply, reservation)
+            let partitions = partitions
+                .into_iter()
+                .zip(offsets)
+                .map(|(data, asked)| partition_records(data, Some(asked)))
+                .collect();
+            (proto::FetchResponse { partitions }, reservation)
         })
         .await
         .map_err(|e| BrokerError::Internal(format!("fetch reply task failed: {e}")))

@@ -23,7 +23,8 @@ pub const MAX_FETCHES_IN_FLIGHT_DEFAULT: u32 = 1024;
 pub const MAX_FETCHES_PER_CONNECTION_DEFAULT: u32 = 64;
 /// Default most bytes of fetch replies being gathered or waiting to be
 /// sent at once (256 MiB).
-pub const MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT: u64 = 256 * 1024 * 1024;
+pub const MAX_FETCH_BYTES_IN_FLIGHT_DEFAULT: u64 =
+    carteiro_core::fetch::FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT;
 /// Default most bytes of request messages held at once, from their first
 /// byte until their reply is sent (256 MiB).
 pub const MAX_REQUEST_BYTES_IN_FLIGHT_DEFAULT: u64 = 256 * 1024 * 1024;
@@ -210,50 +211,27 @@ impl BrokerConfig {
             None => FileConfig::default(),
         };
         let d = BrokerConfig::default();
+        // Each setting: the flag (or its environment variable), else the
+        // file's, else the default.
+        macro_rules! layered {
+            ($field:ident) => {
+                args.$field.or(file.$field).unwrap_or(d.$field)
+            };
+        }
         let config = BrokerConfig {
-            listen: args.listen.or(file.listen).unwrap_or(d.listen),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
-            max_requests_in_flight: args
-                .max_requests_in_flight
-                .or(file.max_requests_in_flight)
-                .unwrap_or(d.max_requests_in_flight),
-            max_buffered_bytes: args
-                .max_buffered_bytes
-                .or(file.max_buffered_bytes)
-                .unwrap_or(d.max_buffered_bytes),
-            retention_check_interval_ms: args
-                .retention_check_interval_ms
-                .or(file.retention_check_interval_ms)
-                .unwrap_or(d.retention_check_interval_ms),
-            max_fetches_in_flight: args
-                .max_fetches_in_flight
-                .or(file.max_fetches_in_flight)
-                .unwrap_or(d.max_fetches_in_flight),
-            max_fetches_per_connection: args
-                .max_fetches_per_connection
-                .or(file.max_fetches_per_connection)
-                .unwrap_or(d.max_fetches_per_connection),
-            max_fetch_bytes_in_flight: args
-                .max_fetch_bytes_in_flight
-                .or(file.max_fetch_bytes_in_flight)
-                .unwrap_or(d.max_fetch_bytes_in_flight),
-            max_request_bytes_in_flight: args
-                .max_request_bytes_in_flight
-                .or(file.max_request_bytes_in_flight)
-                .unwrap_or(d.max_request_bytes_in_flight),
-            connection_handshake_timeout_ms: args
-                .connection_handshake_timeout_ms
-                .or(file.connection_handshake_timeout_ms)
-                .unwrap_or(d.connection_handshake_timeout_ms),
-            connection_idle_timeout_ms: args
-                .connection_idle_timeout_ms
-                .or(file.connection_idle_timeout_ms)
-                .unwrap_or(d.connection_idle_timeout_ms),
+            listen: layered!(listen),
+            data_dir: layered!(data_dir),
+            log_format: layered!(log_format),
+            max_connections: layered!(max_connections),
+            max_requests_in_flight: layered!(max_requests_in_flight),
+            max_buffered_bytes: layered!(max_buffered_bytes),
+            retention_check_interval_ms: layered!(retention_check_interval_ms),
+            max_fetches_in_flight: layered!(max_fetches_in_flight),
+            max_fetches_per_connection: layered!(max_fetches_per_connection),
+            max_fetch_bytes_in_flight: layered!(max_fetch_bytes_in_flight),
+            max_request_bytes_in_flight: layered!(max_request_bytes_in_flight),
+            connection_handshake_timeout_ms: layered!(connection_handshake_timeout_ms),
+            connection_idle_timeout_ms: layered!(connection_idle_timeout_ms),
             repair: args.repair || file.repair.unwrap_or(false),
         };
         config.validate()?;

@@ -42,8 +42,12 @@ pub struct LimitedStream {
     timeouts: ConnectionTimeouts,
     /// Bytes read so far, up to the preface's length.
     started: usize,
-    /// When the connection is closed unless its client sends something.
+    /// The handshake deadline, then a lower bound of the idle one: the
+    /// timer is moved on to `last_read + idle` only when it fires, not at
+    /// every read.
     deadline: Pin<Box<Sleep>>,
+    /// When the client last sent something (after the preface).
+    last_read: Instant,
 }
 
 impl LimitedStream {
@@ -54,6 +58,7 @@ impl LimitedStream {
             timeouts,
             started: 0,
             deadline: Box::pin(tokio::time::sleep(timeouts.handshake)),
+            last_read: Instant::now(),
         }
     }
 }
@@ -77,28 +82,38 @@ impl AsyncRead for LimitedStream {
             Poll::Ready(Ok(())) => {
                 let read = buf.filled().len() - before;
                 if read > 0 {
+                    let was_started = self.started >= HTTP2_PREFACE_BYTES;
                     self.started = (self.started + read).min(HTTP2_PREFACE_BYTES);
                     // Until the preface is in, the handshake deadline stands.
                     if self.started >= HTTP2_PREFACE_BYTES {
-                        let idle = self.timeouts.idle;
-                        self.deadline.as_mut().reset(Instant::now() + idle);
+                        self.last_read = Instant::now();
+                        if !was_started {
+                            let idle_end = self.last_read + self.timeouts.idle;
+                            self.deadline.as_mut().reset(idle_end);
+                        }
                     }
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let what = if self.started < HTTP2_PREFACE_BYTES {
-                        "did not start HTTP/2 within the handshake timeout"
-                    } else {
-                        "sent nothing for the idle timeout"
-                    };
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("connection closed: the client {what}"),
-                    )))
+            Poll::Pending => loop {
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
+                let what = if self.started < HTTP2_PREFACE_BYTES {
+                    "did not start HTTP/2 within the handshake timeout"
+                } else {
+                    // Reads since the timer was set moved the real deadline on.
+                    let idle_end = self.last_read + self.timeouts.idle;
+                    if idle_end > Instant::now() {
+                        self.deadline.as_mut().reset(idle_end);
+                        continue;
+                    }
+                    "sent nothing for the idle timeout"
+                };
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connection closed: the client {what}"),
+                )));
             },
             other => other,
         }
@@ -181,4 +196,79 @@ pub fn limited_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A connection accepted into a `LimitedStream`, and its client side.
+    async fn connected(timeouts: ConnectionTimeouts) -> (LimitedStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let client = TcpStream::connect(address).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a place");
+        (LimitedStream::new(server, permit, timeouts), client)
+    }
+
+    /// Sends `bytes` and reads them on the broker's side.
+    async fn pass(
+        stream: &mut LimitedStream,
+        client: &mut TcpStream,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        client.write_all(bytes).await.expect("write");
+        let mut buf = vec![0; bytes.len()];
+        stream.read_exact(&mut buf).await.map(|_| ())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_keep_a_connection_open_past_the_idle_timeout_and_silence_closes_it() {
+        let timeouts = ConnectionTimeouts {
+            handshake: Duration::from_secs(1),
+            idle: Duration::from_secs(10),
+        };
+        let (mut stream, mut client) = connected(timeouts).await;
+        pass(&mut stream, &mut client, &[0; HTTP2_PREFACE_BYTES])
+            .await
+            .expect("the preface");
+        // 30 s in all, a byte every 6 s: never 10 s silent.
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            pass(&mut stream, &mut client, b"x")
+                .await
+                .expect("a connection that speaks stays open");
+        }
+        let started = Instant::now();
+        let mut buf = [0u8; 1];
+        let closed = stream.read(&mut buf).await.expect_err("silence closes it");
+        assert_eq!(closed.kind(), io::ErrorKind::TimedOut);
+        assert!(closed.to_string().contains("idle timeout"), "{closed}");
+        // Closed 10 s after the last byte, not earlier.
+        assert!(
+            started.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_the_preface_is_closed_at_the_handshake_timeout() {
+        let timeouts = ConnectionTimeouts {
+            handshake: Duration::from_secs(1),
+            idle: Duration::from_secs(10),
+        };
+        let (mut stream, mut client) = connected(timeouts).await;
+        pass(&mut stream, &mut client, b"GET")
+            .await
+            .expect("a few bytes");
+        let mut buf = [0u8; 1];
+        let closed = stream.read(&mut buf).await.expect_err("closed");
+        assert!(closed.to_string().contains("handshake timeout"), "{closed}");
+    }
 }

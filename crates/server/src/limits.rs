@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use carteiro_core::BrokerError;
+use carteiro_core::fetch::kib;
 
 use crate::config::BrokerConfig;
 
@@ -53,11 +54,6 @@ impl Drop for ConnectionSlot {
             }
         }
     }
-}
-
-/// Counts in KiB (semaphores hold at most u32 permits per acquire).
-fn kib(bytes: u64) -> u32 {
-    bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// Proof that a request was admitted; dropping it frees the place.
@@ -136,14 +132,10 @@ impl RequestLimits {
     /// Admits a produce request carrying `bytes` of records.
     pub fn admit_produce(&self, bytes: usize) -> Result<Admitted, BrokerError> {
         let mut admitted = self.admit()?;
-        let kib = (bytes as u64)
-            .div_ceil(1024)
-            .max(1)
-            .min(u64::from(u32::MAX)) as u32;
         let permit = self
             .bytes
             .clone()
-            .try_acquire_many_owned(kib)
+            .try_acquire_many_owned(kib(bytes as u64))
             .map_err(|_| BrokerError::ResourceExhausted {
                 what: "produce bytes being appended (max_buffered_bytes)",
                 limit: self.max_bytes,
