@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carteiro_storage::error::quoted;
-use carteiro_storage::{Clock, LogOptions, Store, StoreOptions, SystemClock};
+use carteiro_storage::{LogOptions, Store, StoreOptions};
 use tokio::sync::watch;
 
 use crate::committed::{CommittedOffsets, OffsetsOptions};
@@ -37,7 +37,6 @@ pub struct Broker {
     pub(crate) store: Arc<Store>,
     pub(crate) offsets: CommittedOffsets,
     pub(crate) coordinator: Coordinator,
-    pub(crate) clock: Arc<dyn Clock>,
     /// Round-robin position per topic for records without key or partition.
     pub(crate) spread: Mutex<HashMap<String, u32>>,
     /// The budget of fetch reply bytes being gathered, in KiB.
@@ -65,8 +64,8 @@ impl Broker {
             retention_check_interval_ms: options.retention_check_interval_ms,
             ..StoreOptions::default()
         };
+        // Storage logs each repair, naming the file and the offsets given up.
         let store = Store::open(&options.data_dir, store_options)?;
-        report_repairs(&store);
         let offsets = CommittedOffsets::open(
             &store,
             OffsetsOptions {
@@ -74,25 +73,14 @@ impl Broker {
                 ..OffsetsOptions::default()
             },
         )?;
-        let mut broker = Broker::with_parts(store, offsets);
-        broker.fetch_budget = crate::fetch::FetchBudget::new(options.fetch_bytes_in_flight_max);
-        Ok(Arc::new(broker))
-    }
-
-    /// A core over an open store and its committed offsets, with the
-    /// default fetch budget.
-    pub fn with_parts(store: Arc<Store>, offsets: CommittedOffsets) -> Broker {
-        Broker {
+        Ok(Arc::new(Broker {
             coordinator: Coordinator::new(store.clone()),
             store,
             offsets,
-            clock: Arc::new(SystemClock),
             spread: Mutex::new(HashMap::new()),
-            fetch_budget: crate::fetch::FetchBudget::new(
-                crate::fetch::FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT,
-            ),
+            fetch_budget: crate::fetch::FetchBudget::new(options.fetch_bytes_in_flight_max),
             shutdown: watch::channel(false).0,
-        }
+        }))
     }
 
     /// The topic store.
@@ -107,7 +95,7 @@ impl Broker {
 
     /// Now, in ms since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.store.clock().now_ms()
     }
 
     /// Begins shutting down: new work is refused, long polls and joins end,
@@ -163,25 +151,5 @@ impl Broker {
     /// Closes every log cleanly. Blocking; call once the edges have stopped.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.store.close().map_err(BrokerError::from)
-    }
-}
-
-/// Names, per partition, the offsets a repairing start gave up.
-fn report_repairs(store: &Store) {
-    for topic in store.topics() {
-        for (partition, log) in topic.partitions().iter().enumerate() {
-            if let Some(lost) = &log.recovery_report().lost_offsets {
-                tracing::error!(
-                    topic = topic.name(),
-                    partition,
-                    from = lost.start,
-                    to = lost.end,
-                    "repair gave up offsets {}..{} of topic {:?} partition {partition}",
-                    lost.start,
-                    lost.end,
-                    topic.name()
-                );
-            }
-        }
     }
 }

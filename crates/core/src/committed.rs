@@ -20,9 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
 use carteiro_storage::error::quoted;
 use carteiro_storage::store::Store;
-use carteiro_storage::{
-    Clock, FlushPolicy, Log, LogConfig, ReadError, StoreError, SystemClock, TopicConfig,
-};
+use carteiro_storage::{FlushPolicy, Log, LogConfig, ReadError, StoreError, TopicConfig};
 
 use crate::error::BrokerError;
 
@@ -147,6 +145,15 @@ fn append_error(source: carteiro_storage::AppendError) -> BrokerError {
     }
 }
 
+/// One record of the internal topic applied to the commits: a commit, or
+/// (no value) its removal.
+fn apply_one(commits: &mut BTreeMap<Key, Committed>, key: Key, value: Option<Committed>) {
+    match value {
+        Some(committed) => commits.insert(key, committed),
+        None => commits.remove(&key),
+    };
+}
+
 /// One batch of commit records.
 fn commit_batch(entries: &[(Key, Option<Committed>)], now_ms: i64) -> Result<Vec<u8>, BrokerError> {
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
@@ -239,10 +246,7 @@ impl CommittedOffsets {
                     let Some(key) = record.key.and_then(decode_key) else {
                         continue;
                     };
-                    match record.value.and_then(decode_value) {
-                        Some(committed) => commits.insert(key, committed),
-                        None => commits.remove(&key),
-                    };
+                    apply_one(&mut commits, key, record.value.and_then(decode_value));
                 }
                 rest = tail;
             }
@@ -264,7 +268,7 @@ impl CommittedOffsets {
             commits: RwLock::new(commits),
             options,
         };
-        offsets.compact_if_due(&mut offsets.writer(), SystemClock.now_ms())?;
+        offsets.compact_if_due(&mut offsets.writer(), store.clock().now_ms())?;
         Ok(offsets)
     }
 
@@ -279,10 +283,7 @@ impl CommittedOffsets {
     fn apply(&self, entries: Vec<(Key, Option<Committed>)>) {
         let mut commits = self.commits.write().unwrap_or_else(|p| p.into_inner());
         for (key, value) in entries {
-            match value {
-                Some(committed) => commits.insert(key, committed),
-                None => commits.remove(&key),
-            };
+            apply_one(&mut commits, key, value);
         }
     }
 
@@ -301,8 +302,9 @@ impl CommittedOffsets {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut writer = self.writer();
+        // Encoded before the lock: it needs nothing the other writers change.
         let batch = commit_batch(&entries, now_ms)?;
+        let mut writer = self.writer();
         self.log.append(&batch).map_err(append_error)?;
         writer.since_snapshot += entries.len() as u64;
         self.apply(entries);

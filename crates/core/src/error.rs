@@ -116,12 +116,10 @@ impl BrokerError {
         };
         // EMFILE and ENFILE: the process's or the system's open files.
         const OPEN_FILES_EXHAUSTED: [i32; 2] = [24, 23];
-        matches!(
-            io.kind(),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-        ) || io
-            .raw_os_error()
-            .is_some_and(|code| OPEN_FILES_EXHAUSTED.contains(&code))
+        carteiro_storage::error::is_disk_full(io)
+            || io
+                .raw_os_error()
+                .is_some_and(|code| OPEN_FILES_EXHAUSTED.contains(&code))
     }
 }
 

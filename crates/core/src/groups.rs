@@ -132,9 +132,9 @@ impl Broker {
                 },
             ));
         }
-        let owned: Vec<(String, u32)> = checked.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let partitions = checked.iter().map(|(t, p, _)| (t.as_str(), *p));
         self.coordinator
-            .check_commit(group, member_id, generation, &owned)?;
+            .check_commit(group, member_id, generation, partitions)?;
         let (broker, group, now) = (self.clone(), group.to_string(), self.now_ms());
         tokio::task::spawn_blocking(move || broker.offsets.commit(&group, checked, now))
             .await

@@ -235,6 +235,15 @@ pub enum StoreError {
     },
 }
 
+/// True if `e` says the disk (or the user's quota) is full: the storage
+/// engine's and every edge's one test of it.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Most characters of a client's text an error message quotes.
 pub const QUOTED_CHARS_MAX: usize = 64;
 

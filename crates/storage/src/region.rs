@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::error::is_disk_full;
+
 /// What holds a region's bytes: a file, or a simulated one.
 pub(crate) trait Backing: Send + Sync {
     /// Writes `data` at `offset` (`pwrite`), growing the file if needed.
@@ -288,14 +290,6 @@ impl RegionWriter {
         self.inner.backing.seal();
         Ok(region)
     }
-}
-
-/// True if `e` says the disk (or the user's quota) is full.
-pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }
 
 #[cfg(test)]

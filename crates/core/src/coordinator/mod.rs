@@ -460,12 +460,12 @@ impl Coordinator {
     /// Checks that a commit may advance these partitions: a member of the
     /// current generation (that owns them, in an assigned group), or no
     /// member at all for a group that has none.
-    pub fn check_commit(
+    pub fn check_commit<'a>(
         &self,
         group: &str,
         member_id: &str,
         generation: u32,
-        partitions: &[(String, u32)],
+        partitions: impl IntoIterator<Item = (&'a str, u32)>,
     ) -> Result<(), BrokerError> {
         let groups = self.groups();
         let g = groups.get(group);
@@ -497,26 +497,25 @@ impl Coordinator {
                 group: group.to_string(),
             });
         }
-        if generation != g.generation {
-            return Err(fenced(
-                FenceReason::StaleGeneration,
-                format!(
-                    "generation {generation} is stale: group {group:?} is at generation {}",
-                    g.generation
-                ),
-            ));
-        }
-        if let GroupKind::Assigned(_) = g.kind
-            && let Some((topic, partition)) =
-                partitions.iter().find(|tp| !member.partitions.contains(tp))
-        {
-            return Err(fenced(
-                FenceReason::NotOwner,
-                format!(
-                    "partition {partition} of {topic:?} is not assigned to member {member_id:?} in generation {}",
-                    g.generation
-                ),
-            ));
+        check_current(g, group, generation)?;
+        if let GroupKind::Assigned(_) = g.kind {
+            // A set: a commit may name thousands of partitions, checked
+            // under the coordinator's lock.
+            let owned: std::collections::HashSet<(&str, u32)> = member
+                .partitions
+                .iter()
+                .map(|(topic, partition)| (topic.as_str(), *partition))
+                .collect();
+            if let Some((topic, partition)) = partitions.into_iter().find(|tp| !owned.contains(tp))
+            {
+                return Err(fenced(
+                    FenceReason::NotOwner,
+                    format!(
+                        "partition {partition} of {topic:?} is not assigned to member {member_id:?} in generation {}",
+                        g.generation
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -595,6 +594,11 @@ fn check_generation(group: &Group, name: &str, generation: u32) -> Result<(), Br
             group: name.to_string(),
         });
     }
+    check_current(group, name, generation)
+}
+
+/// Refuses a `generation` that is not the group's current one.
+fn check_current(group: &Group, name: &str, generation: u32) -> Result<(), BrokerError> {
     if generation != group.generation {
         return Err(fenced(
             FenceReason::StaleGeneration,

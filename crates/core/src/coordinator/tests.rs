@@ -122,7 +122,7 @@ async fn an_assigned_member_gets_every_partition_of_its_topics() {
         JoinOutcome::Assigned(vec![("orders".into(), 0), ("orders".into(), 1)])
     );
     coordinator
-        .check_commit("billing", &joined.member_id, 1, &[("orders".into(), 1)])
+        .check_commit("billing", &joined.member_id, 1, [("orders", 1)])
         .expect("the owner commits");
 }
 
@@ -216,11 +216,11 @@ async fn a_classic_generation_elects_a_leader_relays_metadata_and_hands_out_its_
             "kafka",
             &follower.member_id,
             follower.generation,
-            &[("orders".into(), 0)],
+            [("orders", 0)],
         )
         .expect("member of the generation");
     let stale = coordinator
-        .check_commit("kafka", &follower.member_id, follower.generation + 1, &[])
+        .check_commit("kafka", &follower.member_id, follower.generation + 1, [])
         .expect_err("stale generation");
     assert!(matches!(
         stale,

@@ -24,10 +24,10 @@ use crate::batch::CheckedBatch;
 use crate::checkpoint::CheckpointKind;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{FlushPolicy, LogConfig, ms_i64};
+use crate::error::is_disk_full;
 use crate::error::{AppendError, OpenError};
 use crate::medium::{Medium, OsMedium};
 use crate::recovery::{self, RecoveryReport};
-use crate::region::is_disk_full;
 use crate::segment::Segment;
 
 pub use acks::{AckWait, Acks};

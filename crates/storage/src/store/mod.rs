@@ -229,6 +229,11 @@ impl Store {
         &self.dir
     }
 
+    /// The clock every log of the store uses.
+    pub fn clock(&self) -> &dyn crate::clock::Clock {
+        self.options.log.clock.as_ref()
+    }
+
     /// Entries of the data directory that are not Carteiro's (or not
     /// provably), found when the store opened: left alone, and reported.
     pub fn unknown_entries(&self) -> &[PathBuf] {

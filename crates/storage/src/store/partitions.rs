@@ -8,9 +8,9 @@ use std::sync::Arc;
 use super::{StoreOptions, Topic, TopicConfig, io_err};
 use crate::data_dir::{partition_dir, read_marker, write_marker};
 use crate::error::StoreError;
+use crate::error::is_disk_full;
 use crate::log::Log;
 use crate::metadata::{PartitionMarker, TopicRecord};
-use crate::region::is_disk_full;
 
 /// Whether a topic's partitions are being created or already exist.
 #[derive(Clone, Copy, PartialEq, Eq)]
