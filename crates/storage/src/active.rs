@@ -236,7 +236,7 @@ impl ActiveSegment {
         let mut position = self
             .segment
             .offset_index
-            .last_where(|_| true)
+            .last()
             .map_or(LOG_HEADER_BYTES, |e| e.position as usize);
         let mut cursor = RegionCursor::new(&self.segment.log, end);
         let mut last = 0;

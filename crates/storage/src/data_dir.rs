@@ -167,11 +167,7 @@ fn holds_segments(medium: &dyn Medium, dir: &Path) -> bool {
 
 /// Sorts the entries of the data directory `dir`.
 pub(crate) fn scan(medium: &dyn Medium, dir: &Path) -> Result<Layout, StoreError> {
-    let names = medium.list_dir(dir).map_err(|source| StoreError::Io {
-        op: "listing",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let names = medium.list_dir(dir).map_err(io_err("listing", dir))?;
     let mut layout = Layout::default();
     for name in names {
         let path = dir.join(&name);

@@ -142,6 +142,8 @@ pub(crate) struct IndexWriter<K: IndexKind> {
     last_key: Option<i64>,
     /// A write failed: no more entries, and no seal.
     stopped: bool,
+    /// CRC-32 of everything written so far, for the trailer.
+    crc: crc32fast::Hasher,
     kind: PhantomData<K>,
 }
 
@@ -165,6 +167,7 @@ impl<K: IndexKind> Index<K> {
             entries: 0,
             last_key: None,
             stopped: false,
+            crc: crc32fast::Hasher::new(),
             kind: PhantomData,
         };
         writer.write(&header::<K>(base_offset));
@@ -253,23 +256,40 @@ impl<K: IndexKind> Index<K> {
         Some(K::decode(buf))
     }
 
-    /// All visible entries, in order.
+    /// All visible entries, in order, read at once (none if they cannot be read).
     pub(crate) fn entries(&self) -> Vec<K::Entry> {
-        (0..self.len()).filter_map(|i| self.entry(i)).collect()
+        let end = INDEX_HEADER_BYTES + self.len() * K::ENTRY_BYTES;
+        match self
+            .region
+            .as_ref()
+            .map(|r| r.read(INDEX_HEADER_BYTES, end))
+        {
+            Some(Ok(bytes)) => bytes.chunks_exact(K::ENTRY_BYTES).map(K::decode).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The last visible entry.
+    pub(crate) fn last(&self) -> Option<K::Entry> {
+        self.len().checked_sub(1).and_then(|i| self.entry(i))
     }
 
     /// The last entry whose key satisfies `below` (keys are sorted, so the
     /// entries that satisfy it form a prefix).
     pub(crate) fn last_where(&self, below: impl Fn(i64) -> bool) -> Option<K::Entry> {
         let (mut lo, mut hi) = (0usize, self.len());
+        let mut found = None;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.entry(mid) {
-                Some(e) if below(K::key(&e)) => lo = mid + 1,
+                Some(e) if below(K::key(&e)) => {
+                    found = Some(e);
+                    lo = mid + 1;
+                }
                 _ => hi = mid,
             }
         }
-        lo.checked_sub(1).and_then(|i| self.entry(i))
+        found
     }
 }
 
@@ -287,6 +307,7 @@ impl<K: IndexKind> IndexWriter<K> {
         match self.writer.append(&[bytes]) {
             Ok(_) => {
                 self.writer.publish();
+                self.crc.update(bytes);
                 true
             }
             Err(e) => {
@@ -322,19 +343,12 @@ impl<K: IndexKind> IndexWriter<K> {
         if self.stopped {
             return;
         }
-        let used = self.writer.written();
-        let region = self.writer.region();
-        let body = match region.read(0, used) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(index = %self.path.display(), error = %e, "index left unsealed");
-                return;
-            }
-        };
+        // The CRC of what was written, kept as it was written: no read-back.
+        let crc = self.crc.clone().finalize();
         let mut trailer = [0u8; INDEX_TRAILER_BYTES];
         trailer[0..4].copy_from_slice(&SEAL_MAGIC);
         trailer[4..8].copy_from_slice(&(self.entries as u32).to_be_bytes());
-        trailer[8..12].copy_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        trailer[8..12].copy_from_slice(&crc.to_be_bytes());
         if !self.write(&trailer) {
             return;
         }

@@ -103,9 +103,7 @@ impl FileBacking {
     /// A sealed file, already open for the reads that follow (recovery
     /// reads it whole), kept in the cache like any other.
     fn sealed(path: &Path, file: File) -> Self {
-        let files = SealedFiles::global();
-        let id = files.register();
-        files.adopt(id, Arc::new(file));
+        let id = SealedFiles::global().insert(Arc::new(file));
         FileBacking {
             path: path.to_path_buf(),
             state: RwLock::new(FileState::Sealed(id)),
@@ -208,9 +206,7 @@ impl Backing for FileBacking {
         if let FileState::Writable(file) = &*state {
             // The just-sealed segment is what tail readers read next: keep
             // its descriptor in the cache rather than reopening it.
-            let files = SealedFiles::global();
-            let id = files.register();
-            files.adopt(id, file.clone());
+            let id = SealedFiles::global().insert(file.clone());
             *state = FileState::Sealed(id);
         }
     }

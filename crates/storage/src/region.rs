@@ -285,7 +285,8 @@ impl RegionWriter {
     pub(crate) fn seal(self) -> io::Result<Region> {
         self.publish();
         let region = self.region();
-        region.sync()?;
+        // `trim` is durable for the whole file (`sync_all` after the cut):
+        // no sync of its own first.
         self.inner.backing.trim(self.written)?;
         self.inner.backing.seal();
         Ok(region)

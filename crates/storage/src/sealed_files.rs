@@ -106,14 +106,11 @@ impl SealedFiles {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new id, for a file that is not open yet.
-    pub(crate) fn register(&self) -> SealedFileId {
-        SealedFileId(self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Keeps `file`, already open, as the descriptor of `id`.
-    pub(crate) fn adopt(&self, id: SealedFileId, file: Arc<File>) {
+    /// Keeps `file`, already open, under a new id for the file's owner.
+    pub(crate) fn insert(&self, file: Arc<File>) -> SealedFileId {
+        let id = SealedFileId(self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(id, file, self.limit);
+        id
     }
 
     /// The open file of `id`, opening `path` read-only if it is not cached.
@@ -163,13 +160,17 @@ mod tests {
     fn never_more_than_the_limit_open_and_the_least_recent_goes_first() {
         let (_dir, paths) = files(5);
         let cache = SealedFiles::new(3);
-        let ids: Vec<SealedFileId> = paths.iter().map(|_| cache.register()).collect();
-        for (id, path) in ids.iter().zip(&paths) {
-            cache.get(*id, path).expect("in a test");
-            assert!(cache.open_count() <= 3);
-        }
+        let ids: Vec<SealedFileId> = paths
+            .iter()
+            .map(|path| {
+                let id = cache.insert(Arc::new(File::open(path).expect("in a test")));
+                assert!(cache.open_count() <= 3);
+                id
+            })
+            .collect();
         assert_eq!(cache.open_count(), 3);
-        // 2, 3 and 4 are open; reading 2 makes 3 the oldest.
+        // 2, 3 and 4 are open; reading 2 makes 3 the oldest, and reading 0
+        // opens it again from its path, closing 3.
         let two = cache.get(ids[2], &paths[2]).expect("in a test");
         cache.get(ids[0], &paths[0]).expect("in a test");
         let open: Vec<SealedFileId> = cache.lock().open.keys().copied().collect();
@@ -186,10 +187,8 @@ mod tests {
     fn a_removed_file_leaves_the_cache() {
         let (_dir, paths) = files(2);
         let cache = SealedFiles::new(8);
-        let a = cache.register();
-        let b = cache.register();
-        cache.get(a, &paths[0]).expect("in a test");
-        cache.adopt(b, Arc::new(File::open(&paths[1]).expect("in a test")));
+        let a = cache.insert(Arc::new(File::open(&paths[0]).expect("in a test")));
+        let b = cache.insert(Arc::new(File::open(&paths[1]).expect("in a test")));
         assert_eq!(cache.open_count(), 2);
         cache.remove(a);
         assert_eq!(cache.open_count(), 1);
@@ -198,8 +197,10 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error_not_an_entry() {
+        let (_dir, paths) = files(1);
         let cache = SealedFiles::new(8);
-        let id = cache.register();
+        let id = cache.insert(Arc::new(File::open(&paths[0]).expect("in a test")));
+        cache.remove(id);
         let err = cache
             .get(id, Path::new("/nonexistent/0.log"))
             .expect_err("must fail");

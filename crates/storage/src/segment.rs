@@ -33,6 +33,11 @@ pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
 
+/// The `.log` file of the segment at `base` in `dir`.
+pub(crate) fn segment_file(dir: &Path, base: u64) -> PathBuf {
+    dir.join(file_name(base, LOG_SUFFIX))
+}
+
 /// The file name of a segment's file: the base offset in 20 digits, then `suffix`.
 pub(crate) fn file_name(base_offset: u64, suffix: &str) -> String {
     format!("{base_offset:020}{suffix}")
@@ -124,7 +129,7 @@ impl Segment {
     /// Paths of the three files of the segment at `base_offset` in `dir`.
     pub(crate) fn paths(dir: &Path, base_offset: u64) -> [PathBuf; 3] {
         [
-            dir.join(file_name(base_offset, LOG_SUFFIX)),
+            segment_file(dir, base_offset),
             dir.join(file_name(base_offset, INDEX_SUFFIX)),
             dir.join(file_name(base_offset, TIME_INDEX_SUFFIX)),
         ]

@@ -5,7 +5,7 @@
 //! and finding any valid batch after it. Reads nothing into memory beyond a
 //! window and one batch; changes nothing. `recovery` judges the results.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use carteiro::record::{
     BATCH_HEADER_BYTES, BatchHeader, MAGIC_AT, MAGIC_V2, PARTITION_LEADER_EPOCH_AT, RecordBatch,
@@ -19,13 +19,8 @@ use crate::medium::Medium;
 use crate::recovery::io_err;
 use crate::region::Region;
 use crate::segment::{
-    IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, LOG_SUFFIX, Segment, decode_log_header, file_name,
+    IndexCadence, LEADER_EPOCH, LOG_HEADER_BYTES, Segment, decode_log_header, segment_file,
 };
-
-/// The `.log` file of the segment at `base` in `dir`.
-pub(crate) fn segment_file(dir: &Path, base: u64) -> PathBuf {
-    dir.join(file_name(base, LOG_SUFFIX))
-}
 
 /// Index entries computed from a scan of the log.
 pub(crate) type Rebuilt = (Vec<OffsetEntry>, Vec<TimeEntry>, IndexCadence);
@@ -276,10 +271,7 @@ fn trusted_indexes(
             return None;
         }
     };
-    for entry in [offsets.entry(0), offsets.last_where(|_| true)]
-        .into_iter()
-        .flatten()
-    {
+    for entry in [offsets.entry(0), offsets.last()].into_iter().flatten() {
         let expected = base_offset + u64::from(entry.relative_offset);
         let position = entry.position as usize;
         let names_its_batch = position >= LOG_HEADER_BYTES
@@ -347,7 +339,7 @@ pub(crate) fn check_segment(
     let end = match sealed {
         Some((offsets, times)) => {
             // Trust the sealed index; walk the headers after its last entry to find the end.
-            let (position, next) = match offsets.last_where(|_| true) {
+            let (position, next) = match offsets.last() {
                 Some(entry) => (
                     entry.position as usize,
                     base_offset + u64::from(entry.relative_offset),

@@ -13,8 +13,9 @@ use crate::config::LogConfig;
 use crate::error::OpenError;
 use crate::index::{Index, OffsetKind, TimeKind};
 use crate::medium::Medium;
+use crate::segment::segment_file;
 use crate::segment::{IndexCadence, LOG_HEADER_BYTES, Segment};
-use crate::segment_check::{Checked, segment_file};
+use crate::segment_check::Checked;
 
 pub(super) fn finish(
     medium: &dyn Medium,
@@ -134,7 +135,7 @@ fn closed_segment(
     let scanned_index = OnceLock::new();
     let (offset_index, time_index, max_timestamp) = match checked.sealed {
         Some((offsets, times)) => {
-            let max = times.last_where(|_| true).map_or(i64::MIN, |e| e.timestamp);
+            let max = times.last().map_or(i64::MIN, |e| e.timestamp);
             (offsets, times, max)
         }
         None => {

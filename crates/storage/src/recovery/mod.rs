@@ -26,11 +26,12 @@ use crate::config::LogConfig;
 use crate::cursor::{CURSOR_WINDOW_BYTES, RegionCursor};
 use crate::error::OpenError;
 use crate::medium::Medium;
+use crate::segment::segment_file;
 use crate::segment::{
     INDEX_SUFFIX, LOG_HEADER_BYTES, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name,
     parse_file_name,
 };
-use crate::segment_check::{Checked, Stop, Trust, check_segment, segment_file};
+use crate::segment_check::{Checked, Stop, Trust, check_segment};
 
 mod assemble;
 

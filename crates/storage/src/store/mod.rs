@@ -216,7 +216,7 @@ impl Store {
             unknown: Vec::new(),
             _lock: lock,
         };
-        store.unknown = store.remove_leftovers()?;
+        store.unknown = store.remove_leftovers(layout)?;
         let store = Arc::new(store);
         if let Some(interval) = store.options.maintenance_interval_ms {
             store.start_maintenance(Duration::from_millis(interval.max(1)));
@@ -258,14 +258,12 @@ impl Store {
     /// Removes what is provably ours and owned by no topic: partition
     /// directories left by an interrupted create or delete, `.deleted`
     /// directories, temporary files. Returns the unknown entries, each
-    /// reported once and left alone.
-    fn remove_leftovers(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let layout = data_dir::scan(self.medium(), &self.dir)?;
+    /// reported once and left alone. `layout` is the scan the store opened with.
+    fn remove_leftovers(&self, layout: data_dir::Layout) -> Result<Vec<PathBuf>, StoreError> {
         let mut removed = false;
-        for (path, marker) in layout.partitions.iter().chain(&layout.deleted) {
-            if self.claims(marker) && !path.to_string_lossy().ends_with(data_dir::DELETED_SUFFIX) {
-                continue;
-            }
+        let unclaimed = layout.partitions.iter().filter(|(_, m)| !self.claims(m));
+        // Every `.deleted` directory goes: its topic's deletion is finished.
+        for (path, marker) in unclaimed.chain(&layout.deleted) {
             tracing::warn!(
                 dir = %path.display(), topic = %marker.topic.name, partition = marker.partition,
                 created_ms = marker.topic.created_ms,

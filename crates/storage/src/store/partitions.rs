@@ -47,7 +47,7 @@ fn open_partition(
             return Err(StoreError::DirectoryInUse {
                 path,
                 reason: format!(
-                    "its marker names partition {} of topic {:?} created at {} ms, not partition                      {partition} of the topic {:?} created at {} ms that topics.meta lists",
+                    "its marker names partition {} of topic {:?} created at {} ms, not partition {partition} of the topic {:?} created at {} ms that topics.meta lists",
                     found.partition,
                     found.topic.name,
                     found.topic.created_ms,
