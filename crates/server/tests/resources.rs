@@ -30,6 +30,23 @@ async fn produce_batch(
         .map(|_| ())
 }
 
+/// A broker whose request budget is the smallest allowed, one largest
+/// request (returned), with `topic` taking batches up to `max_batch_bytes`.
+async fn with_smallest_request_budget(
+    dir: &std::path::Path,
+    topic: &str,
+    max_batch_bytes: u32,
+) -> (Broker, u64) {
+    let budget = carteiro_server::server::GRPC_REQUEST_BYTES_MAX as u64;
+    let broker = Broker::start(dir, &["--max-request-bytes-in-flight", &budget.to_string()]);
+    let config = proto::TopicConfig {
+        max_batch_bytes: Some(max_batch_bytes),
+        ..small_topic(512 * MIB)
+    };
+    create_topic(&broker, topic, 1, config).await;
+    (broker, budget)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn small_segments_under_a_low_open_files_limit_run_out_of_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -200,17 +217,7 @@ async fn request_bodies_are_counted_before_they_are_decoded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_large_produce_requests_stays_within_the_request_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The smallest budget allowed: one largest request.
-    let budget = carteiro_server::server::GRPC_REQUEST_BYTES_MAX as u64;
-    let broker = Broker::start(
-        dir.path(),
-        &["--max-request-bytes-in-flight", &budget.to_string()],
-    );
-    let config = proto::TopicConfig {
-        max_batch_bytes: Some(50_000_000),
-        ..small_topic(512 * MIB)
-    };
-    create_topic(&broker, "bulk", 1, config).await;
+    let (broker, budget) = with_smallest_request_budget(dir.path(), "bulk", 50_000_000).await;
     let before = status_kb(broker.pid(), "VmHWM");
     // 10 clients each send a 48 MB batch at once: 480 MB if all were held;
     // the budget holds one at a time (beside it, each connection's HTTP/2
@@ -332,16 +339,7 @@ async fn running_out_of_descriptors_is_resource_exhausted_and_passes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_produce_streams_hold_none_of_the_request_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let budget = carteiro_server::server::GRPC_REQUEST_BYTES_MAX as u64;
-    let broker = Broker::start(
-        dir.path(),
-        &["--max-request-bytes-in-flight", &budget.to_string()],
-    );
-    let config = proto::TopicConfig {
-        max_batch_bytes: Some(40_000_000),
-        ..small_topic(256 * MIB)
-    };
-    create_topic(&broker, "idle", 1, config).await;
+    let (broker, _) = with_smallest_request_budget(dir.path(), "idle", 40_000_000).await;
     let value = "i".repeat(30_000_000);
     let batch = Bytes::from(batch_of(&[value.as_str()]));
     let request = || proto::ProduceRequest {
