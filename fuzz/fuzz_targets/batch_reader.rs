@@ -24,8 +24,9 @@ fn read_all(data: &[u8]) {
     // A buffer may hold several batches, as a fetch reply does.
     while let Ok((batch, tail)) = RecordBatch::parse(rest) {
         let _ = batch.validate();
+        // A compressed batch's records are decompressed (bounded) here.
         if let Ok(records) = batch.records() {
-            for record in records.flatten() {
+            for record in records.iter().flatten() {
                 let _ = record.key.map(<[u8]>::len);
                 for header in record.headers.iter() {
                     let _ = (header.key.len(), header.value.map(<[u8]>::len));

@@ -1,5 +1,7 @@
-//! The encoder: records in, one uncompressed RecordBatch v2 out.
+//! The encoder: records in, one RecordBatch v2 out, its records section
+//! compressed or not.
 
+use super::compression;
 use super::varint::{varint_len, varlong_len, write_varint, write_varlong};
 use super::*;
 
@@ -16,7 +18,8 @@ pub struct NewRecord<'a> {
     pub headers: &'a [Header<'a>],
 }
 
-/// Encodes records into one uncompressed batch with base offset 0.
+/// Encodes records into one batch with base offset 0, uncompressed unless
+/// [`with_compression`](Self::with_compression) names a codec.
 ///
 /// The broker assigns the real base offset when it appends the batch.
 #[derive(Debug, Clone)]
@@ -25,6 +28,7 @@ pub struct RecordBatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    compression: Compression,
 }
 
 impl Default for RecordBatchBuilder {
@@ -48,7 +52,25 @@ impl RecordBatchBuilder {
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
+            compression: Compression::None,
         }
+    }
+
+    /// The same builder, compressing the records section with `codec` when
+    /// it builds (as Kafka frames each codec: see the `compression` module).
+    ///
+    /// As librdkafka does, a batch whose records do not get smaller when
+    /// compressed is written uncompressed, so [`size_bytes`](Self::size_bytes)
+    /// stays an upper bound of the built batch's size. An `Unknown` codec
+    /// makes [`build`](Self::build) fail.
+    pub fn with_compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
+        self
+    }
+
+    /// The codec [`build`](Self::build) compresses with.
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Records appended so far.
@@ -61,7 +83,8 @@ impl RecordBatchBuilder {
         self.count == 0
     }
 
-    /// Size of the batch [`build`](Self::build) would return now, in bytes.
+    /// Size of the batch [`build`](Self::build) would return now if it were
+    /// uncompressed, in bytes: at least the size it returns.
     pub fn size_bytes(&self) -> usize {
         self.buf.len()
     }
@@ -131,11 +154,24 @@ impl RecordBatchBuilder {
         Ok(())
     }
 
-    /// Fills in the header and CRC and returns the batch (base offset 0).
+    /// Compresses the records (if a codec was chosen and it makes them
+    /// smaller), fills in the header and CRC and returns the batch (base
+    /// offset 0).
     pub fn build(mut self) -> Result<Vec<u8>, BatchError> {
         if self.count == 0 {
             return Err(BatchError::Empty);
         }
+        let mut codec = self.compression;
+        if codec != Compression::None {
+            let compressed = compression::compress(codec, &self.buf[BATCH_HEADER_BYTES..])?;
+            if compressed.len() < self.buf.len() - BATCH_HEADER_BYTES {
+                self.buf.truncate(BATCH_HEADER_BYTES);
+                self.buf.extend_from_slice(&compressed);
+            } else {
+                codec = Compression::None;
+            }
+        }
+        let attributes = i16::from(codec.id()) & Attributes::CODEC_MASK;
         let batch_length = (self.buf.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
         let h = &mut self.buf[..BATCH_HEADER_BYTES];
         h[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
@@ -143,7 +179,7 @@ impl RecordBatchBuilder {
         h[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
             .copy_from_slice(&(-1i32).to_be_bytes());
         h[MAGIC_AT] = MAGIC_V2 as u8;
-        h[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&0i16.to_be_bytes());
+        h[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
         h[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
             .copy_from_slice(&(self.count - 1).to_be_bytes());
         h[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]

@@ -46,6 +46,36 @@ pub enum BatchError {
         /// Its Kafka name.
         name: &'static str,
     },
+    /// A compressed records section that does not decompress with its codec.
+    #[error("{codec} records section of {compressed} bytes does not decompress: {reason}")]
+    DecompressionFailed {
+        /// The codec's Kafka name.
+        codec: &'static str,
+        /// Size of the compressed records section, in bytes.
+        compressed: usize,
+        /// What the decompressor said.
+        reason: String,
+    },
+    /// A compressed records section that decompresses past the limit.
+    #[error(
+        "{codec} records section of {compressed} bytes decompresses to more than the limit of {limit} bytes (DECOMPRESSED_BYTES_MAX)"
+    )]
+    DecompressedTooLarge {
+        /// The codec's Kafka name.
+        codec: &'static str,
+        /// Size of the compressed records section, in bytes.
+        compressed: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The builder's compressor failed.
+    #[error("compressing the records with {codec} failed: {reason}")]
+    CompressionFailed {
+        /// The codec's Kafka name.
+        codec: &'static str,
+        /// What the compressor said.
+        reason: String,
+    },
     /// `record_count` is negative or does not fit in the batch.
     #[error("record_count {count} invalid: {reason}")]
     InvalidRecordCount {

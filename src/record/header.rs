@@ -3,17 +3,18 @@
 use super::*;
 
 /// The compression codec named by attribute bits 0..3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// No compression: the only codec this build reads and writes.
+    /// No compression (0).
+    #[default]
     None,
-    /// gzip (1).
+    /// gzip (1): a gzip stream.
     Gzip,
-    /// snappy (2).
+    /// snappy (2): Java's xerial framing (a raw snappy block is read too).
     Snappy,
-    /// lz4 (3).
+    /// lz4 (3): an LZ4 frame.
     Lz4,
-    /// zstd (4).
+    /// zstd (4): a zstd frame.
     Zstd,
     /// An id Kafka does not define (5..7).
     Unknown(u8),
@@ -43,6 +44,15 @@ impl Compression {
             Compression::Unknown(_) => "unknown",
         }
     }
+
+    /// The codecs this build reads and writes, `None` first.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
 }
 
 /// The batch `attributes` field (i16).
@@ -50,7 +60,8 @@ impl Compression {
 pub struct Attributes(pub i16);
 
 impl Attributes {
-    const CODEC_MASK: i16 = 0b111;
+    /// Bits 0..3: the compression codec's id.
+    pub const CODEC_MASK: i16 = 0b111;
     const LOG_APPEND_TIME: i16 = 1 << 3;
     const TRANSACTIONAL: i16 = 1 << 4;
     const CONTROL: i16 = 1 << 5;

@@ -6,24 +6,29 @@
 //! broker can overwrite `base_offset` (and the partition leader epoch)
 //! without recomputing it.
 //!
-//! - [`RecordBatchBuilder`] encodes records into a batch (no compression).
-//! - [`RecordBatch`] validates a batch in place and iterates its records,
-//!   borrowing keys, values and headers from the batch bytes.
+//! - [`RecordBatchBuilder`] encodes records into a batch, uncompressed or
+//!   compressed with one of Kafka's codecs ([`Compression`]).
+//! - [`RecordBatch`] validates a batch in place and hands out its records
+//!   ([`BatchRecords`]): borrowing keys, values and headers from the batch
+//!   bytes when it is uncompressed, from a buffer of their own (decompressed
+//!   at most [`DECOMPRESSED_BYTES_MAX`] bytes) when it is compressed.
 //! - [`BatchHeader`] reads only the fixed header, for scanning a log.
 //!
 //! Every byte string given to the reader yields a typed [`BatchError`] or
 //! valid records; the reader never panics and never reads out of bounds.
 
 mod builder;
+mod compression;
 mod error;
 mod header;
 mod reader;
 mod varint;
 
 pub use builder::{NewRecord, RecordBatchBuilder};
+pub use compression::{XERIAL_SNAPPY_BLOCK_BYTES, XERIAL_SNAPPY_HEADER_BYTES, XERIAL_SNAPPY_MAGIC};
 pub use error::BatchError;
 pub use header::{Attributes, BatchHeader, Compression, set_base_offset};
-pub use reader::{Header, Headers, Record, RecordBatch, Records};
+pub use reader::{BatchRecords, Header, Headers, Record, RecordBatch, Records};
 
 /// Byte position of `base_offset` (i64) in the batch header.
 pub const BASE_OFFSET_AT: usize = 0;
@@ -60,6 +65,13 @@ pub const MAGIC_V2: i8 = 2;
 /// The largest batch the codec accepts, in bytes (the header's i32 length bounds it).
 /// Brokers and logs configure a far smaller limit of their own.
 pub const MAX_BATCH_BYTES_CODEC: usize = i32::MAX as usize;
+/// The most bytes the records section of one compressed batch may
+/// decompress to. The reader stops and refuses the batch as soon as the
+/// output would pass it, whatever sizes the compressed bytes declare.
+pub const DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The largest zstd window the reader accepts, as a power of two: a window
+/// over [`DECOMPRESSED_BYTES_MAX`] could only serve output it refuses.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 26;
 /// Value of `producer_id`, `producer_epoch`, `base_sequence` and
 /// `partition_leader_epoch` when not set, as in Kafka.
 pub const NO_PRODUCER_ID: i64 = -1;

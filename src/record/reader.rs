@@ -1,12 +1,17 @@
-//! The zero-copy reader: validates a batch in place and iterates its records.
+//! The reader: validates a batch in place and iterates its records, with no
+//! copy when the batch is uncompressed.
 
+use bytes::Bytes;
+
+use super::compression;
 use super::varint::{VarintError, read_varint, read_varlong};
 use super::*;
 
 /// A validated record batch borrowed from a byte buffer.
 ///
 /// Construction checks the header, that the whole batch is present and the
-/// CRC-32C. [`RecordBatch::validate`] also walks every record.
+/// CRC-32C (over the bytes as they are, compressed or not).
+/// [`RecordBatch::validate`] also walks every record.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordBatch<'a> {
     bytes: &'a [u8],
@@ -73,32 +78,43 @@ impl<'a> RecordBatch<'a> {
         self.header.record_count
     }
 
-    /// Iterates the records. Fails at once for a compressed batch.
-    pub fn records(&self) -> Result<Records<'a>, BatchError> {
-        let compression = self.header.attributes.compression();
-        if compression != Compression::None {
-            return Err(BatchError::UnsupportedCodec {
-                codec: compression.id(),
-                name: compression.name(),
-            });
-        }
-        Ok(Records {
-            rest: &self.bytes[BATCH_HEADER_BYTES..],
-            index: 0,
+    /// The records, ready to iterate with [`BatchRecords::iter`]: borrowed
+    /// from the batch bytes when it is uncompressed (no copy), decompressed
+    /// into a buffer of their own when it is compressed (again on every
+    /// call; at most [`DECOMPRESSED_BYTES_MAX`] bytes).
+    ///
+    /// Fails for a codec Kafka does not define, or a records section that
+    /// does not decompress within the limit. The records themselves are
+    /// checked as they are iterated, or all at once by [`validate`](Self::validate).
+    pub fn records(&self) -> Result<BatchRecords<'a>, BatchError> {
+        let section = &self.bytes[BATCH_HEADER_BYTES..];
+        let section = match self.header.attributes.compression() {
+            Compression::None => Section::Borrowed(section),
+            codec => Section::Decompressed(Bytes::from(compression::decompress(
+                codec,
+                section,
+                DECOMPRESSED_BYTES_MAX,
+            )?)),
+        };
+        Ok(BatchRecords {
+            section,
             count: self.header.record_count as u32,
             base_offset: self.header.base_offset,
             base_timestamp: self.header.base_timestamp,
-            failed: false,
         })
     }
 
     /// Walks every record and checks that the header agrees with them:
     /// offset deltas run 0, 1, 2, …; `last_offset_delta` is `record_count - 1`;
     /// `max_timestamp` is the largest record timestamp; no bytes are left
-    /// over; every header key is UTF-8.
+    /// over; every header key is UTF-8. A compressed batch is decompressed
+    /// first (within [`DECOMPRESSED_BYTES_MAX`]) and its records checked
+    /// the same way.
     ///
-    /// A broker calls this before it appends a batch a client encoded.
-    pub fn validate(&self) -> Result<(), BatchError> {
+    /// Returns the records it walked, so a caller that reads them too does
+    /// not decompress twice. A broker calls this before it appends a batch
+    /// a client encoded.
+    pub fn validate(&self) -> Result<BatchRecords<'a>, BatchError> {
         let count = self.header.record_count;
         if count == 0 {
             return Err(BatchError::InvalidRecordCount {
@@ -113,8 +129,9 @@ impl<'a> RecordBatch<'a> {
                 expected: i64::from(count - 1),
             });
         }
+        let records = self.records()?;
         let mut max_timestamp = i64::MIN;
-        for (i, record) in self.records()?.enumerate() {
+        for (i, record) in records.iter().enumerate() {
             let record = record?;
             if record.offset_delta != i as i32 {
                 return Err(BatchError::MalformedRecord {
@@ -134,7 +151,60 @@ impl<'a> RecordBatch<'a> {
                 expected: max_timestamp,
             });
         }
-        Ok(())
+        Ok(records)
+    }
+}
+
+/// A batch's records section, ready to iterate.
+#[derive(Debug, Clone)]
+enum Section<'a> {
+    /// An uncompressed batch's, in the batch bytes.
+    Borrowed(&'a [u8]),
+    /// A compressed batch's, decompressed.
+    Decompressed(Bytes),
+}
+
+/// The records of one batch, from [`RecordBatch::records`]: the records
+/// section borrowed from the batch when it is uncompressed, decompressed
+/// into a buffer of its own when it is compressed.
+///
+/// [`iter`](Self::iter) yields records borrowing from that section. A caller
+/// that keeps keys or values as [`Bytes`] slices them out of
+/// [`decompressed`](Self::decompressed) when it is `Some`, out of the batch
+/// bytes otherwise.
+#[derive(Debug, Clone)]
+pub struct BatchRecords<'a> {
+    section: Section<'a>,
+    count: u32,
+    base_offset: i64,
+    base_timestamp: i64,
+}
+
+impl BatchRecords<'_> {
+    /// Iterates the records; yields one error and stops on a malformed one.
+    pub fn iter(&self) -> Records<'_> {
+        let rest = match &self.section {
+            Section::Borrowed(bytes) => bytes,
+            Section::Decompressed(bytes) => &bytes[..],
+        };
+        Records {
+            rest,
+            index: 0,
+            count: self.count,
+            base_offset: self.base_offset,
+            base_timestamp: self.base_timestamp,
+            failed: false,
+        }
+    }
+
+    /// The decompressed records section of a compressed batch (the records'
+    /// keys, values and headers lie in it), or `None` for an uncompressed
+    /// batch (they lie in the batch bytes).
+    pub fn decompressed(&self) -> Option<&Bytes> {
+        match &self.section {
+            Section::Borrowed(_) => None,
+            Section::Decompressed(bytes) => Some(bytes),
+        }
     }
 }
 

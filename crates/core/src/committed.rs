@@ -239,7 +239,7 @@ impl CommittedOffsets {
                 let records = batch
                     .records()
                     .map_err(|e| BrokerError::DataLoss(format!("{OFFSETS_TOPIC}: {e}")))?;
-                for record in records {
+                for record in records.iter() {
                     let record = record
                         .map_err(|e| BrokerError::DataLoss(format!("{OFFSETS_TOPIC}: {e}")))?;
                     replayed += 1;

@@ -62,12 +62,8 @@ async fn a_long_poll_is_woken_by_the_produce_that_makes_records_visible() {
     assert!(part.error.is_none());
     assert_eq!(part.next_offset, 1);
     let (batch, _) = RecordBatch::parse(&part.batches[0]).expect("a stored batch");
-    let record = batch
-        .records()
-        .expect("records")
-        .next()
-        .expect("one")
-        .expect("valid");
+    let records = batch.records().expect("records");
+    let record = records.iter().next().expect("one").expect("valid");
     assert_eq!(record.value, Some(&b"hello"[..]));
     assert!(
         record.timestamp > 0,

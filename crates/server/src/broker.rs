@@ -52,11 +52,11 @@ fn partition_error(e: BrokerError) -> proto::PartitionError {
 }
 
 /// One partition's part of a fetch as the contract shows it: raw batches,
-/// or (with `decode_from`, the offset asked for) the records decoded from
-/// them at and after it.
+/// or (with `decode_from`, the offset asked for, and the reply's decoding
+/// budget) the records decoded from them at and after it.
 fn partition_records(
     data: carteiro_core::fetch::PartitionData,
-    decode_from: Option<i64>,
+    decode_from: Option<(i64, &mut convert::DecodeBudget)>,
 ) -> proto::PartitionRecords {
     let mut part = proto::PartitionRecords {
         topic: data.topic,
@@ -67,19 +67,24 @@ fn partition_records(
         error: data.error.map(partition_error),
         ..Default::default()
     };
-    let Some(asked) = decode_from else {
+    let Some((asked, budget)) = decode_from else {
         part.record_batches = data.batches;
         return part;
     };
     let from = u64::try_from(asked).unwrap_or(0);
-    if let Err(e) = convert::decode_records(&data.batches, from, &mut part.records) {
-        let e = BrokerError::DataLoss(format!(
-            "topic {:?} partition {}: {e}",
-            part.topic, part.partition
-        ));
-        part.records.clear();
-        part.next_offset = asked;
-        part.error = Some(partition_error(e));
+    match convert::decode_records(&data.batches, from, budget, &mut part.records) {
+        Ok(None) => {}
+        // The reply's decoding budget ran out: the rest is for the next fetch.
+        Ok(Some(next)) => part.next_offset = next,
+        Err(e) => {
+            let e = BrokerError::DataLoss(format!(
+                "topic {:?} partition {}: {e}",
+                part.topic, part.partition
+            ));
+            part.records.clear();
+            part.next_offset = asked;
+            part.error = Some(partition_error(e));
+        }
     }
     part
 }
@@ -123,10 +128,16 @@ impl BrokerService {
         };
         // Decoding walks every record: off the async workers.
         tokio::task::spawn_blocking(move || {
+            let fetched_bytes = partitions
+                .iter()
+                .flat_map(|p| &p.batches)
+                .map(|chunk| chunk.len())
+                .sum();
+            let mut budget = convert::DecodeBudget::new(fetched_bytes);
             let partitions = partitions
                 .into_iter()
                 .zip(offsets)
-                .map(|(data, asked)| partition_records(data, Some(asked)))
+                .map(|(data, asked)| partition_records(data, Some((asked, &mut budget))))
                 .collect();
             (proto::FetchResponse { partitions }, reservation)
         })

@@ -63,12 +63,37 @@ pub fn produce_request(request: proto::ProduceRequest) -> Result<ProduceRequest,
     })
 }
 
-/// Decodes stored batches into records at or after `from_offset`.
+/// What a decoded fetch reply may still decode, in bytes of records
+/// sections: an uncompressed batch counts its size, a compressed one what
+/// it decompresses to. It starts at the fetched bytes (the reply budget
+/// already holds them), so compressed batches cannot make a reply hold
+/// many times what was reserved; the first batch with records is always
+/// decoded, so a reply is never empty for want of budget.
+#[derive(Debug)]
+pub struct DecodeBudget {
+    left: usize,
+    decoded_any: bool,
+}
+
+impl DecodeBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        DecodeBudget {
+            left: bytes,
+            decoded_any: false,
+        }
+    }
+}
+
+/// Decodes stored batches into records at or after `from_offset`, while
+/// `budget` lasts. Returns the offset to fetch next when the budget ran out
+/// before the last batch, `None` when every batch was decoded.
 pub fn decode_records(
     chunks: &[Bytes],
     from_offset: u64,
+    budget: &mut DecodeBudget,
     out: &mut Vec<proto::Record>,
-) -> Result<(), BrokerError> {
+) -> Result<Option<i64>, BrokerError> {
     for chunk in chunks {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
@@ -76,31 +101,47 @@ pub fn decode_records(
                 BrokerError::DataLoss(format!("stored batch at offset {offset}: {e}"))
             };
             let (batch, tail) = RecordBatch::parse(rest).map_err(|e| damaged(-1, &e))?;
+            rest = tail;
             let base = batch.base_offset();
-            for record in batch.records().map_err(|e| damaged(base, &e))? {
+            if (batch.last_offset() as u64) < from_offset {
+                // Wholly before the position: not even decompressed.
+                continue;
+            }
+            let records = batch.records().map_err(|e| damaged(base, &e))?;
+            let decoded_bytes = records
+                .decompressed()
+                .map_or(batch.as_bytes().len(), Bytes::len);
+            if budget.decoded_any && decoded_bytes > budget.left {
+                return Ok(Some(base.max(from_offset as i64)));
+            }
+            budget.left = budget.left.saturating_sub(decoded_bytes);
+            budget.decoded_any = true;
+            // Keys and values lie in the decompressed records of a
+            // compressed batch, in the fetched bytes otherwise.
+            let source = records.decompressed().unwrap_or(chunk);
+            for record in records.iter() {
                 let record = record.map_err(|e| damaged(base, &e))?;
                 if (record.offset as u64) < from_offset {
                     continue;
                 }
                 out.push(proto::Record {
-                    key: record.key.map(|k| chunk.slice_ref(k)),
-                    value: record.value.map(|v| chunk.slice_ref(v)),
+                    key: record.key.map(|k| source.slice_ref(k)),
+                    value: record.value.map(|v| source.slice_ref(v)),
                     headers: record
                         .headers
                         .iter()
                         .map(|h| proto::Header {
                             key: String::from_utf8_lossy(h.key).into_owned(),
-                            value: h.value.map(|v| chunk.slice_ref(v)),
+                            value: h.value.map(|v| source.slice_ref(v)),
                         })
                         .collect(),
                     timestamp_ms: record.timestamp,
                     offset: record.offset,
                 });
             }
-            rest = tail;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn retention(field: &'static str, value: Option<i64>) -> Result<Option<Retention>, BrokerError> {

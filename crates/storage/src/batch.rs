@@ -20,28 +20,45 @@ pub fn batches_checked() -> u64 {
     BATCHES_CHECKED.load(Ordering::Relaxed)
 }
 
-/// A whole, uncompressed RecordBatch v2 whose CRC is good and whose records
-/// agree with its header (offset deltas, count, largest timestamp).
+/// A whole RecordBatch v2 whose CRC is good and whose records agree with
+/// its header (offset deltas, count, largest timestamp). A compressed batch
+/// was decompressed (within `DECOMPRESSED_BYTES_MAX`) to check its records,
+/// and is kept as it was sent, compressed.
 #[derive(Debug, Clone)]
 pub struct CheckedBatch {
     bytes: Bytes,
     header: BatchHeader,
-    first_key: Option<Range<usize>>,
+    first_key: FirstKey,
+}
+
+/// Where the first record's key is, for key-hash partitioning.
+#[derive(Debug, Clone)]
+enum FirstKey {
+    /// The first record has no key.
+    Null,
+    /// In the batch bytes (an uncompressed batch): no copy.
+    InBatch(Range<usize>),
+    /// Copied out of the decompressed records (a compressed batch), which
+    /// are not kept.
+    Copied(Bytes),
 }
 
 impl CheckedBatch {
-    /// Checks `bytes`: exactly one batch, its CRC, every record.
+    /// Checks `bytes`: exactly one batch, its CRC, every record (decompressed
+    /// first if the batch is compressed).
     pub fn new(bytes: Bytes) -> Result<CheckedBatch, BatchError> {
         BATCHES_CHECKED.fetch_add(1, Ordering::Relaxed);
         let parsed = RecordBatch::parse_exact(&bytes)?;
-        parsed.validate()?;
-        // Where the first record's key lies, for key-hash partitioning.
-        let first_key = match parsed.records()?.next() {
-            Some(record) => record?.key.map(|key| {
+        let records = parsed.validate()?;
+        let first_key = match records.iter().next().transpose()?.and_then(|r| r.key) {
+            None => FirstKey::Null,
+            Some(key) if records.decompressed().is_some() => {
+                FirstKey::Copied(Bytes::copy_from_slice(key))
+            }
+            Some(key) => {
                 let start = key.as_ptr() as usize - bytes.as_ptr() as usize;
-                start..start + key.len()
-            }),
-            None => None,
+                FirstKey::InBatch(start..start + key.len())
+            }
         };
         Ok(CheckedBatch {
             header: *parsed.header(),
@@ -72,14 +89,18 @@ impl CheckedBatch {
 
     /// The key of its first record, if that record has one.
     pub fn first_key(&self) -> Option<&[u8]> {
-        self.first_key.clone().map(|range| &self.bytes[range])
+        match &self.first_key {
+            FirstKey::Null => None,
+            FirstKey::InBatch(range) => Some(&self.bytes[range.clone()]),
+            FirstKey::Copied(key) => Some(key),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carteiro::record::{NewRecord, RecordBatchBuilder};
+    use carteiro::record::{Compression, NewRecord, RecordBatchBuilder};
 
     #[test]
     fn the_first_key_is_found_and_damage_is_refused() {
@@ -99,6 +120,49 @@ mod tests {
         assert_eq!(checked.first_key(), Some(&b"alice"[..]));
         assert_eq!(checked.header().record_count, 2);
         let mut damaged = bytes;
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(CheckedBatch::new(Bytes::from(damaged)).is_err());
+    }
+
+    fn compressed(codec: Compression, keys: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut builder = RecordBatchBuilder::new().with_compression(codec);
+        let value = b"a value that repeats ".repeat(20);
+        for key in keys {
+            builder
+                .append(&NewRecord {
+                    timestamp: 5,
+                    key: *key,
+                    value: Some(&value),
+                    headers: &[],
+                })
+                .expect("fits");
+        }
+        builder.build().expect("non-empty")
+    }
+
+    #[test]
+    fn a_compressed_batch_is_checked_kept_as_sent_and_its_first_key_found() {
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = Bytes::from(compressed(codec, &[Some(b"alice"), None, Some(b"bob")]));
+            let checked = CheckedBatch::new(bytes.clone()).expect("valid");
+            assert_eq!(checked.header().attributes.compression(), codec);
+            assert_eq!(checked.bytes(), &bytes, "kept as sent");
+            assert_eq!(checked.first_key(), Some(&b"alice"[..]));
+            assert_eq!(checked.header().record_count, 3);
+            let keyless = Bytes::from(compressed(codec, &[None, Some(b"bob")]));
+            assert_eq!(CheckedBatch::new(keyless).expect("valid").first_key(), None);
+        }
+    }
+
+    #[test]
+    fn damage_inside_a_compressed_batch_is_refused() {
+        let mut damaged = compressed(Compression::Zstd, &[Some(b"k")]);
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         assert!(CheckedBatch::new(Bytes::from(damaged)).is_err());

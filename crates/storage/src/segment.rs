@@ -363,7 +363,7 @@ impl Segment {
                     .map_err(|e| corrupt(&e))?;
                 let (batch, _) = RecordBatch::parse(bytes).map_err(|e| corrupt(&e))?;
                 let records = batch.records().map_err(|e| corrupt(&e))?;
-                for record in records {
+                for record in records.iter() {
                     let record = record.map_err(|e| corrupt(&e))?;
                     if record.timestamp >= timestamp {
                         return Ok(Some(record.offset as u64));

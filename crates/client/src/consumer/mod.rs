@@ -443,10 +443,18 @@ impl Consumer {
                 while !rest.is_empty() {
                     let (batch, tail) = RecordBatch::parse(rest)
                         .map_err(|e| ClientError::Invalid(format!("fetched batch: {e}")))?;
-                    for record in batch
+                    rest = tail;
+                    if batch.last_offset() < position {
+                        // Wholly before the position: not even decompressed.
+                        continue;
+                    }
+                    let records = batch
                         .records()
-                        .map_err(|e| ClientError::Invalid(format!("fetched batch: {e}")))?
-                    {
+                        .map_err(|e| ClientError::Invalid(format!("fetched batch: {e}")))?;
+                    // Keys and values lie in the decompressed records of a
+                    // compressed batch, in the fetched bytes otherwise.
+                    let source = records.decompressed().unwrap_or(chunk);
+                    for record in records.iter() {
                         let record = record
                             .map_err(|e| ClientError::Invalid(format!("fetched record: {e}")))?;
                         if record.offset < position {
@@ -458,21 +466,20 @@ impl Consumer {
                             partition: tp.partition,
                             offset: record.offset,
                             timestamp_ms: record.timestamp,
-                            key: record.key.map(|k| chunk.slice_ref(k)),
-                            value: record.value.map(|v| chunk.slice_ref(v)),
+                            key: record.key.map(|k| source.slice_ref(k)),
+                            value: record.value.map(|v| source.slice_ref(v)),
                             headers: record
                                 .headers
                                 .iter()
                                 .map(|h| {
                                     (
                                         String::from_utf8_lossy(h.key).into_owned(),
-                                        h.value.map(|v| chunk.slice_ref(v)),
+                                        h.value.map(|v| source.slice_ref(v)),
                                     )
                                 })
                                 .collect(),
                         });
                     }
-                    rest = tail;
                 }
             }
             self.positions.insert(tp, next.max(position));

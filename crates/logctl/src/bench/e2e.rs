@@ -105,10 +105,10 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
                     while !rest.is_empty() {
                         let (batch, tail) = RecordBatch::parse(rest)
                             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-                        for record in batch
+                        let records = batch
                             .records()
-                            .map_err(|e| ClientError::Invalid(e.to_string()))?
-                        {
+                            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+                        for record in records.iter() {
                             let record = record.map_err(|e| ClientError::Invalid(e.to_string()))?;
                             if record.offset < offset.max(timed_from) {
                                 continue;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use carteiro::record::{NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro::record::{Compression, NewRecord, RecordBatch, RecordBatchBuilder};
 use carteiro_storage::{Clock, FlushPolicy, Log, LogConfig, LogOptions, Medium, SimulatedMedium};
 
 /// A batch of `count` records whose values are `"{tag}-{i}"`, all at `timestamp`.
@@ -20,7 +20,13 @@ pub fn batch(tag: &str, count: usize, timestamp: i64) -> Vec<u8> {
 
 /// A batch with one record per `(value, timestamp)`.
 pub fn batch_of(records: &[(&[u8], i64)]) -> Vec<u8> {
-    let mut builder = RecordBatchBuilder::new();
+    compressed_batch_of(Compression::None, records)
+}
+
+/// A batch with one record per `(value, timestamp)`, compressed with `codec`
+/// (if that makes it smaller: give values that repeat).
+pub fn compressed_batch_of(codec: Compression, records: &[(&[u8], i64)]) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new().with_compression(codec);
     for (value, timestamp) in records {
         builder
             .append(&NewRecord {
@@ -74,7 +80,7 @@ pub fn all_records(log: &Log) -> Vec<(u64, Vec<u8>, i64)> {
         let mut rest = &read.batches[..];
         while !rest.is_empty() {
             let (batch, tail) = RecordBatch::parse(rest).expect("stored batches are valid");
-            for record in batch.records().expect("uncompressed") {
+            for record in batch.records().expect("decodable").iter() {
                 let record = record.expect("valid record");
                 out.push((
                     record.offset as u64,
@@ -98,7 +104,7 @@ pub fn values_of(batches: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for b in batches {
         let batch = RecordBatch::parse_exact(b).expect("valid");
-        for record in batch.records().expect("uncompressed") {
+        for record in batch.records().expect("decodable").iter() {
             out.push(record.expect("valid").value.unwrap_or_default().to_vec());
         }
     }
