@@ -214,21 +214,25 @@ pub(crate) fn scan(medium: &dyn Medium, dir: &Path) -> Result<Layout, StoreError
     Ok(layout)
 }
 
-/// The topic list the partition directories' markers describe. Every
-/// partition of each topic must be there, all with the same config.
+/// The topic list the partition directories' markers describe. All of a
+/// topic's markers must describe it alike but for the partition count: a
+/// topic that grew keeps the markers of its first partitions, which name
+/// the count it had when they were made, so its count is the largest any
+/// of its markers names, and every partition below it must be there.
 pub(crate) fn rebuild_topics(layout: &Layout) -> Result<Vec<TopicRecord>, String> {
     let mut topics: BTreeMap<String, (TopicRecord, Vec<u32>)> = BTreeMap::new();
     for (path, marker) in &layout.partitions {
         let entry = topics
             .entry(marker.topic.name.clone())
             .or_insert_with(|| (marker.topic.clone(), Vec::new()));
-        if entry.0 != marker.topic {
+        if !entry.0.same_topic(&marker.topic) {
             return Err(format!(
                 "{} describes topic {:?} differently from its other partitions",
                 path.display(),
                 marker.topic.name
             ));
         }
+        entry.0.partitions = entry.0.partitions.max(marker.topic.partitions);
         entry.1.push(marker.partition);
     }
     let mut records = Vec::with_capacity(topics.len());
@@ -277,5 +281,27 @@ mod tests {
         layout.partitions.pop();
         let err = rebuild_topics(&layout).expect_err("partition 1 is missing");
         assert!(err.contains("\"orders\" has 2 partitions"), "{err}");
+    }
+
+    #[test]
+    fn a_grown_topic_is_rebuilt_with_the_largest_count_its_markers_name() {
+        let mut layout = Layout::default();
+        // Partitions 0 and 1 were made with the topic, 2 to 4 when it grew.
+        for (p, count) in [(0, 2), (1, 2), (2, 5), (3, 5), (4, 5)] {
+            layout.partitions.push((
+                PathBuf::from(format!("orders-{p}")),
+                marker("orders", count, p),
+            ));
+        }
+        let records = rebuild_topics(&layout).expect("complete");
+        assert_eq!(records[0].partitions, 5);
+        layout.partitions.remove(3);
+        let err = rebuild_topics(&layout).expect_err("partition 3 is missing");
+        assert!(err.contains("[0, 1, 2, 4]"), "{err}");
+        let mut other = marker("orders", 5, 3);
+        other.topic.created_ms = 8;
+        layout.partitions.push((PathBuf::from("orders-3"), other));
+        let err = rebuild_topics(&layout).expect_err("another incarnation");
+        assert!(err.contains("differently"), "{err}");
     }
 }

@@ -150,6 +150,22 @@ pub enum StoreError {
         /// The largest allowed.
         max: u32,
     },
+    /// A topic's new partition count is not more than it has, or over the
+    /// limit: partitions can only be added, up to the limit.
+    #[error(
+        "topic {} has {current} partitions: a new count must be more than {current} and at most {max}, got {asked}",
+        quoted(topic)
+    )]
+    InvalidPartitionIncrease {
+        /// The topic.
+        topic: String,
+        /// How many partitions it has.
+        current: u32,
+        /// The count asked for.
+        asked: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// A topic of that name exists.
     #[error("topic {} already exists", quoted(name))]
     TopicExists {

@@ -15,6 +15,8 @@ use crate::config::LogConfig;
 pub(crate) const METADATA_FILE: &str = "topics.meta";
 /// File name of the marker in each partition directory.
 pub(crate) const PARTITION_MARKER_FILE: &str = "partition.meta";
+/// The temporary file an atomic write of the marker goes through.
+pub(crate) const PARTITION_MARKER_TMP_FILE: &str = "partition.meta.tmp";
 const MAGIC: [u8; 4] = *b"CRTM";
 const PARTITION_MAGIC: [u8; 4] = *b"CRTP";
 /// Version of the metadata format.
@@ -37,11 +39,36 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<METADATA_MAX_BYTES>()
 }
 
-/// What a partition directory's marker says: whose it is.
+/// What a partition directory's marker says: whose it is. Its topic's
+/// `partitions` is the count the topic had when this partition was made
+/// (a topic may grow later; `topics.meta` holds the count now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PartitionMarker {
     pub partition: u32,
     pub topic: TopicRecord,
+}
+
+impl PartitionMarker {
+    /// True if this marker proves its directory is partition `partition`
+    /// of the topic `record` describes: the same partition, name,
+    /// incarnation (`created_ms`) and config, written when the topic had
+    /// at most `record.partitions` partitions (partitions are only added).
+    pub(crate) fn belongs_to(&self, record: &TopicRecord, partition: u32) -> bool {
+        self.partition == partition
+            && partition < self.topic.partitions
+            && self.topic.partitions <= record.partitions
+            && self.topic.same_topic(record)
+    }
+}
+
+impl TopicRecord {
+    /// True if `other` is the same topic (name, incarnation and config),
+    /// whatever the partition counts.
+    pub(crate) fn same_topic(&self, other: &TopicRecord) -> bool {
+        self.name == other.name
+            && self.created_ms == other.created_ms
+            && self.config == other.config
+    }
 }
 
 /// Encodes the topic list with its header.
@@ -162,6 +189,35 @@ mod tests {
         let bytes = encode_marker(&marker).expect("encodes");
         assert_eq!(decode_marker(&bytes), Ok(marker));
         assert!(decode(&bytes).is_err(), "magic tells them apart");
+    }
+
+    #[test]
+    fn a_marker_belongs_to_its_topic_at_any_later_partition_count() {
+        let topic = sample().remove(0);
+        let marker = PartitionMarker {
+            partition: 2,
+            topic: topic.clone(),
+        };
+        assert!(marker.belongs_to(&topic, 2));
+        let grown = TopicRecord {
+            partitions: 8,
+            ..topic.clone()
+        };
+        assert!(
+            marker.belongs_to(&grown, 2),
+            "a marker from before a growth"
+        );
+        assert!(!marker.belongs_to(&grown, 1), "another partition");
+        let shrunk = TopicRecord {
+            partitions: 2,
+            ..topic.clone()
+        };
+        assert!(!marker.belongs_to(&shrunk, 2), "a count that went down");
+        let again = TopicRecord {
+            created_ms: topic.created_ms + 1,
+            ..grown
+        };
+        assert!(!marker.belongs_to(&again, 2), "another incarnation");
     }
 
     #[test]

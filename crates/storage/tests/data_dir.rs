@@ -376,3 +376,119 @@ fn the_store_opens_on_a_full_disk_after_a_crash_and_loses_nothing() {
     let store = Store::open("/data", sim_store_options(&rebooted)).expect("opens on a full disk");
     assert_eq!(values(&store, "t")[0], values_of(&acked));
 }
+
+/// A simulated medium holding topic `orders` (3 partitions, 5 records
+/// each), closed cleanly; returns it with the values per partition.
+fn sim_orders() -> (SimulatedMedium, Vec<Vec<Vec<u8>>>) {
+    let medium = SimulatedMedium::new();
+    let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
+    let topic = store
+        .create_topic("orders", small_topic(3))
+        .expect("create");
+    for (p, log) in topic.partitions().iter().enumerate() {
+        log.append(&batch(&format!("p{p}"), 5, 1)).expect("append");
+    }
+    let stored = values(&store, "orders");
+    store.close().expect("close");
+    (medium, stored)
+}
+
+#[test]
+fn a_growth_cut_by_power_loss_at_any_sync_point_opens_with_the_old_count_or_the_new() {
+    let (base, stored) = sim_orders();
+    // How many sync points a whole growth passes.
+    let full = base.after_power_loss();
+    let store = Store::open("/data", sim_store_options(&full)).expect("opens");
+    let start = full.syncs();
+    store.add_partitions("orders", 5).expect("grows");
+    let sync_points = full.syncs() - start;
+    drop(store);
+    println!("growing 3 partitions to 5 passes {sync_points} sync points; losing power at each");
+    let mut counts = std::collections::BTreeSet::new();
+    for n in 0..=sync_points {
+        let medium = base.after_power_loss();
+        let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
+        medium.fail_after_syncs(n);
+        let grown = store.add_partitions("orders", 5);
+        assert_eq!(
+            grown.is_err(),
+            medium.is_powered_off(),
+            "after {n} syncs: {grown:?}"
+        );
+        drop(store);
+        let rebooted = medium.after_power_loss();
+        let store = Store::open("/data", sim_store_options(&rebooted))
+            .unwrap_or_else(|e| panic!("power loss after {n} of {sync_points} syncs: {e}"));
+        let found = values(&store, "orders");
+        counts.insert(found.len());
+        if grown.is_ok() {
+            assert_eq!(found.len(), 5, "a growth that returned is durable");
+        }
+        assert!(
+            found.len() == 3 || found.len() == 5,
+            "after {n} syncs: {} partitions",
+            found.len()
+        );
+        assert_eq!(found[..3], stored[..], "after {n} syncs: old data changed");
+        assert!(found[3..].iter().all(Vec::is_empty), "after {n} syncs");
+        // A crash between making a directory and writing its marker
+        // leaves an empty directory: not provably ours, so reported, and
+        // taken by the next growth (nothing in it to lose).
+        for entry in store.unknown_entries() {
+            assert!(
+                entry.ends_with("orders-3") || entry.ends_with("orders-4"),
+                "after {n} syncs: {entry:?}"
+            );
+            assert_eq!(
+                rebooted.list_dir(entry).expect("list"),
+                Vec::<String>::new()
+            );
+        }
+        let again = store
+            .add_partitions("orders", 6)
+            .expect("grows after the crash");
+        again.partitions()[5]
+            .append(&batch("new", 1, 1))
+            .expect("append to a new partition");
+        drop(again);
+        drop(store);
+        let store = Store::open("/data", sim_store_options(&rebooted)).expect("reopens");
+        assert!(store.unknown_entries().is_empty(), "after {n} syncs");
+        let found = values(&store, "orders");
+        assert_eq!(found.len(), 6);
+        assert_eq!(found[..3], stored[..]);
+        assert_eq!(found[5].len(), 1);
+    }
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![3, 5],
+        "both outcomes were met"
+    );
+}
+
+#[test]
+fn a_growth_that_runs_out_of_space_leaves_nothing_behind() {
+    let (medium, stored) = sim_orders();
+    let store = Store::open("/data", sim_store_options(&medium)).expect("opens");
+    let used = medium.used_bytes();
+    // Room for the first new partition, not the second.
+    medium.set_space_limit(Some(used + 4096 + 1024));
+    let err = store.add_partitions("orders", 5).expect_err("disk full");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    assert_eq!(
+        medium.used_bytes(),
+        used,
+        "every byte it took is given back"
+    );
+    for p in 3..5 {
+        assert!(!medium.is_dir(&partition_dir(Path::new("/data"), "orders", p)));
+    }
+    assert_eq!(values(&store, "orders"), stored);
+    medium.set_space_limit(None);
+    store
+        .add_partitions("orders", 5)
+        .expect("grows once there is room");
+    drop(store);
+    let store = Store::open("/data", sim_store_options(&medium)).expect("reopens");
+    assert_eq!(values(&store, "orders").len(), 5);
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use carteiro_storage::store::{PARTITIONS_MAX, partition_dir};
 use carteiro_storage::{
-    FlushPolicy, Log, LogConfig, LogOptions, ManualClock, Store, StoreError, StoreOptions,
-    TopicConfig,
+    FlushPolicy, Log, LogConfig, LogOptions, ManualClock, SimulatedMedium, Store, StoreError,
+    StoreOptions, TopicConfig,
 };
 use common::*;
 
@@ -279,4 +279,111 @@ fn without_a_maintenance_thread_the_sync_writes_the_due_checkpoint() {
     clock.advance(200);
     log.append(&batch("due", 2, 5_000_200)).expect("append");
     assert_eq!(recovery_point(&partition_dir(dir.path(), "c", 0)), 4);
+}
+
+#[test]
+fn a_topic_grows_keeping_its_logs_and_data_and_reopens_grown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored: Vec<Vec<Vec<u8>>>;
+    {
+        let store = Store::open(dir.path(), store_options()).expect("opens");
+        let before = store
+            .create_topic("orders", small_topic(2))
+            .expect("create");
+        for (p, log) in before.partitions().iter().enumerate() {
+            log.append(&batch(&format!("o{p}"), 3, 1)).expect("append");
+        }
+        let grown = store.add_partitions("orders", 5).expect("grows");
+        assert_eq!(grown.config().partitions, 5);
+        assert_eq!(grown.partitions().len(), 5);
+        assert_eq!(grown.created_ms(), before.created_ms());
+        assert_eq!(grown.config().log, before.config().log);
+        for p in 0..2 {
+            assert!(
+                Arc::ptr_eq(&before.partitions()[p], &grown.partitions()[p]),
+                "partition {p} keeps its log, not reopened"
+            );
+        }
+        assert!(
+            Arc::ptr_eq(&store.topic("orders").expect("topic"), &grown),
+            "the grown topic replaces the old one"
+        );
+        assert_eq!(before.partitions().len(), 2, "the old view is unchanged");
+        for p in 2..5 {
+            let log = store.partition("orders", p).expect("a new partition");
+            assert_eq!(log.end_offset(), 0, "starts empty");
+            log.append(&batch(&format!("o{p}"), 1, 1)).expect("append");
+        }
+        stored = (0..5)
+            .map(|p| all_values(&store.partition("orders", p).expect("partition")))
+            .collect();
+        assert_eq!(stored[0].len(), 3, "old data untouched");
+        store.close().expect("close");
+    }
+    {
+        let store = Store::open(dir.path(), store_options()).expect("reopens");
+        let topic = store.topic("orders").expect("topic");
+        assert_eq!(topic.config().partitions, 5);
+        let found: Vec<_> = topic.partitions().iter().map(|l| all_values(l)).collect();
+        assert_eq!(found, stored);
+        // Grown again after a restart: markers of three ages now.
+        store.add_partitions("orders", 6).expect("grows again");
+    }
+    // A lost topics.meta is rebuilt with the largest count the markers name.
+    std::fs::remove_file(dir.path().join("topics.meta")).expect("lose topics.meta");
+    let store = Store::open(dir.path(), store_options()).expect("rebuilds");
+    let topic = store.topic("orders").expect("topic");
+    assert_eq!(topic.config().partitions, 6);
+    for (p, values) in stored.iter().enumerate() {
+        assert_eq!(&all_values(&topic.partitions()[p]), values);
+    }
+}
+
+#[test]
+fn growing_refuses_a_count_not_above_the_current_or_over_the_limit_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), store_options()).expect("opens");
+    store.create_topic("t", small_topic(3)).expect("create");
+    for asked in [0, 2, 3, PARTITIONS_MAX + 1, u32::MAX] {
+        let err = store.add_partitions("t", asked).expect_err("refused");
+        match &err {
+            StoreError::InvalidPartitionIncrease {
+                topic,
+                current,
+                asked: a,
+                max,
+            } => assert_eq!(
+                (topic.as_str(), *current, *a, *max),
+                ("t", 3, asked, PARTITIONS_MAX)
+            ),
+            other => panic!("expected InvalidPartitionIncrease, got {other:?}"),
+        }
+        let message = err.to_string();
+        for part in [
+            "\"t\"",
+            "3 partitions",
+            &asked.to_string(),
+            &PARTITIONS_MAX.to_string(),
+        ] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+    assert!(matches!(
+        store.add_partitions("nope", 2),
+        Err(StoreError::UnknownTopic { .. })
+    ));
+    assert_eq!(store.topic("t").expect("kept").partitions().len(), 3);
+    assert!(!partition_dir(dir.path(), "t", 3).exists());
+    // The limit itself is allowed (in memory: 1,024 logs keep 3,072 files open).
+    let medium = SimulatedMedium::new();
+    let options = StoreOptions {
+        log: sim_options(&medium),
+        ..store_options()
+    };
+    let store = Store::open("/data", options).expect("opens");
+    store.create_topic("t", small_topic(1)).expect("create");
+    let grown = store
+        .add_partitions("t", PARTITIONS_MAX)
+        .expect("up to the limit");
+    assert_eq!(grown.partitions().len(), PARTITIONS_MAX as usize);
 }

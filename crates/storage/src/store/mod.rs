@@ -23,11 +23,11 @@ use crate::data_dir::{
 use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
 use crate::medium::Medium;
-use crate::metadata::{PartitionMarker, TopicRecord};
+use crate::metadata::{PARTITION_MARKER_TMP_FILE, PartitionMarker, TopicRecord};
 
 mod partitions;
 
-use partitions::{Opening, open_topic};
+use partitions::{Opening, open_partitions, open_topic};
 
 /// Longest topic name, in characters (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -158,7 +158,7 @@ pub struct Store {
     dir: PathBuf,
     options: StoreOptions,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises create and delete, which rewrite the metadata file.
+    /// Serialises create, growth and delete, which rewrite the metadata file.
     admin: Mutex<()>,
     maintenance: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     /// Entries of the data directory that are not ours, found at open.
@@ -375,9 +375,94 @@ impl Store {
         Ok(topic)
     }
 
+    /// Grows topic `name` to `count` partitions; durable when it returns.
+    /// The partitions it has keep their logs (the same [`Log`]s, not
+    /// reopened) and data; the new ones start empty. The returned topic
+    /// replaces the old one in the store.
+    ///
+    /// Crash safe as [`create_topic`](Self::create_topic) is: the new
+    /// partition directories are made (each with its marker, then its log)
+    /// before `topics.meta` is rewritten with the new count, the one step
+    /// that makes the growth durable. A crash before it leaves directories
+    /// that no topic claims, removed at the next open (the topic keeps its
+    /// old count); on an error (a full disk) they are removed at once.
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<Arc<Topic>, StoreError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.topic(name)?;
+        let current = old.config.partitions;
+        if count <= current || count > PARTITIONS_MAX {
+            return Err(StoreError::InvalidPartitionIncrease {
+                topic: name.to_string(),
+                current,
+                asked: count,
+                max: PARTITIONS_MAX,
+            });
+        }
+        for partition in current..count {
+            self.clear_the_way(&partition_dir(&self.dir, name, partition))?;
+        }
+        let record = TopicRecord {
+            partitions: count,
+            ..old.record()
+        };
+        let undo = |added: &[Arc<Log>]| {
+            for log in added {
+                let _ = log.close();
+            }
+            for partition in current..count {
+                let _ = self
+                    .medium()
+                    .remove_dir_all(&partition_dir(&self.dir, name, partition));
+            }
+            let _ = self.medium().sync_dir(&self.dir);
+        };
+        let added = match open_partitions(
+            &self.dir,
+            &self.options,
+            &record,
+            current..count,
+            Opening::Added,
+        ) {
+            Ok(added) => added,
+            Err(e) => {
+                undo(&[]);
+                return Err(e);
+            }
+        };
+        let topic = Arc::new(Topic {
+            name: old.name.clone(),
+            config: TopicConfig {
+                partitions: count,
+                log: old.config.log.clone(),
+            },
+            created_ms: old.created_ms,
+            partitions: old
+                .partitions
+                .iter()
+                .cloned()
+                .chain(added.iter().cloned())
+                .collect(),
+        });
+        let mut next = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        next.insert(name.to_string(), topic.clone());
+        if let Err(e) = self.write_metadata(&next) {
+            undo(&added);
+            return Err(e);
+        }
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(topic)
+    }
+
     /// Makes sure nothing stands at `path` for a new partition: a leftover
-    /// of ours (a marker no live topic claims) is removed; anything else
-    /// is an error, and left alone.
+    /// of ours (a marker no live topic claims) is removed; an empty
+    /// directory (or one holding only the temporary file of a marker write
+    /// a crash cut short) is taken as it is, nothing in it to lose;
+    /// anything else is an error, and left alone.
     fn clear_the_way(&self, path: &Path) -> Result<(), StoreError> {
         if !self.medium().is_dir(path) {
             return match self.medium().read_file(path) {
@@ -387,6 +472,14 @@ impl Store {
                     reason: "a file of that name is in the way".into(),
                 }),
             };
+        }
+        let names = self
+            .medium()
+            .list_dir(path)
+            .map_err(io_err("listing", path))?;
+        if names.iter().all(|n| *n == PARTITION_MARKER_TMP_FILE) {
+            tracing::warn!(dir = %path.display(), "taking an empty directory for a new partition (a creation a crash cut short?)");
+            return Ok(());
         }
         match read_marker(self.medium(), path)? {
             Some(Ok(marker)) if !self.claims(&marker) => {

@@ -1,7 +1,8 @@
 //! Opening a topic's partitions: each directory made with its marker (a
-//! new topic), or found and proved to be this topic's (an existing one),
-//! then its log opened.
+//! new topic, or partitions added to one), or found and proved to be this
+//! topic's (an existing one), then its log opened.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,9 @@ use crate::metadata::{PartitionMarker, TopicRecord};
 pub(super) enum Opening {
     /// New directories, each with its marker.
     New,
+    /// New directories added to an existing topic, each with its marker;
+    /// the config is the stored one, as for [`Existing`](Self::Existing).
+    Added,
     /// Directories named in `topics.meta`: each must be there (unless
     /// repairing) and be this topic's; one without a marker (an earlier
     /// version's) gets one.
@@ -42,17 +46,21 @@ fn open_partition(
         None
     };
     match existing {
-        Some(Ok(found)) if found == marker => {}
+        // Markers only prove whose a directory is: one written before the
+        // topic grew names the smaller count it had then.
+        Some(Ok(found)) if found.belongs_to(record, partition) => {}
         Some(Ok(found)) => {
             return Err(StoreError::DirectoryInUse {
                 path,
                 reason: format!(
-                    "its marker names partition {} of topic {:?} created at {} ms, not partition {partition} of the topic {:?} created at {} ms that topics.meta lists",
+                    "its marker names partition {} of topic {:?} created at {} ms (with {} partitions then), not partition {partition} of the topic {:?} created at {} ms (with {} partitions) that topics.meta lists",
                     found.partition,
                     found.topic.name,
                     found.topic.created_ms,
+                    found.topic.partitions,
                     record.name,
-                    record.created_ms
+                    record.created_ms,
+                    record.partitions
                 ),
             });
         }
@@ -94,7 +102,7 @@ fn open_partition(
     }
     let config = match opening {
         Opening::New => record.config.clone(),
-        Opening::Existing => record.config.clamped(),
+        Opening::Existing | Opening::Added => record.config.clamped(),
     };
     Log::open(&path, config, &options.log).map_err(|source| StoreError::Open {
         topic: record.name.clone(),
@@ -103,18 +111,21 @@ fn open_partition(
     })
 }
 
-pub(super) fn open_topic(
+/// Opens partitions `partitions` of the topic `record` describes. On an
+/// error, the logs it opened are closed again.
+pub(super) fn open_partitions(
     dir: &Path,
     options: &StoreOptions,
-    record: TopicRecord,
+    record: &TopicRecord,
+    partitions: Range<u32>,
     opening: Opening,
-) -> Result<Topic, StoreError> {
-    let mut partitions: Vec<Arc<Log>> = Vec::with_capacity(record.partitions as usize);
-    for partition in 0..record.partitions {
-        let log = match open_partition(dir, options, &record, partition, opening) {
+) -> Result<Vec<Arc<Log>>, StoreError> {
+    let mut logs: Vec<Arc<Log>> = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let log = match open_partition(dir, options, record, partition, opening) {
             Ok(log) => log,
             Err(e) => {
-                for log in &partitions {
+                for log in &logs {
                     let _ = log.close();
                 }
                 return Err(e);
@@ -123,8 +134,18 @@ pub(super) fn open_topic(
         if options.maintenance_interval_ms.is_some() {
             log.defer_checkpoints();
         }
-        partitions.push(Arc::new(log));
+        logs.push(Arc::new(log));
     }
+    Ok(logs)
+}
+
+pub(super) fn open_topic(
+    dir: &Path,
+    options: &StoreOptions,
+    record: TopicRecord,
+    opening: Opening,
+) -> Result<Topic, StoreError> {
+    let partitions = open_partitions(dir, options, &record, 0..record.partitions, opening)?;
     Ok(Topic {
         name: record.name,
         config: TopicConfig {
