@@ -1,10 +1,12 @@
 //! Topic admin: create (with settings checked and defaults filled in),
-//! delete (forgetting the topic's commits), list and describe.
+//! add partitions, delete (forgetting the topic's commits), list and
+//! describe.
 
 use std::sync::Arc;
 
-use carteiro_storage::store::{TOPIC_NAME_MAX_CHARS, validate_topic_name};
-use carteiro_storage::{FlushPolicy, LOG_HEADER_BYTES, LogConfig, Topic, TopicConfig};
+use carteiro_storage::error::quoted;
+use carteiro_storage::store::{PARTITIONS_MAX, TOPIC_NAME_MAX_CHARS, validate_topic_name};
+use carteiro_storage::{FlushPolicy, LOG_HEADER_BYTES, LogConfig, StoreError, Topic, TopicConfig};
 
 use crate::broker::{Broker, INTERNAL_TOPIC_PREFIX};
 use crate::error::{BrokerError, join_error};
@@ -118,6 +120,30 @@ pub fn describe(topic: &Topic) -> TopicDescription {
     }
 }
 
+/// Refuses a new partition count for `topic`, which has `current`, unless
+/// it is more than that and at most [`PARTITIONS_MAX`].
+fn check_partition_increase(topic: &str, current: u32, count: u32) -> Result<(), BrokerError> {
+    let why = if count <= current {
+        "partitions can only be added"
+    } else if count > PARTITIONS_MAX {
+        "that is over the limit"
+    } else {
+        return Ok(());
+    };
+    let allowed = if current < PARTITIONS_MAX {
+        format!("a new count is {} to {PARTITIONS_MAX}", current + 1)
+    } else {
+        format!("it has the most a topic may have, {PARTITIONS_MAX}")
+    };
+    Err(BrokerError::invalid(
+        "partitions",
+        format!(
+            "topic {} has {current} partitions and {count} were asked: {why} ({allowed})",
+            quoted(topic)
+        ),
+    ))
+}
+
 fn check_name(name: &str) -> Result<(), BrokerError> {
     validate_topic_name(name).map_err(|e| BrokerError::invalid("name", e.to_string()))
 }
@@ -144,6 +170,49 @@ impl Broker {
             .map_err(join_error)??;
         self.coordinator.topic_changed(name);
         Ok(describe(&topic))
+    }
+
+    /// Grows a user topic to `count` partitions (Kafka's CreatePartitions);
+    /// durable when it returns. The partitions it has keep their data; the
+    /// new ones start empty, and groups subscribed to it rebalance onto
+    /// them. A count not above the current one, or above
+    /// [`PARTITIONS_MAX`], is refused (field `partitions`). With
+    /// `validate_only`, checks and changes nothing, answering the topic as
+    /// it is.
+    pub async fn create_partitions(
+        self: &Arc<Self>,
+        name: &str,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicDescription, BrokerError> {
+        self.check_running()?;
+        self.check_user_topic("name", name)?;
+        let topic = self.store.topic(name)?;
+        check_partition_increase(name, topic.config().partitions, count)?;
+        if validate_only {
+            return Ok(describe(&topic));
+        }
+        let (store, owned) = (self.store.clone(), name.to_string());
+        let grown = tokio::task::spawn_blocking(move || store.add_partitions(&owned, count))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| match e {
+                // Another growth won a race: the same refusal as above.
+                StoreError::InvalidPartitionIncrease {
+                    topic,
+                    current,
+                    asked,
+                    ..
+                } => match check_partition_increase(&topic, current, asked) {
+                    Err(refused) => refused,
+                    Ok(()) => BrokerError::Internal(format!(
+                        "topic {topic:?}: growth from {current} to {asked} partitions refused by the store"
+                    )),
+                },
+                e => e.into(),
+            })?;
+        self.coordinator.topic_changed(name);
+        Ok(describe(&grown))
     }
 
     /// Deletes a user topic with its data and every group's commits of it.
