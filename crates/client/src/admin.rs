@@ -139,6 +139,28 @@ impl Admin {
             .into_inner())
     }
 
+    /// Grows a topic to `partitions` in all (more than it has); with
+    /// `validate_only`, checks and changes nothing. Answers the topic as
+    /// it is then.
+    pub async fn create_partitions(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        validate_only: bool,
+    ) -> Result<proto::TopicDescription, ClientError> {
+        let request = proto::CreatePartitionsRequest {
+            name: name.into(),
+            partitions,
+            validate_only,
+        };
+        Ok(self
+            .admin
+            .create_partitions(request)
+            .await
+            .map_err(self.err())?
+            .into_inner())
+    }
+
     /// Every group with committed offsets.
     pub async fn list_groups(&mut self) -> Result<Vec<String>, ClientError> {
         Ok(self

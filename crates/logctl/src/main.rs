@@ -48,7 +48,7 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create, list, describe and delete topics
+    /// Create, list, describe, alter and delete topics
     #[command(subcommand)]
     Topics(TopicsCommand),
     /// Produce records from standard input or a file, one per line
@@ -73,6 +73,8 @@ enum TopicsCommand {
     List,
     /// Show a topic's config and partitions
     Describe(TopicArg),
+    /// Add partitions to a topic (--partitions: the new total)
+    Alter(commands::AlterArgs),
     /// Delete a topic and all its records
     Delete(TopicArg),
 }
@@ -130,6 +132,9 @@ fn main() -> ExitCode {
             Command::Topics(TopicsCommand::List) => commands::topics_list(&cli.broker, &out).await,
             Command::Topics(TopicsCommand::Describe(t)) => {
                 commands::topics_describe(&cli.broker, &out, &t.topic).await
+            }
+            Command::Topics(TopicsCommand::Alter(args)) => {
+                commands::topics_alter(&cli.broker, &out, args).await
             }
             Command::Topics(TopicsCommand::Delete(t)) => {
                 commands::topics_delete(&cli.broker, &out, &t.topic).await

@@ -98,6 +98,69 @@ fn topics_create_list_describe_delete() {
 }
 
 #[test]
+fn topics_alter_adds_partitions_and_refuses_bad_counts() {
+    let (_dir, broker, cli) = started();
+    cli.ok(&["topics", "create", "grow", "--partitions", "2"]);
+    cli.run_with_input(&["produce", "grow", "--partition", "1"], "kept\n");
+    let table = cli.ok(&["topics", "alter", "grow", "--partitions", "3"]);
+    assert!(table.starts_with("topic grow  partitions 3  "), "{table}");
+    assert!(
+        table.contains("PARTITION  START  END  HIGH-WATERMARK  BYTES  SEGMENTS"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 2 + 3, "{table}");
+    let grown = cli.json(&["topics", "alter", "grow", "-p", "5"]);
+    assert_eq!(grown["name"], "grow");
+    assert_eq!(grown["partitions"], 5);
+    let ends: Vec<&Value> = grown["partition_details"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| &p["end_offset"])
+        .collect();
+    assert_eq!(
+        ends,
+        vec![0, 1, 0, 0, 0],
+        "the records stay where they were"
+    );
+    assert_eq!(
+        cli.json(&["topics", "list"]),
+        serde_json::json!([{"name": "grow", "partitions": 5}])
+    );
+
+    let checked = cli.ok(&["topics", "alter", "grow", "-p", "6", "--validate-only"]);
+    assert!(
+        checked.starts_with("valid: topic grow can grow to 6 partitions (nothing changed)"),
+        "{checked}"
+    );
+    assert_eq!(cli.json(&["topics", "describe", "grow"])["partitions"], 5);
+
+    // Errors: exit 2 for a count that is not more, or over the limit, or
+    // missing; 4 for an unknown topic.
+    let fewer = cli.fails(&["topics", "alter", "grow", "--partitions", "5"], 2);
+    assert!(
+        fewer.contains("has 5 partitions and 5 were asked")
+            && fewer.contains("partitions can only be added"),
+        "{fewer}"
+    );
+    let over = cli.fails(&["topics", "alter", "grow", "--partitions", "2000"], 2);
+    assert!(over.contains("1024"), "{over}");
+    assert!(
+        cli.fails(&["topics", "alter", "nope", "--partitions", "2"], 4)
+            .contains("unknown topic \"nope\"")
+    );
+    assert!(
+        cli.fails(&["topics", "alter", "grow"], 2)
+            .contains("--partitions")
+    );
+    assert!(
+        cli.fails(&["topics", "alter", "grow", "--partitions", "many"], 2)
+            .contains("many")
+    );
+    broker.stop();
+}
+
+#[test]
 fn produce_and_consume_every_way() {
     let (dir, broker, cli) = started();
     cli.ok(&[

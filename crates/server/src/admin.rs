@@ -81,6 +81,21 @@ impl Admin for AdminService {
         Ok(Response::new(convert::topic_description(topic)))
     }
 
+    async fn create_partitions(
+        &self,
+        request: Request<proto::CreatePartitionsRequest>,
+    ) -> Result<Response<proto::TopicDescription>, Status> {
+        let _admitted = self.shared.limits.admit().map_err(status)?;
+        let request = request.into_inner();
+        let topic = self
+            .shared
+            .broker
+            .create_partitions(&request.name, request.partitions, request.validate_only)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::topic_description(topic)))
+    }
+
     async fn list_groups(
         &self,
         _request: Request<proto::ListGroupsRequest>,

@@ -15,6 +15,7 @@ pub fn code(e: &BrokerError) -> Code {
             StoreError::TopicExists { .. } => Code::AlreadyExists,
             StoreError::InvalidTopicName { .. }
             | StoreError::InvalidPartitionCount { .. }
+            | StoreError::InvalidPartitionIncrease { .. }
             | StoreError::Config(_) => Code::InvalidArgument,
             StoreError::DirectoryInUse { .. } => Code::FailedPrecondition,
             _ => Code::Internal,

@@ -12,7 +12,9 @@ mod topics;
 pub use consume::{ConsumeArgs, consume, offsets};
 pub use groups::{ResetArgs, groups_describe, groups_list, groups_reset};
 pub use produce::{ProduceArgs, produce};
-pub use topics::{CreateArgs, topics_create, topics_delete, topics_describe, topics_list};
+pub use topics::{
+    AlterArgs, CreateArgs, topics_alter, topics_create, topics_delete, topics_describe, topics_list,
+};
 
 /// Refuses `--partition` past the topic's `count` partitions, as the broker
 /// would (NOT_FOUND, exit code 4), before any input is read.

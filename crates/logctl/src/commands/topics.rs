@@ -1,4 +1,4 @@
-//! `logctl topics`: create, list, describe, delete.
+//! `logctl topics`: create, list, describe, alter (add partitions), delete.
 
 use carteiro::proto;
 use carteiro_client::{Admin, ClientError, Flush, TopicSettings};
@@ -39,6 +39,20 @@ pub struct CreateArgs {
     /// For --flush interval, ms
     #[arg(long, default_value_t = 1000)]
     flush_interval_ms: u64,
+}
+
+/// `topics alter`.
+#[derive(Debug, Args)]
+pub struct AlterArgs {
+    /// The topic
+    name: String,
+    /// The new number of partitions, in all: more than the topic has (its
+    /// partitions keep their records; keys map over the new count)
+    #[arg(long, short)]
+    partitions: u32,
+    /// Check the change with the broker and make none
+    #[arg(long)]
+    validate_only: bool,
 }
 
 fn flush_name(flush: i32, interval: Option<u64>) -> String {
@@ -174,6 +188,21 @@ pub async fn topics_list(broker: &str, out: &Printer) -> Result<(), ClientError>
 /// `topics describe`.
 pub async fn topics_describe(broker: &str, out: &Printer, topic: &str) -> Result<(), ClientError> {
     let described = Admin::connect(broker)?.describe_topic(topic).await?;
+    print_description(out, &described);
+    Ok(())
+}
+
+/// `topics alter`: grows the topic, then shows it as `topics describe` does.
+pub async fn topics_alter(broker: &str, out: &Printer, args: AlterArgs) -> Result<(), ClientError> {
+    let described = Admin::connect(broker)?
+        .create_partitions(&args.name, args.partitions, args.validate_only)
+        .await?;
+    if args.validate_only && out.format() != Output::Json {
+        println!(
+            "valid: topic {} can grow to {} partitions (nothing changed)",
+            described.name, args.partitions
+        );
+    }
     print_description(out, &described);
     Ok(())
 }
