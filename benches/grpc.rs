@@ -64,7 +64,7 @@ fn start() -> Running {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let broker = open_broker(&config).await.expect("broker");
-        tokio::spawn(serve(config, listener, broker, async move {
+        tokio::spawn(serve(config, listener, None, broker, async move {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{address}"))

@@ -379,7 +379,20 @@ impl Broker {
         Ok(match spec {
             OffsetSpec::Earliest => log.start_offset(),
             OffsetSpec::Latest => hwm,
-            OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?.map_or(hwm, |o| o.min(hwm)),
+            OffsetSpec::Timestamp(ts) => self.offset_at_time(topic, partition, ts)?.unwrap_or(hwm),
         })
+    }
+
+    /// The first visible offset whose timestamp is at or after `ts` (ms),
+    /// or `None` if every visible record is older. Blocking (it reads the log).
+    pub fn offset_at_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts: i64,
+    ) -> Result<Option<u64>, BrokerError> {
+        let log = self.store.partition(topic, partition)?;
+        let hwm = log.high_watermark();
+        Ok(log.offset_for_timestamp(ts)?.filter(|&o| o < hwm))
     }
 }

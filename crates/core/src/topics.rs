@@ -172,6 +172,38 @@ impl Broker {
         Ok(describe(&topic))
     }
 
+    /// Checks what [`create_topic`](Self::create_topic) would check, and
+    /// creates nothing: a name that is free and valid, the partition count,
+    /// the settings (a Kafka client's `validate_only`).
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: &TopicSettings,
+    ) -> Result<(), BrokerError> {
+        self.check_running()?;
+        check_name(name)?;
+        self.check_user_topic("name", name)?;
+        if partitions == 0 || partitions > PARTITIONS_MAX {
+            return Err(StoreError::InvalidPartitionCount {
+                partitions,
+                max: PARTITIONS_MAX,
+            }
+            .into());
+        }
+        settings
+            .log_config(&LogConfig::default())
+            .validate()
+            .map_err(StoreError::from)?;
+        if self.store.topic(name).is_ok() {
+            return Err(StoreError::TopicExists {
+                name: name.to_string(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Grows a user topic to `count` partitions (Kafka's CreatePartitions);
     /// durable when it returns. The partitions it has keep their data; the
     /// new ones start empty, and groups subscribed to it rebalance onto

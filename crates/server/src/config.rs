@@ -33,6 +33,12 @@ pub const CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default time a connection may send nothing before it is closed, in ms
 /// (Kafka's `connections.max.idle.ms`, 10 minutes).
 pub const CONNECTION_IDLE_TIMEOUT_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Where the Kafka listener listens when not told (Kafka's port).
+pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// The value of `kafka_listen` that turns the Kafka listener off.
+pub const KAFKA_LISTEN_OFF: &str = "off";
+/// Default partitions of a topic created automatically (Kafka's `num.partitions`).
+pub const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
 /// Default period between two retention passes, in ms (Kafka's 5 minutes).
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 5 * 60 * 1000;
 
@@ -99,6 +105,21 @@ pub struct Args {
     /// Open partitions whose synced data is damaged by cutting it (logged), instead of refusing
     #[arg(long, env = "CARTEIRO_REPAIR")]
     pub repair: bool,
+    /// Address of the Kafka listener, HOST:PORT (port 0 picks a free one), or "off" [default: 127.0.0.1:9092]
+    #[arg(long, env = "CARTEIRO_KAFKA_LISTEN")]
+    pub kafka_listen: Option<String>,
+    /// HOST:PORT that Kafka clients are told to connect to [default: the Kafka listener's address]
+    #[arg(long, env = "CARTEIRO_KAFKA_ADVERTISED")]
+    pub kafka_advertised: Option<String>,
+    /// Largest Kafka request, bytes [default: 104857600]
+    #[arg(long, env = "CARTEIRO_KAFKA_REQUEST_BYTES_MAX")]
+    pub kafka_request_bytes_max: Option<u32>,
+    /// Create a missing topic when a Kafka client produces to it or asks for its metadata [default: true]
+    #[arg(long, env = "CARTEIRO_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of a topic created automatically or with the default count [default: 1]
+    #[arg(long, env = "CARTEIRO_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
 }
 
 /// The same settings from a TOML file.
@@ -119,6 +140,11 @@ struct FileConfig {
     connection_handshake_timeout_ms: Option<u64>,
     connection_idle_timeout_ms: Option<u64>,
     repair: Option<bool>,
+    kafka_listen: Option<String>,
+    kafka_advertised: Option<String>,
+    kafka_request_bytes_max: Option<u32>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
 }
 
 /// The broker's effective configuration.
@@ -152,6 +178,16 @@ pub struct BrokerConfig {
     pub connection_idle_timeout_ms: u64,
     /// Cut damaged durable data instead of refusing to open.
     pub repair: bool,
+    /// HOST:PORT of the Kafka listener, or [`KAFKA_LISTEN_OFF`].
+    pub kafka_listen: String,
+    /// HOST:PORT told to Kafka clients; `None` is the listener's address.
+    pub kafka_advertised: Option<String>,
+    /// Largest Kafka request, bytes.
+    pub kafka_request_bytes_max: u32,
+    /// Create missing topics on a Kafka produce or metadata request.
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created automatically.
+    pub default_partitions: u32,
 }
 
 impl Default for BrokerConfig {
@@ -171,29 +207,35 @@ impl Default for BrokerConfig {
             connection_handshake_timeout_ms: CONNECTION_HANDSHAKE_TIMEOUT_MS_DEFAULT,
             connection_idle_timeout_ms: CONNECTION_IDLE_TIMEOUT_MS_DEFAULT,
             repair: false,
+            kafka_listen: KAFKA_LISTEN_DEFAULT.to_string(),
+            kafka_advertised: None,
+            kafka_request_bytes_max: carteiro_kafka::REQUEST_BYTES_MAX_DEFAULT,
+            auto_create_topics: true,
+            default_partitions: DEFAULT_PARTITIONS_DEFAULT,
         }
     }
 }
 
-/// Checks that `listen` is HOST:PORT with a port of 0 to 65535.
-fn check_listen(listen: &str) -> Result<(), String> {
+/// Checks that setting `field` is HOST:PORT with a port of 0 to 65535;
+/// returns the host and the port.
+pub fn check_listen<'a>(field: &str, listen: &'a str) -> Result<(&'a str, u16), String> {
     let shown: String = listen.chars().take(64).collect();
     let Some((host, port)) = listen.rsplit_once(':') else {
         return Err(format!(
-            "listen is {shown:?}: it must be HOST:PORT, for example 127.0.0.1:7099"
+            "{field} is {shown:?}: it must be HOST:PORT, for example 127.0.0.1:7099"
         ));
     };
     if host.is_empty() {
         return Err(format!(
-            "listen is {shown:?}: the host is missing, for example 127.0.0.1{listen}"
+            "{field} is {shown:?}: the host is missing, for example 127.0.0.1{listen}"
         ));
     }
-    if port.parse::<u16>().is_err() {
+    let Ok(port) = port.parse::<u16>() else {
         return Err(format!(
-            "listen is {shown:?}: port {port:?} is not a number from 0 to 65535"
+            "{field} is {shown:?}: port {port:?} is not a number from 0 to 65535"
         ));
-    }
-    Ok(())
+    };
+    Ok((host, port))
 }
 
 fn positive(field: &str, value: u64) -> Result<(), String> {
@@ -233,6 +275,11 @@ impl BrokerConfig {
             connection_handshake_timeout_ms: layered!(connection_handshake_timeout_ms),
             connection_idle_timeout_ms: layered!(connection_idle_timeout_ms),
             repair: args.repair || file.repair.unwrap_or(false),
+            kafka_listen: layered!(kafka_listen),
+            kafka_advertised: args.kafka_advertised.or(file.kafka_advertised),
+            kafka_request_bytes_max: layered!(kafka_request_bytes_max),
+            auto_create_topics: layered!(auto_create_topics),
+            default_partitions: layered!(default_partitions),
         };
         config.validate()?;
         Ok(config)
@@ -240,7 +287,34 @@ impl BrokerConfig {
 
     /// Checks every limit.
     pub fn validate(&self) -> Result<(), String> {
-        check_listen(&self.listen)?;
+        check_listen("listen", &self.listen)?;
+        if self.kafka_listen != KAFKA_LISTEN_OFF {
+            check_listen("kafka_listen", &self.kafka_listen)?;
+        }
+        if let Some(advertised) = &self.kafka_advertised {
+            let (_, port) = check_listen("kafka_advertised", advertised)?;
+            if port == 0 {
+                return Err(format!(
+                    "kafka_advertised is {advertised:?}: clients cannot connect to port 0"
+                ));
+            }
+        }
+        let storage_max = carteiro_storage::store::PARTITIONS_MAX;
+        if !(1..=storage_max).contains(&self.default_partitions) {
+            return Err(format!(
+                "default_partitions is {}; it must be 1 to {storage_max}",
+                self.default_partitions
+            ));
+        }
+        // The largest batch a topic may accept must fit in a request.
+        let min_kafka = carteiro_storage::config::MAX_BATCH_BYTES_MAX;
+        if self.kafka_request_bytes_max < min_kafka.min(1024 * 1024) {
+            return Err(format!(
+                "kafka_request_bytes_max is {}; it must be at least {}",
+                self.kafka_request_bytes_max,
+                min_kafka.min(1024 * 1024)
+            ));
+        }
         positive("max_connections", u64::from(self.max_connections))?;
         positive(
             "max_requests_in_flight",

@@ -12,6 +12,11 @@
 //! - `limits` (private): requests, produce bytes and fetches in flight;
 //!   `connections` (private): the accept loop, connection limit and timeouts.
 //! - [`error`]: the one place a core error becomes a gRPC status.
+//! - [`reserving_allocator`]: the binary's allocator, so that a count a
+//!   client sends cannot abort the process.
+//!
+//! The Kafka edge is its own crate (`carteiro-kafka`); [`server::serve`]
+//! runs it beside the gRPC services on the same core.
 
 mod admin;
 pub mod body_budget;
@@ -22,6 +27,7 @@ mod convert;
 pub mod error;
 mod groups;
 mod limits;
+pub mod reserving_allocator;
 pub mod server;
 mod shared;
 

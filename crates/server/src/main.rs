@@ -3,10 +3,16 @@
 
 use std::process::ExitCode;
 
-use carteiro_server::config::LogFormat;
+use carteiro_server::config::{KAFKA_LISTEN_OFF, LogFormat};
+use carteiro_server::reserving_allocator::ReservingAllocator;
+use carteiro_server::server::kafka_options;
 use carteiro_server::{Args, BrokerConfig, open_broker, serve};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+
+/// See [`ReservingAllocator`]: a client's count cannot abort the broker.
+#[global_allocator]
+static ALLOCATOR: ReservingAllocator = ReservingAllocator;
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -101,18 +107,51 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let kafka = if config.kafka_listen == KAFKA_LISTEN_OFF {
+            None
+        } else {
+            let bound = match tokio::net::TcpListener::bind(&config.kafka_listen).await {
+                Ok(kafka) => kafka_options(&config, &kafka).map(|options| (kafka, options)),
+                Err(e) => Err(format!(
+                    "cannot listen for Kafka clients on {}: {e} (choose another address with --kafka-listen, or turn it off with --kafka-listen off)",
+                    config.kafka_listen
+                )),
+            };
+            match bound {
+                Ok(kafka) => Some(kafka),
+                Err(e) => {
+                    eprintln!("carteiro: {e}");
+                    let _ = tokio::task::spawn_blocking(move || broker.close()).await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
         let shutdown = shutdown_signal();
         let address = listener
             .local_addr()
             .map_or_else(|_| config.listen.clone(), |a| a.to_string());
+        let kafka_address = match &kafka {
+            Some((listener, options)) => {
+                let bound = listener
+                    .local_addr()
+                    .map_or_else(|_| config.kafka_listen.clone(), |a| a.to_string());
+                let advertised = format!("{}:{}", options.advertised_host, options.advertised_port);
+                if advertised == bound {
+                    format!("kafka on {bound}")
+                } else {
+                    format!("kafka on {bound} (advertised {advertised})")
+                }
+            }
+            None => "kafka off".to_string(),
+        };
         let data =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
         println!(
-            "carteiro {} listening on {address}, data in {}",
+            "carteiro {} listening on {address}, {kafka_address}, data in {}",
             env!("CARGO_PKG_VERSION"),
             data.display()
         );
-        match serve(config, listener, broker, shutdown).await {
+        match serve(config, listener, kafka, broker, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carteiro: {e}");

@@ -12,6 +12,7 @@ use carteiro::proto::broker_server::BrokerServer;
 use carteiro::proto::groups_server::GroupsServer;
 use carteiro_core::fetch::FETCH_MAX_BYTES_LIMIT;
 use carteiro_core::{Broker, BrokerOptions};
+use carteiro_kafka::KafkaOptions;
 use carteiro_storage::config::MAX_BATCH_BYTES_MAX;
 use tokio::net::TcpListener;
 
@@ -80,12 +81,51 @@ pub async fn open_broker(config: &BrokerConfig) -> Result<Arc<Broker>, ServeErro
         .map_err(open_err)
 }
 
-/// Serves on `listener` until `shutdown` resolves, then stops accepting,
-/// lets requests in flight finish (long polls return at once), and closes
-/// every log cleanly.
+/// What the Kafka edge is told: the advertised address is
+/// `--kafka-advertised`, else the address `listener` is bound to (which
+/// must then be a specific one, not 0.0.0.0).
+pub fn kafka_options(
+    config: &BrokerConfig,
+    listener: &TcpListener,
+) -> Result<KafkaOptions, String> {
+    let (host, port) = match &config.kafka_advertised {
+        Some(advertised) => {
+            let (host, port) = crate::config::check_listen("kafka_advertised", advertised)?;
+            (host.to_string(), port)
+        }
+        None => {
+            let bound = listener
+                .local_addr()
+                .map_err(|e| format!("kafka listener: {e}"))?;
+            if bound.ip().is_unspecified() {
+                return Err(format!(
+                    "kafka_listen is {}: on every interface, clients need an address to connect to: set --kafka-advertised HOST:PORT",
+                    config.kafka_listen
+                ));
+            }
+            (bound.ip().to_string(), bound.port())
+        }
+    };
+    Ok(KafkaOptions {
+        advertised_host: host,
+        advertised_port: port,
+        connections_max: config.max_connections,
+        request_bytes_max: config.kafka_request_bytes_max,
+        request_bytes_in_flight_max: config.max_request_bytes_in_flight,
+        idle_timeout: Duration::from_millis(config.connection_idle_timeout_ms),
+        auto_create_topics: config.auto_create_topics,
+        default_partitions: config.default_partitions,
+    })
+}
+
+/// Serves gRPC on `listener` (and Kafka's protocol, if given its listener
+/// and options) until `shutdown` resolves, then stops accepting, lets
+/// requests in flight finish (long polls return at once), and closes every
+/// log cleanly.
 pub async fn serve(
     config: BrokerConfig,
     listener: TcpListener,
+    kafka: Option<(TcpListener, KafkaOptions)>,
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -93,6 +133,9 @@ pub async fn serve(
         let broker = broker.clone();
         tokio::spawn(async move { broker.run_group_expiry().await })
     };
+    let kafka = kafka.map(|(listener, options)| {
+        tokio::spawn(carteiro_kafka::serve(listener, broker.clone(), options))
+    });
     let shared = Arc::new(Shared {
         broker: broker.clone(),
         limits: RequestLimits::new(&config),
@@ -154,6 +197,9 @@ pub async fn serve(
         .await;
     broker.shut_down();
     let _ = expiry.await;
+    if let Some(kafka) = kafka {
+        let _ = kafka.await;
+    }
     drop(shared);
     let closed = tokio::task::spawn_blocking(move || broker.close()).await;
     served?;

@@ -366,7 +366,13 @@ async fn the_port_opens_only_after_recovery() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(broker_binary())
-        .args(["--listen", &address, "--data-dir"])
+        .args([
+            "--listen",
+            &address,
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -60,12 +60,18 @@ pub const CLASSIC_BYTES_MAX: usize = 1024 * 1024;
 pub const PROTOCOL_NAME_MAX_BYTES: usize = 255;
 /// Most groups the coordinator holds at once (empty ones expire).
 pub const GROUPS_MAX: usize = 100_000;
+/// Most member ids given out before a first join and not yet used
+/// (Kafka's KIP-394 join in two steps); each lasts one session timeout.
+pub const PENDING_MEMBERS_MAX: usize = 100_000;
 
 /// The coordinator of every group.
 pub struct Coordinator {
     store: Arc<Store>,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
+    /// Member ids given out by [`Coordinator::reserve_member_id`]: id to
+    /// `(group, expiry)`.
+    pending: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 pub(crate) fn fenced(reason: FenceReason, message: String) -> BrokerError {
@@ -166,6 +172,7 @@ impl Coordinator {
             store,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(seed),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -188,6 +195,45 @@ impl Coordinator {
             low >> 48,
             low & 0xffff_ffff_ffff
         )
+    }
+
+    /// Gives out a member id for a first join that must come back with it
+    /// (Kafka's MEMBER_ID_REQUIRED, KIP-394): a join with it within
+    /// `session_timeout_ms` is let in as a new member.
+    pub fn reserve_member_id(
+        &self,
+        group: &str,
+        client_id: &str,
+        session_timeout_ms: u32,
+    ) -> Result<String, BrokerError> {
+        crate::committed::validate_group(group)?;
+        let lasts = timeout("session_timeout_ms", session_timeout_ms)?;
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= PENDING_MEMBERS_MAX {
+            pending.retain(|_, (_, expiry)| *expiry > now);
+        }
+        if pending.len() >= PENDING_MEMBERS_MAX {
+            return Err(BrokerError::ResourceExhausted {
+                what: "member ids given out and not yet used",
+                limit: PENDING_MEMBERS_MAX as u64,
+            });
+        }
+        let id = self.new_member_id(client_id);
+        pending.insert(id.clone(), (group.to_string(), now + lasts));
+        Ok(id)
+    }
+
+    /// True, once, if `id` was given out for `group` and has not expired.
+    fn take_pending(&self, group: &str, id: &str) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.get(id) {
+            Some((g, expiry)) if g == group && *expiry > Instant::now() => {
+                pending.remove(id);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn complete(&self, group: &mut Group) {
@@ -238,7 +284,11 @@ impl Coordinator {
                 // Only the coordinator names members: a join with an id the
                 // group does not hold (made up, or from before a restart or
                 // an expiry) must join afresh.
-                Some(id) if !id.is_empty() && !group.members.contains_key(&id) => {
+                Some(id)
+                    if !id.is_empty()
+                        && !group.members.contains_key(&id)
+                        && !self.take_pending(&request.group, &id) =>
+                {
                     return Err(fenced(
                         FenceReason::UnknownMember,
                         format!(
@@ -441,6 +491,11 @@ impl Coordinator {
         }
         // Groups whose last member expired are forgotten (see `leave`).
         groups.retain(|_, group| !group.members.is_empty());
+        drop(groups);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, expiry)| *expiry > now);
     }
 
     /// A topic appeared or went: assigned groups subscribed to it rebalance.

@@ -408,3 +408,44 @@ async fn subscriptions_are_validated_and_bounded() {
     // Nothing refused was kept.
     assert_eq!(coordinator.group_count(), 0);
 }
+
+#[tokio::test]
+async fn a_member_id_given_out_before_the_first_join_lets_that_join_in_once() {
+    let (_dir, coordinator) = coordinator();
+    let id = coordinator
+        .reserve_member_id("kip394", "rdkafka", 10_000)
+        .expect("reserved");
+    assert!(id.starts_with("rdkafka-"), "{id}");
+    let join = JoinRequest {
+        member_id: Some(id.clone()),
+        ..classic("kip394", "rdkafka", &[("range", "m")])
+    };
+    let joined = coordinator.join(join.clone()).await.expect("joins with it");
+    assert_eq!(joined.member_id, id);
+    // For another group, or made up, an id is still refused.
+    let elsewhere = coordinator
+        .reserve_member_id("kip394", "rdkafka", 10_000)
+        .expect("reserved");
+    let wrong_group = JoinRequest {
+        member_id: Some(elsewhere),
+        ..classic("other", "rdkafka", &[("range", "m")])
+    };
+    let refused = coordinator
+        .join(wrong_group)
+        .await
+        .expect_err("not its group");
+    assert!(matches!(
+        refused,
+        BrokerError::Fenced {
+            reason: FenceReason::UnknownMember,
+            ..
+        }
+    ));
+    let refused = coordinator
+        .reserve_member_id("kip394", "rdkafka", 10)
+        .expect_err("session timeout below the minimum");
+    assert!(
+        refused.to_string().contains("session_timeout_ms"),
+        "{refused}"
+    );
+}

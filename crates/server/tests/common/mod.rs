@@ -55,6 +55,8 @@ pub struct Broker {
     child: Child,
     /// `host:port` it listens on.
     pub address: String,
+    /// `host:port` of its Kafka listener, if on.
+    pub kafka_address: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -84,9 +86,15 @@ impl Broker {
     }
 
     fn spawn(mut command: Command, listen: &str, data_dir: &Path, extra: &[&str]) -> Broker {
-        let mut child = command
+        command
             .args(["--listen", listen, "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        // Tests run side by side: each broker's Kafka listener takes a
+        // free port unless the test chooses.
+        if !extra.contains(&"--kafka-listen") {
+            command.args(["--kafka-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -116,9 +124,15 @@ impl Broker {
             line.contains(&format!("data in {}", data_dir.display())) || line.contains("data in "),
             "{line}"
         );
+        let kafka_address = line
+            .split("kafka on ")
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .map(str::to_string);
         Broker {
             child,
             address,
+            kafka_address,
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -303,7 +317,13 @@ pub fn batch_of<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
 /// returns what it printed on standard error.
 pub fn start_fails(data_dir: &Path, extra: &[&str]) -> String {
     let mut child = Command::new(broker_binary())
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .env("RUST_LOG", "warn")

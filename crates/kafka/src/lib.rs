@@ -1,0 +1,40 @@
+//! Carteiro's Kafka edge: Apache Kafka's wire protocol served from the
+//! broker core, beside the gRPC edge, so that stock Kafka clients (kcat,
+//! librdkafka, the Java client, kafka-python, KafkaJS) produce, consume in
+//! groups and manage topics unchanged.
+//!
+//! Record batches pass through as bytes: a produce hands the client's batch
+//! to the core as it came, a fetch hands out the stored bytes. The codec is
+//! the `kafka-protocol` crate (generated from Kafka's own schemas).
+//!
+//! Modules, one concept each:
+//! - [`versions`]: the APIs and versions served, one table that both the
+//!   ApiVersions answer and the dispatcher read.
+//! - `connection`: framing, limits and in-order replies on one socket.
+//! - `request`: a frame's header, decoded; the dispatcher to the handlers.
+//! - `handlers`: one module per API family, each a decoded request in and a
+//!   response value out, calling the core.
+//! - `error`: the one mapping from the core's errors to Kafka error codes.
+
+mod connection;
+mod error;
+mod handlers;
+mod listener;
+mod request;
+pub mod versions;
+
+pub use listener::{KafkaOptions, serve};
+
+/// Largest request frame accepted, in bytes, by default (Kafka's
+/// `socket.request.max.bytes`, 100 MiB). A larger length prefix closes the
+/// connection before anything is allocated for it.
+pub const REQUEST_BYTES_MAX_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Requests read from one connection and not yet answered; past it the
+/// connection is not read until a reply is written (back pressure, not an
+/// error: librdkafka pipelines up to a million).
+pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
+/// The node id of this broker: the controller, the coordinator of every
+/// group and every partition's leader until replication.
+pub const NODE_ID: i32 = 0;
+/// The cluster id reported in Metadata.
+pub const CLUSTER_ID: &str = "carteiro";

@@ -1,0 +1,175 @@
+//! kcat (Debian's, librdkafka 2.0.2) against a real broker: metadata at the
+//! advertised address, 10,000 lines produced plain and with each codec and
+//! read back identical by kcat and by `logctl` over gRPC, and records
+//! produced over gRPC read back identical by kcat.
+//!
+//! `bash scripts/test` installs kcat.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, logctl_binary};
+
+/// Longest a kcat or logctl run may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines per produce.
+const LINES: usize = 10_000;
+
+/// Runs `program` with `args`, `input` on its standard input, bounded by
+/// [`TOOL_TIMEOUT`]; fails the test if it overruns or fails.
+fn run(program: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): `bash scripts/test` installs it"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    // Drained while it runs, or a full pipe would stall it.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!(
+                "{program} {args:?} ran past {TOOL_TIMEOUT:?}; stderr: {}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let output = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn lines(prefix: &str) -> String {
+    (0..LINES).map(|i| format!("{prefix} line {i}\n")).collect()
+}
+
+fn kafka_address(broker: &Broker) -> String {
+    broker
+        .kafka_address
+        .clone()
+        .expect("the Kafka listener is on")
+}
+
+/// kcat's output of every record of `topic`, from the start to the end.
+fn kcat_read(address: &str, topic: &str) -> String {
+    let output = run("kcat", &["-b", address, "-C", "-t", topic, "-e", "-q"], b"");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn logctl_read(broker: &Broker, topic: &str) -> String {
+    let output = run(
+        logctl_binary().to_str().expect("utf-8 path"),
+        &[
+            "--broker",
+            &broker.address,
+            "consume",
+            topic,
+            "--from-beginning",
+            "-n",
+            &LINES.to_string(),
+        ],
+        b"",
+    );
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+#[test]
+fn kcat_lists_the_broker_at_its_advertised_address_and_the_topics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let advertised = format!("localhost:{port}");
+    let broker = Broker::start(
+        dir.path(),
+        &["--kafka-listen", &listen, "--kafka-advertised", &advertised],
+    );
+    run("kcat", &["-b", &listen, "-P", "-t", "listed"], b"one\n");
+    let output = run("kcat", &["-b", &listen, "-L"], b"");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("broker 0 at {advertised}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("topic \"listed\" with 1 partitions"),
+        "{text}"
+    );
+    assert!(!text.contains("__consumer_offsets"), "{text}");
+    drop(broker);
+}
+
+#[test]
+fn kcat_lines_come_back_identical_through_kcat_and_grpc_with_every_codec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let address = kafka_address(&broker);
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("lines-{codec}");
+        let sent = lines(codec);
+        run(
+            "kcat",
+            &[
+                "-b", &address, "-P", "-t", &topic, "-z", codec, "-X", "acks=all",
+            ],
+            sent.as_bytes(),
+        );
+        assert_eq!(kcat_read(&address, &topic), sent, "{codec}: through kcat");
+        assert_eq!(logctl_read(&broker, &topic), sent, "{codec}: through gRPC");
+    }
+}
+
+#[test]
+fn records_produced_over_grpc_come_back_identical_through_kcat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let sent = lines("grpc");
+    run(
+        logctl_binary().to_str().expect("utf-8 path"),
+        &["--broker", &broker.address, "topics", "create", "from-grpc"],
+        b"",
+    );
+    run(
+        logctl_binary().to_str().expect("utf-8 path"),
+        &["--broker", &broker.address, "produce", "from-grpc"],
+        sent.as_bytes(),
+    );
+    assert_eq!(kcat_read(&kafka_address(&broker), "from-grpc"), sent);
+}
