@@ -4,12 +4,15 @@
 //!   wire: a builder that encodes and a zero-copy reader that validates.
 //! - [`partitioner`]: which partition a key goes to, the function every
 //!   client and the broker share.
+//! - [`consumer_protocol`]: the assignment bytes Kafka consumers pass
+//!   through a classic group, read to show each member's partitions.
 //! - [`proto`] (feature `grpc`): the types generated from `proto/`, and
 //!   [`FILE_DESCRIPTOR_SET`] for gRPC reflection.
 //!
 //! The storage crate depends on this crate without the `grpc` feature, so
 //! it sees the codec and nothing of gRPC.
 
+pub mod consumer_protocol;
 pub mod partitioner;
 pub mod record;
 

@@ -173,3 +173,83 @@ fn records_produced_over_grpc_come_back_identical_through_kcat() {
     );
     assert_eq!(kcat_read(&kafka_address(&broker), "from-grpc"), sent);
 }
+
+/// `logctl groups describe --output json` of `group`.
+fn describe_group(broker: &Broker, group: &str) -> Option<serde_json::Value> {
+    let output = Command::new(logctl_binary())
+        .args([
+            "--broker",
+            &broker.address,
+            "--output",
+            "json",
+            "groups",
+            "describe",
+            group,
+        ])
+        .output()
+        .expect("run logctl");
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("JSON"))
+}
+
+#[test]
+fn logctl_shows_a_kafka_group_with_its_members_partitions_commits_and_lag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--default-partitions", "2"]);
+    let address = kafka_address(&broker);
+    let sent: String = (0..10).map(|i| format!("{i}\n")).collect();
+    run(
+        "kcat",
+        &["-b", &address, "-P", "-t", "watched"],
+        sent.as_bytes(),
+    );
+    // A consumer that stays in the group until killed.
+    let mut consumer = Command::new("kcat")
+        .args(["-b", &address, "-G", "watchers", "watched", "-q"])
+        .args([
+            "-X",
+            "auto.offset.reset=earliest",
+            "-X",
+            "auto.commit.interval.ms=100",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kcat: `bash scripts/test` installs it");
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let described = loop {
+        let described = describe_group(&broker, "watchers");
+        let settled = described.as_ref().is_some_and(|d| {
+            d["members"].as_array().is_some_and(|m| m.len() == 1)
+                && d["partitions"].as_array().is_some_and(|p| p.len() == 2)
+                && d["total_lag"] == 0
+        });
+        if settled {
+            break described.expect("described");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle: {described:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    let mut partitions: Vec<String> = described["members"][0]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p.as_str().expect("text").to_string())
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, ["watched/0", "watched/1"], "{described}");
+    let committed: i64 = described["partitions"]
+        .as_array()
+        .expect("commits")
+        .iter()
+        .map(|p| p["committed_offset"].as_i64().expect("offset"))
+        .sum();
+    assert_eq!(committed, 10, "{described}");
+}

@@ -98,6 +98,18 @@ fn check_len(field: &'static str, len: usize, max: usize, unit: &str) -> Result<
     Ok(())
 }
 
+/// A member's partitions: assigned by the broker, or, in a Kafka consumer
+/// group, read from the assignment its leader sent (none if unreadable:
+/// the bytes are the clients' business).
+fn member_partitions(kind: &GroupKind, member: &Member) -> Vec<(String, u32)> {
+    match (kind, &member.assignment) {
+        (GroupKind::Classic(protocol_type), Some(assignment)) if protocol_type == "consumer" => {
+            carteiro::consumer_protocol::assigned_partitions(assignment).unwrap_or_default()
+        }
+        _ => member.partitions.clone(),
+    }
+}
+
 /// Checks a join's ids, subscription and sizes against the limits.
 fn check_join(request: &JoinRequest) -> Result<(), BrokerError> {
     crate::committed::validate_group(&request.group)?;
@@ -591,7 +603,7 @@ impl Coordinator {
                 .map(|(id, m)| MemberSnapshot {
                     member_id: id.clone(),
                     client_id: m.client_id.clone(),
-                    partitions: m.partitions.clone(),
+                    partitions: member_partitions(&g.kind, m),
                     metadata: metadata_for(m, g.protocol.as_deref()),
                     assignment: m.assignment.clone().unwrap_or_default(),
                 })
