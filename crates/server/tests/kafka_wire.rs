@@ -267,3 +267,40 @@ fn hostile_frames_close_the_connection_or_get_error_codes_and_change_nothing() {
     let mut fresh = KafkaConnection::open(&address);
     assert_eq!(fresh.call(&ApiVersionsRequest::default(), 3).error_code, 0);
 }
+
+#[test]
+fn a_fetch_serves_the_first_batch_over_its_limit_and_answers_out_of_range_with_the_log_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    create_topic(&mut kafka, "wide", 1);
+    let big_value = "x".repeat(64 * 1024);
+    let batch = Bytes::from(common::batch_of(&[big_value.as_str(), "after"]));
+    // acks=all: on a flush-always topic, visible once acknowledged.
+    assert_eq!(
+        first_produce_error(&kafka.call(&produce("wide", 0, batch.clone(), -1), 9)),
+        0
+    );
+    // Limits far below the batch: the whole first batch still comes, so a
+    // consumer always makes progress.
+    let mut small = fetch("wide", 1, 0);
+    small.max_bytes = 100;
+    small.topics[0].partitions[0].partition_max_bytes = 100;
+    let stored = records_of(&kafka.call(&small, 12));
+    assert_same_batch(&stored, &batch, 0);
+    // Past the end: OFFSET_OUT_OF_RANGE with the log's start offset.
+    let reply = kafka.call(&fetch("wide", 50, 0), 12);
+    let partition = &reply.responses[0].partitions[0];
+    assert_eq!(
+        partition.error_code, 1,
+        "OFFSET_OUT_OF_RANGE: {partition:?}"
+    );
+    assert_eq!(partition.log_start_offset, 0);
+    assert_eq!(partition.high_watermark, 2);
+    // read_committed sees what read_uncommitted sees: no transactions.
+    let mut committed = fetch("wide", 0, 0);
+    committed.isolation_level = 1;
+    let reply = kafka.call(&committed, 12);
+    assert_eq!(reply.responses[0].partitions[0].last_stable_offset, 2);
+    assert_same_batch(&records_of(&reply), &batch, 0);
+}
