@@ -37,6 +37,19 @@ pub(crate) fn topic_id(name: &str, created_ms: i64) -> Uuid {
     Uuid::from_u128(value)
 }
 
+/// Checks that the topic exists, creating it first if it is missing and
+/// `create` allows it. Cheap when it exists (the produce path asks every time).
+pub(crate) async fn ensure_topic(
+    edge: &Arc<Edge>,
+    name: &str,
+    create: bool,
+) -> Result<(), BrokerError> {
+    if edge.broker.store().topic(name).is_ok() {
+        return Ok(());
+    }
+    find_or_create(edge, name, create).await.map(|_| ())
+}
+
 /// The topic, created first if it is missing and `create` allows it.
 pub(crate) async fn find_or_create(
     edge: &Arc<Edge>,

@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 
-use super::metadata::find_or_create;
+use super::metadata::ensure_topic;
 use super::text;
 use crate::error::{Family, KafkaError, kafka_error};
 use crate::listener::Edge;
@@ -50,7 +50,7 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
         let exists = if transactional || acks.is_err() {
             Ok(())
         } else {
-            find_or_create(edge, &name, true).await.map(|_| ())
+            ensure_topic(edge, &name, true).await
         };
         let mut partitions = Vec::with_capacity(topic.partition_data.len().min(1024));
         for data in topic.partition_data {
