@@ -38,3 +38,15 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 pub const NODE_ID: i32 = 0;
 /// The cluster id reported in Metadata.
 pub const CLUSTER_ID: &str = "carteiro";
+
+/// What a client may do, as Kafka's bit set of ACL operations, answered
+/// when a client asks (Metadata v8+, DescribeGroups v3+). With no
+/// authorizer every operation a resource supports is allowed, as Kafka
+/// answers: on a topic READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS (bits 3-8, 10, 11).
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = 3576;
+/// On the cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE (bits 5, 7-12).
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = 8096;
+/// On a group: READ, DELETE, DESCRIBE (bits 3, 6, 8).
+pub const GROUP_AUTHORIZED_OPERATIONS: i32 = 328;

@@ -273,12 +273,19 @@ pub(crate) fn leave(
 /// Answers DescribeGroups; a group with no members nor commits is "Dead",
 /// as Kafka answers.
 pub(crate) fn describe(edge: &Arc<Edge>, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let operations = if request.include_authorized_operations {
+        crate::GROUP_AUTHORIZED_OPERATIONS
+    } else {
+        i32::MIN
+    };
     let groups = request
         .groups
         .into_iter()
         .take(carteiro_core::fetch::PARTITIONS_PER_REQUEST_MAX)
         .map(|group| {
-            let answer = DescribedGroup::default().with_group_id(group.clone());
+            let answer = DescribedGroup::default()
+                .with_group_id(group.clone())
+                .with_authorized_operations(operations);
             match edge.broker.describe_group(group.0.as_str()) {
                 Ok(described) => {
                     let protocol_type = match &described.kind {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::text;
 use crate::error::{Family, kafka_error};
 use crate::listener::Edge;
-use crate::{CLUSTER_ID, NODE_ID};
+use crate::{CLUSTER_AUTHORIZED_OPERATIONS, CLUSTER_ID, NODE_ID, TOPIC_AUTHORIZED_OPERATIONS};
 
 /// A topic's id: stable for the life of the topic (its name and creation
 /// time), never zero, and different for a topic deleted and created again.
@@ -85,7 +85,13 @@ pub(crate) async fn find_or_create(
     }
 }
 
-fn topic_answer(topic: &TopicDescription, version: i16) -> MetadataResponseTopic {
+/// What a response says of authorized operations: the set if asked,
+/// Kafka's "not provided" (`i32::MIN`) otherwise.
+fn authorized(asked: bool, operations: i32) -> i32 {
+    if asked { operations } else { i32::MIN }
+}
+
+fn topic_answer(topic: &TopicDescription, version: i16, operations: i32) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -101,7 +107,8 @@ fn topic_answer(topic: &TopicDescription, version: i16) -> MetadataResponseTopic
     let answer = MetadataResponseTopic::default()
         .with_name(Some(TopicName(text(topic.name.clone()))))
         .with_is_internal(topic.name.starts_with(INTERNAL_TOPIC_PREFIX))
-        .with_partitions(partitions);
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(operations);
     if version >= 10 {
         answer.with_topic_id(topic_id(&topic.name, topic.created_ms))
     } else {
@@ -125,10 +132,18 @@ pub(crate) async fn metadata(
         .with_node_id(BrokerId(NODE_ID))
         .with_host(text(edge.options.advertised_host.clone()))
         .with_port(i32::from(edge.options.advertised_port));
+    let operations = authorized(
+        request.include_topic_authorized_operations,
+        TOPIC_AUTHORIZED_OPERATIONS,
+    );
     let mut answer = MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(text(CLUSTER_ID)))
-        .with_controller_id(BrokerId(NODE_ID));
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_cluster_authorized_operations(authorized(
+            request.include_cluster_authorized_operations,
+            CLUSTER_AUTHORIZED_OPERATIONS,
+        ));
     // v0 names no topics to mean all of them; v1 and later send null.
     let named = match request.topics {
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(topics),
@@ -139,7 +154,7 @@ pub(crate) async fn metadata(
         for (name, _) in edge.broker.list_topics() {
             // A topic deleted meanwhile is left out.
             if let Ok(topic) = edge.broker.describe_topic(&name) {
-                topics.push(topic_answer(&topic, version));
+                topics.push(topic_answer(&topic, version, operations));
             }
         }
         answer.topics = topics;
@@ -163,7 +178,7 @@ pub(crate) async fn metadata(
         };
         let name = name.0.as_str();
         match find_or_create(edge, name, create).await {
-            Ok(topic) => topics.push(topic_answer(&topic, version)),
+            Ok(topic) => topics.push(topic_answer(&topic, version, operations)),
             Err(e) => topics.push(topic_error(Some(name), kafka_error(&e, Family::Data).error)),
         }
     }

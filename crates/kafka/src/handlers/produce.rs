@@ -103,10 +103,13 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
                 PartitionAppend::Failed(e) => Some(e.message.clone()),
                 PartitionAppend::Appended(_) => None,
             });
-        return match failed {
-            Some(reason) => Outcome::Close(format!("a produce with acks=0 failed: {reason}")),
-            None => Outcome::NoReply,
-        };
+        if let Some(reason) = failed {
+            return Outcome::Close(format!("a produce with acks=0 failed: {reason}"));
+        }
+        // No reply, but the appends still become visible: on a flush-always
+        // topic that takes the sync an acknowledgement starts.
+        tokio::spawn(acknowledge(topics, version));
+        return Outcome::NoReply;
     }
     Outcome::Later(tokio::spawn(async move {
         Some(Reply::new(ResponseKind::Produce(
