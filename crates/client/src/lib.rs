@@ -34,5 +34,5 @@ pub use consumer::{
     CommitMode, Consumer, ConsumerConfig, OffsetReset, RebalanceEvent, Seek, Strategy,
 };
 pub use error::ClientError;
-pub use producer::{Acks, Delivery, Producer, ProducerConfig};
+pub use producer::{Acks, Compression, Delivery, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata, TopicPartition};

@@ -688,3 +688,34 @@ fn a_terminal_gets_a_progress_bar() {
     assert!(screen.contains("1999"), "and the records are printed too");
     broker.stop();
 }
+
+#[test]
+fn produce_with_each_compression_and_consume_it_back() {
+    let (_dir, _broker, cli) = started();
+    cli.ok(&["topics", "create", "squeezed", "--partitions", "1"]);
+    let mut expected = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let lines: Vec<String> = (0..50)
+            .map(|i| format!("{codec} line {i} that repeats, repeats, repeats"))
+            .collect();
+        let output = cli.run_with_input(
+            &["produce", "squeezed", "--compression", codec],
+            &(lines.join("\n") + "\n"),
+        );
+        assert!(
+            output.status.success(),
+            "{codec}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        expected.extend(lines);
+    }
+    let consumed = cli.ok(&["consume", "squeezed"]);
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), expected);
+    let refused = cli.run_with_input(&["produce", "squeezed", "--compression", "brotli"], "x\n");
+    assert_eq!(refused.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("gzip") && stderr.contains("zstd"),
+        "{stderr}"
+    );
+}

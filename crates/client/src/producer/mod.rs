@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use carteiro::proto;
+pub use carteiro::record::Compression;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -105,6 +106,14 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Longest a record may take to be delivered.
     pub delivery_timeout: Duration,
+    /// The codec of the batches sent (Kafka's `compression.type`); none by
+    /// default. A batch whose records do not shrink goes uncompressed, as
+    /// librdkafka sends it; the broker checks a compressed batch's records
+    /// once decompressed, and stores it as sent. `batch_bytes` and the
+    /// topic's `max_batch_bytes` are met by the records uncompressed, so a
+    /// compressed batch is never over them. Batches are compressed on the
+    /// producer's background task as they are sent.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -120,6 +129,7 @@ impl Default for ProducerConfig {
             acks: Acks::Durable,
             retry_backoff: Duration::from_millis(RETRY_BACKOFF_MS_DEFAULT),
             delivery_timeout: Duration::from_millis(DELIVERY_TIMEOUT_MS_DEFAULT),
+            compression: Compression::None,
         }
     }
 }
@@ -177,6 +187,11 @@ impl Producer {
             return Err(ClientError::Invalid(
                 "batch_bytes, sticky_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
             ));
+        }
+        if let Compression::Unknown(id) = config.compression {
+            return Err(ClientError::Invalid(format!(
+                "compression codec {id} is not one of none, gzip, snappy, lz4, zstd"
+            )));
         }
         let channel = channel(&config.broker)?;
         let (commands, rx) = mpsc::channel(config.buffer_records);

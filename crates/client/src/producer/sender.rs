@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
-use carteiro::record::{Header, NewRecord, RecordBatchBuilder};
+use carteiro::record::{Compression, Header, NewRecord, RecordBatchBuilder};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,9 +33,9 @@ struct Pending {
 }
 
 impl Pending {
-    fn new() -> Self {
+    fn new(compression: Compression) -> Self {
         Pending {
-            builder: RecordBatchBuilder::new(),
+            builder: RecordBatchBuilder::new().with_compression(compression),
             waiters: Vec::new(),
             created: Instant::now(),
             encoded: None,
@@ -284,7 +284,8 @@ impl Sender {
             self.seal(&tp);
         }
         if !self.open.contains_key(&tp) {
-            self.open.insert(tp.clone(), Pending::new());
+            self.open
+                .insert(tp.clone(), Pending::new(self.config.compression));
         }
         let Some(pending) = self.open.get_mut(&tp) else {
             return;

@@ -1,7 +1,7 @@
 //! One function per `logctl` subcommand, one module per command group;
 //! here the argument types they share.
 
-use carteiro_client::{Acks, ClientError};
+use carteiro_client::{Acks, ClientError, Compression};
 use clap::ValueEnum;
 
 mod consume;
@@ -56,6 +56,33 @@ impl From<AcksArg> for Acks {
         match arg {
             AcksArg::Durable => Acks::Durable,
             AcksArg::Appended => Acks::Appended,
+        }
+    }
+}
+
+/// Compression codec names on the command line (Kafka's `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Batches as they are
+    None,
+    /// gzip
+    Gzip,
+    /// snappy (xerial framing, as the Java client writes)
+    Snappy,
+    /// lz4 (LZ4 frame)
+    Lz4,
+    /// zstd
+    Zstd,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(arg: CompressionArg) -> Compression {
+        match arg {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct ProduceArgs {
     /// When the broker acknowledges
     #[arg(long, value_enum, default_value_t = AcksArg::Durable)]
     acks: AcksArg,
+    /// Compress each batch with this codec (a batch that would not shrink
+    /// goes uncompressed)
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    compression: CompressionArg,
 }
 
 fn parse_headers(headers: &[String]) -> Result<Vec<(String, Option<Bytes>)>, ClientError> {
@@ -77,6 +81,7 @@ pub async fn produce(broker: &str, out: &Printer, args: ProduceArgs) -> Result<(
     check_partition(&args.topic, args.partition, partitions)?;
     let config = ProducerConfig {
         acks: args.acks.into(),
+        compression: args.compression.into(),
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;
