@@ -307,3 +307,81 @@ pub fn heartbeat_status(status: HeartbeatStatus) -> proto::HeartbeatStatus {
         HeartbeatStatus::StaleGeneration => proto::HeartbeatStatus::StaleGeneration,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carteiro::record::{Compression, NewRecord, RecordBatchBuilder, set_base_offset};
+
+    /// Stored batches of `per_batch` records each, compressed with `codec`,
+    /// offsets following on; one chunk, as a read hands them out.
+    fn stored(codec: Compression, batches: usize, per_batch: usize) -> Bytes {
+        let value = vec![b'z'; 1000];
+        let mut out = Vec::new();
+        for b in 0..batches {
+            let mut builder = RecordBatchBuilder::new().with_compression(codec);
+            for _ in 0..per_batch {
+                builder
+                    .append(&NewRecord {
+                        timestamp: 1,
+                        value: Some(&value),
+                        ..NewRecord::default()
+                    })
+                    .expect("fits");
+            }
+            let mut batch = builder.build().expect("built");
+            set_base_offset(&mut batch, (b * per_batch) as i64);
+            out.extend_from_slice(&batch);
+        }
+        Bytes::from(out)
+    }
+
+    fn offsets(records: &[proto::Record]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_decoded_reply_holds_no_more_than_it_fetched_and_says_where_to_go_on() {
+        // Three zstd batches of 100 records of 1000 bytes: a few hundred
+        // bytes each on disk, 100 KB each decoded.
+        let chunk = stored(Compression::Zstd, 3, 100);
+        assert!(chunk.len() < 3 * 1024, "{} bytes", chunk.len());
+        let mut budget = DecodeBudget::new(chunk.len());
+        let mut out = Vec::new();
+        let next = decode_records(std::slice::from_ref(&chunk), 0, &mut budget, &mut out)
+            .expect("decodes");
+        // The first batch always; then the budget is spent.
+        assert_eq!(next, Some(100));
+        assert_eq!(offsets(&out), (0..100).collect::<Vec<_>>());
+        // From the middle of a batch: the records from there, and the
+        // next fetch starts at the batch left out.
+        let mut budget = DecodeBudget::new(chunk.len());
+        let mut out = Vec::new();
+        let next = decode_records(std::slice::from_ref(&chunk), 150, &mut budget, &mut out)
+            .expect("decodes");
+        assert_eq!(next, Some(200));
+        assert_eq!(offsets(&out), (150..200).collect::<Vec<_>>());
+        // A budget of the decoded size takes all.
+        let mut budget = DecodeBudget::new(300 * 1100);
+        let mut out = Vec::new();
+        let next = decode_records(std::slice::from_ref(&chunk), 0, &mut budget, &mut out)
+            .expect("decodes");
+        assert_eq!(next, None);
+        assert_eq!(out.len(), 300);
+        assert!(
+            out.iter()
+                .all(|r| r.value.as_deref() == Some(&[b'z'; 1000][..]))
+        );
+    }
+
+    #[test]
+    fn uncompressed_batches_always_fit_the_bytes_fetched() {
+        let chunk = stored(Compression::None, 3, 10);
+        let mut budget = DecodeBudget::new(chunk.len());
+        let mut out = Vec::new();
+        let next = decode_records(std::slice::from_ref(&chunk), 0, &mut budget, &mut out)
+            .expect("decodes");
+        assert_eq!(next, None);
+        assert_eq!(offsets(&out), (0..30).collect::<Vec<_>>());
+    }
+}
