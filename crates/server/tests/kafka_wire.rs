@@ -304,3 +304,115 @@ fn a_fetch_serves_the_first_batch_over_its_limit_and_answers_out_of_range_with_t
     assert_eq!(reply.responses[0].partitions[0].last_stable_offset, 2);
     assert_same_batch(&records_of(&reply), &batch, 0);
 }
+
+#[test]
+fn group_joins_ask_for_a_member_id_first_and_static_membership_is_refused() {
+    use kafka_protocol::messages::JoinGroupRequest;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let join = |member_id: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(kafka_protocol::messages::GroupId(
+                StrBytes::from_static_str("g"),
+            ))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from_static(b"subscription")),
+            ])
+    };
+    // KIP-394: the first join gets MEMBER_ID_REQUIRED and an id.
+    let first = kafka.call(&join(""), 5);
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    assert!(!first.member_id.is_empty());
+    let joined = kafka.call(&join(first.member_id.as_str()), 5);
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.member_id, first.member_id);
+    assert_eq!(joined.leader, first.member_id, "the only member leads");
+    assert_eq!(
+        joined.members.len(),
+        1,
+        "the leader gets every subscription"
+    );
+    assert_eq!(
+        joined.members[0].metadata,
+        Bytes::from_static(b"subscription")
+    );
+    // v3 has no KIP-394 step: an id at once.
+    let mut old = KafkaConnection::open(&kafka_address(&broker));
+    let v3 = old.call(
+        &join("").with_group_id(kafka_protocol::messages::GroupId(
+            StrBytes::from_static_str("h"),
+        )),
+        3,
+    );
+    assert_eq!(v3.error_code, 0);
+    // Static membership: refused with its error code.
+    let fixed = join("").with_group_instance_id(Some(StrBytes::from_static_str("pod-1")));
+    assert_eq!(kafka.call(&fixed, 5).error_code, 35, "UNSUPPORTED_VERSION");
+}
+
+#[test]
+fn init_producer_id_is_refused_with_a_code_for_idempotence_and_for_transactions() {
+    use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let idempotent = kafka.call(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+        4,
+    );
+    assert_eq!(idempotent.error_code, 35, "UNSUPPORTED_VERSION");
+    assert_eq!(idempotent.producer_id.0, -1);
+    let transactional = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+        .with_transaction_timeout_ms(60_000);
+    assert_eq!(
+        kafka.call(&transactional, 4).error_code,
+        53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+    );
+    // A produce with a transactional id appends nothing.
+    let mut produce = produce("tx-topic", 0, Bytes::from(common::batch_of(&["t"])), -1);
+    produce.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx")));
+    assert_eq!(first_produce_error(&kafka.call(&produce, 9)), 53);
+}
+
+#[test]
+fn with_auto_creation_off_a_missing_topic_is_unknown_and_the_listener_can_be_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--auto-create-topics", "false"]);
+    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let metadata = kafka.call(
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(topic_name("absent"))),
+            ]))
+            .with_allow_auto_topic_creation(true),
+        12,
+    );
+    assert_eq!(
+        metadata.topics[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let reply = kafka.call(
+        &produce("absent", 0, Bytes::from(common::batch_of(&["x"])), 1),
+        9,
+    );
+    assert_eq!(first_produce_error(&reply), 3);
+    assert!(!dir.path().join("absent-0").exists());
+    drop(broker);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--kafka-listen", "off"]);
+    assert_eq!(broker.kafka_address, None, "no Kafka listener");
+}
