@@ -425,4 +425,26 @@ mod tests {
         let err = BrokerConfig::from_args(args(&["--max-connections", "0"])).expect_err("zero");
         assert!(err.contains("max_connections is 0"), "{err}");
     }
+
+    #[test]
+    fn kafka_settings_default_to_port_9092_and_are_checked() {
+        let config = BrokerConfig::from_args(args(&[])).expect("defaults are valid");
+        assert_eq!(config.kafka_listen, "127.0.0.1:9092");
+        assert!(config.auto_create_topics);
+        let off = BrokerConfig::from_args(args(&["--kafka-listen", "off"])).expect("off");
+        assert_eq!(off.kafka_listen, KAFKA_LISTEN_OFF);
+        let err = BrokerConfig::from_args(args(&["--kafka-listen", "9092"])).expect_err("no host");
+        assert!(err.contains("kafka_listen is \"9092\""), "{err}");
+        let err =
+            BrokerConfig::from_args(args(&["--kafka-advertised", "broker:0"])).expect_err("port 0");
+        assert!(
+            err.contains("kafka_advertised") && err.contains("port 0"),
+            "{err}"
+        );
+        let err = BrokerConfig::from_args(args(&["--default-partitions", "0"])).expect_err("zero");
+        assert!(err.contains("default_partitions is 0"), "{err}");
+        let closed =
+            BrokerConfig::from_args(args(&["--auto-create-topics", "false"])).expect("valid");
+        assert!(!closed.auto_create_topics);
+    }
 }

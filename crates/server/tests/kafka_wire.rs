@@ -416,3 +416,35 @@ fn with_auto_creation_off_a_missing_topic_is_unknown_and_the_listener_can_be_off
     let broker = Broker::start(dir.path(), &["--kafka-listen", "off"]);
     assert_eq!(broker.kafka_address, None, "no Kafka listener");
 }
+
+#[test]
+fn connections_past_the_limit_are_closed_and_the_others_served_in_parallel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
+    let address = kafka_address(&broker);
+    let mut first = KafkaConnection::open(&address);
+    let mut second = KafkaConnection::open(&address);
+    // Both are served, a long poll on one not holding up the other.
+    create_topic(&mut first, "idle", 1);
+    let waiting = first.send(&fetch("idle", 0, 2_000), 12);
+    assert_eq!(second.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+    let mut third = KafkaConnection::open(&address);
+    assert!(third.is_closed_by_broker(), "a third connection is refused");
+    assert!(records_of(&first.receive::<FetchRequest>(12, waiting)).is_empty());
+    drop(second);
+    // A closed connection frees its place (accepted once the broker sees it go).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = KafkaConnection::open(&address);
+        let id = again.send(&ApiVersionsRequest::default(), 3);
+        if let Some(mut frame) = again.read_frame() {
+            use bytes::Buf;
+            assert_eq!(frame.get_i32(), id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was never given back"
+        );
+    }
+}
