@@ -9,54 +9,20 @@
 //! client is missing fails, naming that command; none is skipped.
 
 mod common;
+#[path = "kafka/tools.rs"]
+mod tools;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Broker;
+use tools::{Ran, assert_passed as passed, node_modules, python, run_bounded, scripts};
 
 /// Longest one client script may run before it is killed and the test
 /// fails. The scripts bound themselves at 60 s (CARTEIRO_SCRIPT_TIMEOUT_S)
 /// and every wait inside them at 20 s.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The workspace root, where `bash scripts/test` puts `target/`.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the workspace root")
-}
-
-/// The client scripts.
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka")
-}
-
-/// The venv's Python, with confluent-kafka and kafka-python.
-fn python() -> PathBuf {
-    let python = workspace().join("target/python-venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/test`, which installs the pinned Kafka clients of scripts/requirements.txt into it",
-        python.display()
-    );
-    python
-}
-
-/// The folder holding KafkaJS, for NODE_PATH.
-fn node_modules() -> PathBuf {
-    let modules = workspace().join("target/kafka-node/node_modules");
-    assert!(
-        modules.join("kafkajs/package.json").exists(),
-        "KafkaJS is missing from {}: run `bash scripts/test`, which installs crates/server/tests/kafka/package.json there with npm ci",
-        modules.display()
-    );
-    modules
-}
 
 /// The seed for whatever a script randomizes: CARTEIRO_TEST_SEED if set
 /// (to repeat a run), else the clock. Printed, so a failure can be repeated.
@@ -72,102 +38,30 @@ fn seed() -> String {
     seed
 }
 
-/// What a finished script printed.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Reads a pipe to its end on a thread, sending the text when it closes.
-fn drain(
-    mut pipe: impl Read + Send + 'static,
-    done: mpsc::Sender<(bool, String)>,
-    is_stdout: bool,
-) {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = done.send((is_stdout, String::from_utf8_lossy(&bytes).into_owned()));
-    });
-}
-
-/// Runs `program args` (a client script) to its end, bounded by
-/// [`SCRIPT_TIMEOUT`]: waits for it to close both output pipes (it exits),
-/// or kills it and fails the test with what it printed.
+/// Runs a client script to its end, bounded by [`SCRIPT_TIMEOUT`], and
+/// prints what it printed.
 fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let label = format!("{} {}", program.display(), args.join(" "));
     let mut command = Command::new(program);
     command
         .args(args)
         .current_dir(scripts())
         .env("CARTEIRO_SCRIPT_TIMEOUT_S", "60")
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("PYTHONUNBUFFERED", "1");
     for (key, value) in env {
         command.env(key, value);
     }
     let started = Instant::now();
-    let mut child: Child = command.spawn().unwrap_or_else(|e| {
-        panic!("cannot run {label}: {e}; `bash scripts/test` installs the clients")
-    });
-    let (tx, rx) = mpsc::channel();
-    drain(child.stdout.take().expect("piped stdout"), tx.clone(), true);
-    drain(child.stderr.take().expect("piped stderr"), tx, false);
-    let (mut stdout, mut stderr) = (None, None);
-    while stdout.is_none() || stderr.is_none() {
-        let left = SCRIPT_TIMEOUT.saturating_sub(started.elapsed());
-        match rx.recv_timeout(left) {
-            Ok((true, text)) => stdout = Some(text),
-            Ok((false, text)) => stderr = Some(text),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                // The pipes close with the process: what it printed.
-                let rest: Vec<_> = rx.iter().collect();
-                let text = |want: bool, got: Option<String>| {
-                    got.or_else(|| {
-                        rest.iter()
-                            .find(|(is, _)| *is == want)
-                            .map(|(_, t)| t.clone())
-                    })
-                    .unwrap_or_default()
-                };
-                panic!(
-                    "{label} ran past {SCRIPT_TIMEOUT:?} and was killed\n--- stdout\n{}\n--- stderr\n{}",
-                    text(true, stdout),
-                    text(false, stderr)
-                );
-            }
-        }
-    }
-    let status = child.wait().expect("reap the script");
-    let ran = Ran {
-        status,
-        stdout: stdout.unwrap_or_default(),
-        stderr: stderr.unwrap_or_default(),
-    };
+    let ran = run_bounded(&mut command, b"", SCRIPT_TIMEOUT);
     println!(
-        "--- {label}: {} in {:.1} s\n{}",
+        "--- {} {}: {} in {:.1} s\n{}",
+        program.display(),
+        args.join(" "),
         ran.status,
         started.elapsed().as_secs_f64(),
         ran.stdout
     );
     ran
-}
-
-/// Asserts a script passed, showing everything it printed if not.
-fn passed(ran: &Ran, what: &str) {
-    assert!(
-        ran.status.success(),
-        "{what} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        ran.status,
-        ran.stdout,
-        ran.stderr
-    );
 }
 
 /// A broker on ephemeral ports with a fresh data directory.

@@ -5,10 +5,11 @@
 //! `bash scripts/test` installs confluent-kafka into target/python-venv.
 
 mod common;
+#[path = "kafka/tools.rs"]
+mod tools;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,23 +21,6 @@ const ACKED_BEFORE_KILL: usize = 3_000;
 /// Longest the client may take to get them.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(120);
 const PARTITIONS: u32 = 3;
-
-fn venv_python() -> PathBuf {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python-venv/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: `bash scripts/test` creates it with the Kafka clients",
-        path.display()
-    );
-    path
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/kafka")
-        .join(name)
-}
 
 /// An acknowledgement line: `acked <partition> <offset> <value>`.
 fn parse_ack(line: &str) -> Option<(u32, i64, String)> {
@@ -56,8 +40,8 @@ async fn a_sigkill_keeps_every_record_librdkafka_was_told_is_acknowledged() {
         .kafka_address
         .clone()
         .expect("the Kafka listener is on");
-    let mut producer = Command::new(venv_python())
-        .arg(script("acked_producer.py"))
+    let mut producer = Command::new(tools::python())
+        .arg(tools::scripts().join("acked_producer.py"))
         .args([&kafka, "ledger", "100000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

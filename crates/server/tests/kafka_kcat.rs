@@ -6,12 +6,14 @@
 //! `bash scripts/test` installs kcat.
 
 mod common;
+#[path = "kafka/tools.rs"]
+mod tools;
 
-use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Broker, logctl_binary};
+use tools::{Ran, assert_passed, run_bounded};
 
 /// Longest a kcat or logctl run may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,58 +22,10 @@ const LINES: usize = 10_000;
 
 /// Runs `program` with `args`, `input` on its standard input, bounded by
 /// [`TOOL_TIMEOUT`]; fails the test if it overruns or fails.
-fn run(program: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): `bash scripts/test` installs it"));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    // Drained while it runs, or a full pipe would stall it.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = stderr.join().unwrap_or_default();
-            panic!(
-                "{program} {args:?} ran past {TOOL_TIMEOUT:?}; stderr: {}",
-                String::from_utf8_lossy(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = writer.join();
-    let output = Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    };
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+fn run(program: &str, args: &[&str], input: &[u8]) -> Ran {
+    let ran = run_bounded(Command::new(program).args(args), input, TOOL_TIMEOUT);
+    assert_passed(&ran, &format!("{program} {args:?}"));
+    ran
 }
 
 fn lines(prefix: &str) -> String {
@@ -87,12 +41,11 @@ fn kafka_address(broker: &Broker) -> String {
 
 /// kcat's output of every record of `topic`, from the start to the end.
 fn kcat_read(address: &str, topic: &str) -> String {
-    let output = run("kcat", &["-b", address, "-C", "-t", topic, "-e", "-q"], b"");
-    String::from_utf8(output.stdout).expect("utf-8")
+    run("kcat", &["-b", address, "-C", "-t", topic, "-e", "-q"], b"").stdout
 }
 
 fn logctl_read(broker: &Broker, topic: &str) -> String {
-    let output = run(
+    run(
         logctl_binary().to_str().expect("utf-8 path"),
         &[
             "--broker",
@@ -104,8 +57,8 @@ fn logctl_read(broker: &Broker, topic: &str) -> String {
             &LINES.to_string(),
         ],
         b"",
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    )
+    .stdout
 }
 
 #[test]
@@ -122,8 +75,7 @@ fn kcat_lists_the_broker_at_its_advertised_address_and_the_topics() {
         &["--kafka-listen", &listen, "--kafka-advertised", &advertised],
     );
     run("kcat", &["-b", &listen, "-P", "-t", "listed"], b"one\n");
-    let output = run("kcat", &["-b", &listen, "-L"], b"");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = run("kcat", &["-b", &listen, "-L"], b"").stdout;
     assert!(
         text.contains(&format!("broker 0 at {advertised}")),
         "{text}"

@@ -13,10 +13,8 @@ crates/server/tests/kafka_clients.rs; installed by `bash scripts/test`.
 import json
 import os
 import random
-import signal
 import sys
 import time
-import traceback
 
 try:
     from confluent_kafka import (
@@ -44,42 +42,7 @@ except ImportError as e:  # pragma: no cover - set-up problem
         "run `bash scripts/test` (it installs scripts/requirements.txt into target/python-venv)"
     )
 
-# The whole script's bound: the Rust test has its own, this one fails first
-# with a clearer message.
-SCRIPT_TIMEOUT_S = int(os.environ.get("CARTEIRO_SCRIPT_TIMEOUT_S", "60"))
-# Bound of one wait for the broker or the clients.
-WAIT_S = 20.0
-
-checks = 0
-failures = []
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise CheckFailed(message)
-    checks += 1
-
-
-def step(name, body, *args):
-    """Runs one step; a failure is reported and the independent steps after it still run."""
-    try:
-        body(*args)
-    except CheckFailed as e:
-        failures.append(name)
-        print(f"FAIL: {name}: {e}", flush=True)
-    except Exception as e:  # a client exception is the step's failure too
-        failures.append(name)
-        print(f"FAIL: {name}: {type(e).__name__}: {e}", flush=True)
-        traceback.print_exc()
-
-
-def ok(message):
-    print(f"ok: {message}", flush=True)
+from harness import WAIT_S, bound, check, finish, ok, step  # noqa: E402
 
 
 def base_config(bootstrap):
@@ -645,20 +608,10 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} BOOTSTRAP {{{'|'.join(SCENARIOS)}}}")
     bootstrap, scenario = sys.argv[1], sys.argv[2]
 
-    def overrun(signum, frame):
-        print(f"FAIL: scenario {scenario} overran its {SCRIPT_TIMEOUT_S} s bound", flush=True)
-        os._exit(2)
-
-    signal.signal(signal.SIGALRM, overrun)
-    signal.alarm(SCRIPT_TIMEOUT_S)
+    bound(f"scenario {scenario}")
     print(f"confluent-kafka {ck_version()}, librdkafka {libversion()[0]}; scenario {scenario} against {bootstrap}", flush=True)
-    started = time.monotonic()
     step(scenario, SCENARIOS[scenario], bootstrap)
-    elapsed = time.monotonic() - started
-    if failures:
-        print(f"FAILED: confluent-kafka {scenario}: {failures} failed ({checks} checks passed) in {elapsed:.1f} s", flush=True)
-        sys.exit(1)
-    print(f"PASS: confluent-kafka {scenario}: {checks} checks in {elapsed:.1f} s", flush=True)
+    finish(f"confluent-kafka {scenario}")
 
 
 if __name__ == "__main__":

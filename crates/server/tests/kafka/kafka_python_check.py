@@ -13,10 +13,8 @@ installed by `bash scripts/test`.
 
 import logging
 import os
-import signal
 import sys
 import time
-import traceback
 
 try:
     import kafka
@@ -29,40 +27,9 @@ except ImportError as e:  # pragma: no cover - set-up problem
         "run `bash scripts/test` (it installs scripts/requirements.txt into target/python-venv)"
     )
 
-SCRIPT_TIMEOUT_S = int(os.environ.get("CARTEIRO_SCRIPT_TIMEOUT_S", "60"))
-WAIT_S = 20.0
+from harness import WAIT_S, bound, check, finish, ok, step  # noqa: E402
+
 TIMEOUT_MS = int(WAIT_S * 1000)
-
-checks = 0
-failures = []
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(condition, message):
-    global checks
-    if not condition:
-        raise CheckFailed(message)
-    checks += 1
-
-
-def ok(message):
-    print(f"ok: {message}", flush=True)
-
-
-def step(name, body):
-    """Runs one step; a failure is reported and the independent steps after it still run."""
-    try:
-        body()
-    except CheckFailed as e:
-        failures.append(name)
-        print(f"FAIL: {name}: {e}", flush=True)
-    except Exception as e:  # a client exception is the step's failure too
-        failures.append(name)
-        print(f"FAIL: {name}: {type(e).__name__}: {e}", flush=True)
-        traceback.print_exc()
 
 
 class Checks:
@@ -169,25 +136,15 @@ def main():
         sys.exit(f"usage: {sys.argv[0]} BOOTSTRAP")
     bootstrap = sys.argv[1]
 
-    def overrun(signum, frame):
-        print(f"FAIL: kafka-python checks overran their {SCRIPT_TIMEOUT_S} s bound", flush=True)
-        os._exit(2)
-
-    signal.signal(signal.SIGALRM, overrun)
-    signal.alarm(SCRIPT_TIMEOUT_S)
+    bound("kafka-python checks")
     if os.environ.get("CARTEIRO_KAFKA_DEBUG"):
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     print(f"kafka-python {kafka.__version__} against {bootstrap}", flush=True)
-    started = time.monotonic()
     c = Checks(bootstrap)
     for name in ("version_probe", "create_topics", "list_topics", "produce", "consume", "delete_topics", "deleted_not_listed"):
         step(name, getattr(c, name))
     c.admin.close()
-    elapsed = time.monotonic() - started
-    if failures:
-        print(f"FAILED: kafka-python: steps {failures} failed ({checks} checks passed) in {elapsed:.1f} s", flush=True)
-        sys.exit(1)
-    print(f"PASS: kafka-python: {checks} checks in {elapsed:.1f} s", flush=True)
+    finish("kafka-python")
 
 
 if __name__ == "__main__":
