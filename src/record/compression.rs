@@ -116,14 +116,15 @@ pub(super) fn decompress(
             flate2::read::MultiGzDecoder::new(section),
             limit,
         ),
-        Compression::Snappy => match section.strip_prefix(&XERIAL_SNAPPY_MAGIC) {
-            Some(_) => xerial_snappy(section, limit),
-            None => {
-                let mut out = Vec::new();
-                raw_snappy(section, section.len(), limit, &mut out)?;
-                Ok(out)
-            }
-        },
+        Compression::Snappy if section.starts_with(&XERIAL_SNAPPY_MAGIC) => {
+            xerial_snappy(section, limit)
+        }
+        Compression::Snappy => {
+            // No magic: one raw block, as librdkafka writes.
+            let mut out = Vec::new();
+            raw_snappy(section, section.len(), limit, &mut out)?;
+            Ok(out)
+        }
         Compression::Lz4 => {
             // The decoder takes a frame cut before its end mark for a whole one.
             lz4_frames_whole(section).map_err(|reason| failed(reason.to_string()))?;
