@@ -189,3 +189,44 @@ async fn a_grown_topic_is_served_and_its_group_gets_the_new_partitions() {
         .collect();
     assert_eq!(ends, vec![1, 0, 1]);
 }
+
+/// A running `Producer` learns a grown topic's count once its layout is
+/// older than `metadata_max_age`, and places keys over the new count.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_producer_places_keys_over_the_grown_count_after_its_metadata_age() {
+    use carteiro_client::{Producer, ProducerConfig, ProducerRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    create_topic(&broker, "keys", 1, small_topic(1 << 20)).await;
+    let producer = Producer::new(ProducerConfig {
+        metadata_max_age: Duration::from_millis(1),
+        linger: Duration::ZERO,
+        ..ProducerConfig::new(&broker.address)
+    })
+    .expect("producer");
+    // A key that Kafka's partitioner puts elsewhere than 0 over 8 partitions.
+    let key = (0..)
+        .map(|i| format!("customer-{i}"))
+        .find(|k| carteiro::partitioner::partition_for_key(k.as_bytes(), 8) != 0)
+        .expect("some key");
+    let before = producer
+        .send_and_wait("keys", ProducerRecord::keyed(key.clone(), "before"))
+        .await
+        .expect("delivered");
+    assert_eq!(before.partition, 0);
+    let mut admin = Admin::connect(&broker.address).expect("admin");
+    admin
+        .create_partitions("keys", 8, false)
+        .await
+        .expect("grown");
+    let after = producer
+        .send_and_wait("keys", ProducerRecord::keyed(key.clone(), "after"))
+        .await
+        .expect("delivered");
+    assert_eq!(
+        after.partition,
+        carteiro::partitioner::partition_for_key(key.as_bytes(), 8),
+        "the key follows Kafka's partitioner over the new count"
+    );
+    producer.close().await.expect("close");
+}

@@ -59,6 +59,10 @@ pub const RETRY_BACKOFF_MS_DEFAULT: u64 = 50;
 pub const RETRY_BACKOFF_MAX_MS: u64 = 2_000;
 /// Default time a record may take to be delivered, retries included, in ms (Kafka's 2 minutes).
 pub const DELIVERY_TIMEOUT_MS_DEFAULT: u64 = 120_000;
+/// Default age after which a topic's layout is asked of the broker again,
+/// in ms (Kafka's `metadata.max.age.ms`, 5 minutes): a topic grown since
+/// gets its keys placed over its new partition count.
+pub const METADATA_MAX_AGE_MS_DEFAULT: u64 = 300_000;
 
 /// When the broker acknowledges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +118,9 @@ pub struct ProducerConfig {
     /// compressed batch is never over them. Batches are compressed on the
     /// producer's background task as they are sent.
     pub compression: Compression,
+    /// How long a topic's layout (partition count, largest batch) is
+    /// trusted before the producer asks the broker again.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -130,6 +137,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(RETRY_BACKOFF_MS_DEFAULT),
             delivery_timeout: Duration::from_millis(DELIVERY_TIMEOUT_MS_DEFAULT),
             compression: Compression::None,
+            metadata_max_age: Duration::from_millis(METADATA_MAX_AGE_MS_DEFAULT),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
 
 use carteiro::partitioner::partition_for_key;
 
@@ -34,6 +35,8 @@ struct Sticky {
 #[derive(Debug)]
 struct TopicState {
     layout: TopicLayout,
+    /// When the broker said so.
+    learned: Instant,
     /// Chosen at the first keyless record.
     sticky: Option<Sticky>,
 }
@@ -45,28 +48,42 @@ pub(crate) struct Partitioner {
     /// Keyless bytes after which a topic's sticky partition moves on, even
     /// if its batch is still open.
     sticky_bytes: usize,
+    /// How long a layout is trusted.
+    max_age: Duration,
 }
 
 impl Partitioner {
-    pub(crate) fn new(sticky_bytes: usize) -> Self {
+    pub(crate) fn new(sticky_bytes: usize, max_age: Duration) -> Self {
         Partitioner {
             topics: HashMap::new(),
             sticky_bytes: sticky_bytes.max(1),
+            max_age,
         }
     }
 
-    /// The layout of `topic`, if known.
+    /// The layout of `topic`, if known and younger than the max age (an
+    /// older one is asked of the broker again: the topic may have grown).
     pub(crate) fn layout(&self, topic: &str) -> Option<TopicLayout> {
-        self.topics.get(topic).map(|t| t.layout)
+        self.topics
+            .get(topic)
+            .filter(|t| t.learned.elapsed() < self.max_age)
+            .map(|t| t.layout)
     }
 
-    /// Records what the broker said of `topic`.
+    /// Records what the broker said of `topic`; a layout learned again
+    /// keeps the sticky partition if it still exists.
     pub(crate) fn learn(&mut self, topic: &str, layout: TopicLayout) {
+        let sticky = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.sticky)
+            .filter(|s| s.partition < layout.partitions);
         self.topics.insert(
             topic.to_string(),
             TopicState {
                 layout,
-                sticky: None,
+                learned: Instant::now(),
+                sticky,
             },
         );
     }
@@ -145,7 +162,7 @@ mod tests {
     }
 
     fn partitioner(partitions: u32, sticky_bytes: usize) -> Partitioner {
-        let mut p = Partitioner::new(sticky_bytes);
+        let mut p = Partitioner::new(sticky_bytes, Duration::from_secs(3600));
         p.learn(
             "t",
             TopicLayout {
@@ -214,6 +231,28 @@ mod tests {
         assert!(
             err.contains("partition 5") && err.contains("5 partitions, numbered 0 to 4"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_layout_is_asked_again_once_older_than_the_max_age() {
+        let layout = |partitions| TopicLayout {
+            partitions,
+            batch_bytes_max: 1 << 20,
+        };
+        let mut fresh = Partitioner::new(16, Duration::from_secs(3600));
+        fresh.learn("t", layout(2));
+        assert_eq!(fresh.layout("t"), Some(layout(2)));
+        let mut stale = Partitioner::new(16, Duration::ZERO);
+        stale.learn("t", layout(2));
+        assert_eq!(stale.layout("t"), None, "asked again");
+        stale.learn("t", layout(4));
+        let mut keyed = ProducerRecord::value(Bytes::from_static(b"v"));
+        keyed.key = Some(Bytes::from_static(b"customer-17"));
+        assert_eq!(
+            stale.choose("t", &keyed, 10).expect("known"),
+            partition_for_key(b"customer-17", 4),
+            "keys map over the new count"
         );
     }
 }

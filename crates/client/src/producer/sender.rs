@@ -103,7 +103,7 @@ impl Sender {
         Sender {
             client: BrokerClient::new(channel.clone()).max_encoding_message_size(REQUEST_BYTES_MAX),
             admin: AdminClient::new(channel),
-            partitioner: Partitioner::new(config.sticky_bytes),
+            partitioner: Partitioner::new(config.sticky_bytes, config.metadata_max_age),
             empty_batch: RecordBatchBuilder::new(),
             config,
             open: HashMap::new(),
@@ -202,7 +202,8 @@ impl Sender {
         linger.chain(reconnect).min()
     }
 
-    /// The layout of `topic`, asked of the broker the first time.
+    /// The layout of `topic`, asked of the broker the first time and again
+    /// once it is older than `metadata_max_age`.
     async fn layout(&mut self, topic: &str) -> Result<TopicLayout, ClientError> {
         if let Some(layout) = self.partitioner.layout(topic) {
             return Ok(layout);
