@@ -298,6 +298,21 @@ impl Store {
         Ok(unknown)
     }
 
+    /// Makes `topic` the store's topic `name`: durable in `topics.meta`
+    /// first, then in the map readers see. On an error nothing changed.
+    /// The caller holds the admin lock.
+    fn publish(&self, name: &str, topic: &Arc<Topic>) -> Result<(), StoreError> {
+        let mut next = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        next.insert(name.to_string(), topic.clone());
+        self.write_metadata(&next)?;
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
     fn write_metadata(&self, topics: &BTreeMap<String, Arc<Topic>>) -> Result<(), StoreError> {
         let records: Vec<TopicRecord> = topics.values().map(|t| t.record()).collect();
         write_topic_list(self.medium(), &self.dir, &records)
@@ -356,17 +371,10 @@ impl Store {
                 return Err(e);
             }
         };
-        let mut next = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        next.insert(name.to_string(), topic.clone());
-        if let Err(e) = self.write_metadata(&next) {
+        if let Err(e) = self.publish(name, &topic) {
             undo(Some(&topic));
             return Err(e);
         }
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(
             topic = name,
             partitions = config.partitions,
@@ -443,17 +451,10 @@ impl Store {
                 .chain(added.iter().cloned())
                 .collect(),
         });
-        let mut next = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        next.insert(name.to_string(), topic.clone());
-        if let Err(e) = self.write_metadata(&next) {
+        if let Err(e) = self.publish(name, &topic) {
             undo(&added);
             return Err(e);
         }
-        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(topic)
     }
