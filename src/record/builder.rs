@@ -29,6 +29,20 @@ pub struct RecordBatchBuilder {
     base_timestamp: i64,
     max_timestamp: i64,
     compression: Compression,
+    producer: Option<ProducerStamp>,
+}
+
+/// An idempotent producer's marks on a batch (Kafka's KIP-98): the broker
+/// appends a producer's batches to a partition once each, in sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    /// The id the broker gave the producer (0 or more).
+    pub producer_id: i64,
+    /// Its epoch; a newer one fences the older.
+    pub epoch: i16,
+    /// The sequence number of the batch's first record in this partition;
+    /// the next batch starts where this one's records end.
+    pub base_sequence: i32,
 }
 
 impl Default for RecordBatchBuilder {
@@ -53,7 +67,15 @@ impl RecordBatchBuilder {
             base_timestamp: 0,
             max_timestamp: i64::MIN,
             compression: Compression::None,
+            producer: None,
         }
+    }
+
+    /// The same builder, marking the batch as an idempotent producer's
+    /// (without it: producer id -1, epoch -1, base sequence -1).
+    pub fn with_producer(mut self, stamp: ProducerStamp) -> Self {
+        self.producer = Some(stamp);
+        self
     }
 
     /// The same builder, compressing the records section with `codec` when
@@ -186,9 +208,15 @@ impl RecordBatchBuilder {
             .copy_from_slice(&self.base_timestamp.to_be_bytes());
         h[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
             .copy_from_slice(&self.max_timestamp.to_be_bytes());
-        h[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&NO_PRODUCER_ID.to_be_bytes());
-        h[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&(-1i16).to_be_bytes());
-        h[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        let stamp = self.producer.unwrap_or(ProducerStamp {
+            producer_id: NO_PRODUCER_ID,
+            epoch: -1,
+            base_sequence: -1,
+        });
+        h[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&stamp.producer_id.to_be_bytes());
+        h[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&stamp.epoch.to_be_bytes());
+        h[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&stamp.base_sequence.to_be_bytes());
         h[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32c::crc32c(&self.buf[ATTRIBUTES_AT..]);
         self.buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());

@@ -310,3 +310,36 @@ fn a_header_key_that_is_not_utf8_is_refused_by_the_builder_and_the_reader() {
     let refused = parsed.validate().expect_err("reader");
     assert!(refused.to_string().contains("not UTF-8"), "{refused}");
 }
+
+#[test]
+fn a_producer_stamp_lands_in_the_header_under_the_crc() {
+    let stamp = ProducerStamp {
+        producer_id: 4_000_000_123,
+        epoch: 7,
+        base_sequence: 41,
+    };
+    let mut builder = RecordBatchBuilder::new().with_producer(stamp);
+    for value in [b"a".as_slice(), b"b"] {
+        builder
+            .append(&NewRecord {
+                timestamp: 1,
+                key: None,
+                value: Some(value),
+                headers: &[],
+            })
+            .expect("fits");
+    }
+    let bytes = builder.build().expect("built");
+    let parsed = RecordBatch::parse_exact(&bytes).expect("parses");
+    parsed.validate().expect("the CRC covers the stamp");
+    let header = parsed.header();
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (4_000_000_123, 7, 41)
+    );
+    assert_eq!(header.last_offset_delta, 1);
+}
