@@ -224,6 +224,59 @@ impl RecordBatchBuilder {
     }
 }
 
+/// Rewrites the producer id, epoch and base sequence of the one whole batch
+/// in `batch` and its CRC-32C: an idempotent producer stamps a batch it
+/// built before (or restamps it with a new epoch) without encoding it again.
+///
+/// `batch` must hold exactly one RecordBatch v2 whose CRC is right: the
+/// CRC is checked and rewritten in one pass over the records (CRC-32C
+/// combines), so damage is refused, never covered by a fresh CRC. On an
+/// error `batch` is unchanged.
+pub fn stamp_producer(batch: &mut [u8], stamp: ProducerStamp) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let total = header.total_bytes();
+    if batch.len() < total {
+        return Err(BatchError::Truncated {
+            field: "batch",
+            needed: total,
+            available: batch.len(),
+        });
+    }
+    if batch.len() > total {
+        return Err(BatchError::TrailingBytes {
+            extra: batch.len() - total,
+            count: i64::from(header.record_count),
+        });
+    }
+    // The CRC covers attributes..end: the bytes before the producer fields,
+    // the fields, and the bytes after them, combined.
+    let before = crc32c::crc32c(&batch[ATTRIBUTES_AT..PRODUCER_ID_AT]);
+    let after = &batch[RECORD_COUNT_AT..];
+    let after_crc = crc32c::crc32c(after);
+    let covered = |fields: &[u8]| {
+        crc32c::crc32c_combine(
+            crc32c::crc32c_append(before, fields),
+            after_crc,
+            after.len(),
+        )
+    };
+    let actual = covered(&batch[PRODUCER_ID_AT..RECORD_COUNT_AT]);
+    if actual != header.crc {
+        return Err(BatchError::ChecksumMismatch {
+            expected: header.crc,
+            actual,
+        });
+    }
+    let mut fields = [0u8; RECORD_COUNT_AT - PRODUCER_ID_AT];
+    fields[..8].copy_from_slice(&stamp.producer_id.to_be_bytes());
+    fields[8..10].copy_from_slice(&stamp.epoch.to_be_bytes());
+    fields[10..].copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    let crc = covered(&fields);
+    batch[PRODUCER_ID_AT..RECORD_COUNT_AT].copy_from_slice(&fields);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 fn nullable_len(bytes: Option<&[u8]>) -> usize {
     match bytes {
         None => varint_len(-1),

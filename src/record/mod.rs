@@ -13,6 +13,8 @@
 //!   bytes when it is uncompressed, from a buffer of their own (decompressed
 //!   at most [`DECOMPRESSED_BYTES_MAX`] bytes) when it is compressed.
 //! - [`BatchHeader`] reads only the fixed header, for scanning a log.
+//! - [`stamp_producer`] rewrites an idempotent producer's marks on a built
+//!   batch (and its CRC).
 //!
 //! Every byte string given to the reader yields a typed [`BatchError`] or
 //! valid records; the reader never panics and never reads out of bounds.
@@ -24,7 +26,7 @@ mod header;
 mod reader;
 mod varint;
 
-pub use builder::{NewRecord, ProducerStamp, RecordBatchBuilder};
+pub use builder::{NewRecord, ProducerStamp, RecordBatchBuilder, stamp_producer};
 pub use compression::{XERIAL_SNAPPY_BLOCK_BYTES, XERIAL_SNAPPY_HEADER_BYTES, XERIAL_SNAPPY_MAGIC};
 pub use error::BatchError;
 pub use header::{Attributes, BatchHeader, Compression, set_base_offset};
@@ -94,6 +96,9 @@ fn check_header_keys<'a>(
 const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_BYTES);
 const _: () = assert!(CRC_AT + 4 == ATTRIBUTES_AT);
 const _: () = assert!(BATCH_LENGTH_AT + 4 == BATCH_LOG_OVERHEAD_BYTES);
+const _: () = assert!(PRODUCER_ID_AT + 8 == PRODUCER_EPOCH_AT);
+const _: () = assert!(PRODUCER_EPOCH_AT + 2 == BASE_SEQUENCE_AT);
+const _: () = assert!(BASE_SEQUENCE_AT + 4 == RECORD_COUNT_AT);
 
 #[cfg(test)]
 mod tests;

@@ -343,3 +343,115 @@ fn a_producer_stamp_lands_in_the_header_under_the_crc() {
     );
     assert_eq!(header.last_offset_delta, 1);
 }
+
+fn two_record_batch(codec: Compression) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new().with_compression(codec);
+    for value in [b"first".repeat(40), b"second".repeat(40)] {
+        builder
+            .append(&NewRecord {
+                timestamp: 1_700_000_000_000,
+                key: Some(b"k"),
+                value: Some(&value),
+                headers: &[],
+            })
+            .expect("fits");
+    }
+    builder.build().expect("built")
+}
+
+#[test]
+fn stamp_producer_rewrites_the_stamp_and_the_crc_as_the_builder_would_write_them() {
+    let stamp = ProducerStamp {
+        producer_id: 9_000_000_001,
+        epoch: 3,
+        base_sequence: i32::MAX - 1,
+    };
+    for codec in [Compression::None, Compression::Zstd] {
+        let mut batch = two_record_batch(codec);
+        stamp_producer(&mut batch, stamp).expect("stamped");
+        let parsed = RecordBatch::parse_exact(&batch).expect("the new CRC holds");
+        let header = parsed.header();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (9_000_000_001, 3, i32::MAX - 1)
+        );
+        assert_eq!(parsed.validate().expect("records intact").iter().count(), 2);
+        // The same bytes as a batch built stamped.
+        let mut builder = RecordBatchBuilder::new()
+            .with_compression(codec)
+            .with_producer(stamp);
+        for value in [b"first".repeat(40), b"second".repeat(40)] {
+            builder
+                .append(&NewRecord {
+                    timestamp: 1_700_000_000_000,
+                    key: Some(b"k"),
+                    value: Some(&value),
+                    headers: &[],
+                })
+                .expect("fits");
+        }
+        assert_eq!(batch, builder.build().expect("built"), "{codec:?}");
+        // Stamped again (a new epoch): still valid, the new stamp.
+        let bumped = ProducerStamp {
+            epoch: 4,
+            base_sequence: 0,
+            ..stamp
+        };
+        stamp_producer(&mut batch, bumped).expect("restamped");
+        let header = *RecordBatch::parse_exact(&batch).expect("valid").header();
+        assert_eq!((header.producer_epoch, header.base_sequence), (4, 0));
+    }
+}
+
+#[test]
+fn stamp_producer_refuses_anything_but_one_whole_undamaged_batch() {
+    let stamp = ProducerStamp {
+        producer_id: 1,
+        epoch: 0,
+        base_sequence: 0,
+    };
+    let good = two_record_batch(Compression::None);
+    let refused = |mut bytes: Vec<u8>| {
+        let before = bytes.clone();
+        let e = stamp_producer(&mut bytes, stamp).expect_err("refused");
+        assert_eq!(bytes, before, "unchanged on {e}");
+        e
+    };
+    assert!(matches!(
+        refused(good[..good.len() - 1].to_vec()),
+        BatchError::Truncated { .. }
+    ));
+    assert!(matches!(
+        refused(good[..BATCH_HEADER_BYTES - 1].to_vec()),
+        BatchError::Truncated { .. }
+    ));
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(matches!(
+        refused(longer),
+        BatchError::TrailingBytes { extra: 1, .. }
+    ));
+    let mut damaged = good.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    assert!(matches!(
+        refused(damaged),
+        BatchError::ChecksumMismatch { .. }
+    ));
+    let mut damaged_stamp = good.clone();
+    damaged_stamp[BASE_SEQUENCE_AT] ^= 0x10;
+    assert!(matches!(
+        refused(damaged_stamp),
+        BatchError::ChecksumMismatch { .. }
+    ));
+    let mut v1 = good;
+    v1[MAGIC_AT] = 1;
+    assert!(matches!(
+        refused(v1),
+        BatchError::UnsupportedMagic { magic: 1 }
+    ));
+}
