@@ -98,6 +98,57 @@ pub enum AppendError {
         /// The partition directory.
         dir: PathBuf,
     },
+    /// An idempotent producer's batch carries an epoch older than the one
+    /// this partition knows for it: a newer instance of the producer took
+    /// over (Kafka's INVALID_PRODUCER_EPOCH / PRODUCER_FENCED). Nothing
+    /// was written.
+    #[error(
+        "producer {producer_id} is fenced: its batch has epoch {epoch}, older than the producer's current epoch {current}"
+    )]
+    ProducerFenced {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The epoch this partition knows.
+        current: i16,
+    },
+    /// An idempotent producer's batch does not start at the sequence this
+    /// partition expects: it is neither the next batch nor one of the last
+    /// [`PRODUCER_BATCHES_KEPT`](crate::producers::PRODUCER_BATCHES_KEPT)
+    /// appended (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER). Nothing was written.
+    #[error(
+        "out-of-order sequence from producer {producer_id}: expected sequence {expected}, received {received}"
+    )]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// The sequence the next batch must start at.
+        expected: i32,
+        /// The batch's base sequence.
+        received: i32,
+    },
+    /// An idempotent producer this partition holds no state for (never seen
+    /// here, or expired) sent a batch that does not start at sequence 0
+    /// (Kafka's UNKNOWN_PRODUCER_ID). Nothing was written.
+    #[error(
+        "unknown producer {producer_id}: this partition holds no state for it (never seen here, or expired), and its batch starts at sequence {sequence}, not 0"
+    )]
+    UnknownProducerId {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's base sequence.
+        sequence: i32,
+    },
+    /// The partition already holds state for `limit` producers (idle ones
+    /// expired first): a new producer is refused. Nothing was written.
+    #[error(
+        "the partition already holds state for {limit} idempotent producers, the most it keeps: a new producer is refused until idle ones expire"
+    )]
+    TooManyProducers {
+        /// [`PRODUCERS_PER_PARTITION_MAX`](crate::producers::PRODUCERS_PER_PARTITION_MAX).
+        limit: usize,
+    },
 }
 
 /// Why a read failed.
@@ -248,6 +299,13 @@ pub enum StoreError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// Every producer id below `limit` has been handed out: no more can be
+    /// allocated in this data directory.
+    #[error("producer ids exhausted: every id below {limit} has been handed out")]
+    ProducerIdsExhausted {
+        /// The end of the id space (`i64::MAX`, never handed out).
+        limit: i64,
     },
 }
 

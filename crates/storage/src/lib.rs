@@ -14,6 +14,8 @@
 //! - [`recovery`]: opening a log after any shutdown; `segment_check`
 //!   (private): checking one segment file's bytes for it.
 //! - [`batch`]: a client's batch, checked once before any log takes it.
+//! - [`producers`]: idempotent producers — the checks that store a batch
+//!   sent twice once, their snapshot file, and the producer id allocator.
 //! - [`log`]: the partition log — append, read, sync, roll, retention.
 //! - [`store`]: topics, their partitions and config, persisted atomically;
 //!   `data_dir` (private): what of the data directory is provably ours.
@@ -32,6 +34,7 @@ mod index;
 pub mod log;
 pub mod medium;
 mod metadata;
+pub mod producers;
 pub mod recovery;
 mod region;
 mod sealed_files;
@@ -46,6 +49,10 @@ pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
 pub use log::{AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, RetentionReport};
 pub use medium::{Medium, OsMedium};
+pub use producers::{
+    NO_PRODUCER_ID, PRODUCER_BATCHES_KEPT, PRODUCER_ID_BLOCK, PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+    PRODUCERS_PER_PARTITION_MAX,
+};
 pub use recovery::RecoveryReport;
 pub use sealed_files::SEALED_FILES_OPEN_MAX;
 pub use segment::LOG_HEADER_BYTES;
