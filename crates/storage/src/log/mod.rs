@@ -11,6 +11,11 @@
 //! A failed write (a full disk) leaves the log as it was and the next
 //! append may succeed; a failed sync stops the log, because after a failed
 //! `fsync` the page cache can no longer be trusted.
+//!
+//! A batch with a producer id is first checked against its producer's
+//! state ([`crate::producers`]) under the writer lock: a duplicate is
+//! answered with where the original landed and not written again. A batch
+//! without one (the common case) costs one branch more.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +32,7 @@ use crate::config::{FlushPolicy, LogConfig, ms_i64};
 use crate::error::is_disk_full;
 use crate::error::{AppendError, OpenError};
 use crate::medium::{Medium, OsMedium};
+use crate::producers::{PRODUCER_ID_EXPIRATION_MS_DEFAULT, ProducerBatch, ProducerStates};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::Segment;
 
@@ -34,6 +40,7 @@ pub use acks::{AckWait, Acks};
 
 mod acks;
 mod checkpoints;
+mod producers;
 mod read;
 mod retention;
 
@@ -48,6 +55,10 @@ pub struct LogOptions {
     /// Cut the log at damaged data even if it had been acknowledged as
     /// durable (logged at error level), instead of refusing to open.
     pub repair: bool,
+    /// An idempotent producer that has not appended for this long is
+    /// forgotten, in ms (Kafka's `producer.id.expiration.ms`; default
+    /// [`PRODUCER_ID_EXPIRATION_MS_DEFAULT`], 1 day).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for LogOptions {
@@ -56,6 +67,7 @@ impl Default for LogOptions {
             medium: Arc::new(OsMedium),
             clock: Arc::new(SystemClock),
             repair: false,
+            producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -71,6 +83,10 @@ pub struct AppendInfo {
     pub append_time_ms: i64,
     /// True if it was synced before this returned.
     pub durable: bool,
+    /// True if the batch was a duplicate of one of its producer's last
+    /// batches: nothing was written, and the offsets and time are the
+    /// original append's.
+    pub duplicate: bool,
 }
 
 /// Batches read from a log, with the log's bounds at the time of the read.
@@ -147,6 +163,12 @@ pub struct Log {
     failure: OnceLock<String>,
     growth: Event,
     recovery: RecoveryReport,
+    /// The idempotent producers' state. Changed by appends under the
+    /// writer lock (taken after it), and by expiry.
+    producers: Mutex<ProducerStates>,
+    /// Offsets of the producer snapshots on disk, ascending. Written under
+    /// the writer lock.
+    snapshots: Mutex<Vec<u64>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -194,6 +216,20 @@ impl Log {
             path: dir.clone(),
             source,
         })?;
+        let mut report = loaded.report;
+        let producers = producers::load(
+            medium.as_ref(),
+            &dir,
+            &loaded.segments,
+            end,
+            now,
+            options.producer_id_expiration_ms,
+        )?;
+        report.producer_snapshot = producers.snapshot;
+        report.producer_batches_scanned = producers.scanned_batches;
+        let start = loaded.segments.first().map_or(end, |s| s.base_offset);
+        let snapshot_due = producers.snapshot != Some(end)
+            && (end > start || !producers.states.is_empty());
         let active_base = loaded.active.segment.base_offset;
         let active_len = loaded.active.segment.log.published();
         // Recovered bytes may still sit only in the page cache: sync them first.
@@ -226,7 +262,9 @@ impl Log {
             checkpoint_due: AtomicBool::new(false),
             failure: OnceLock::new(),
             growth: Event::new(),
-            recovery: loaded.report,
+            recovery: report,
+            producers: Mutex::new(producers.states),
+            snapshots: Mutex::new(producers.snapshots),
             dir,
         };
         match log.write_recovery_point(end) {
@@ -243,6 +281,10 @@ impl Log {
                     source,
                 });
             }
+        }
+        if snapshot_due {
+            // Everything below the end is synced: the next open starts here.
+            log.write_producer_snapshot(end);
         }
         tracing::debug!(dir = %log.dir.display(), end, report = ?log.recovery, "log opened");
         Ok(log)
@@ -371,6 +413,7 @@ impl Log {
         let header = *batch.header();
         let batch = batch.bytes();
         let count = header.record_count as u32;
+        let producer = ProducerBatch::of(&header);
         let now = self.clock.now_ms();
         let mut guard = lock(&self.writer);
         self.check_failed()?;
@@ -379,6 +422,17 @@ impl Log {
                 dir: self.dir.clone(),
             });
         };
+        if let Some(producer) = &producer
+            && let Some(original) = lock(&self.producers).check(producer, now)?
+        {
+            return Ok(AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                append_time_ms: original.append_time_ms,
+                durable: false,
+                duplicate: true,
+            });
+        }
         let base_offset = active.segment.next_offset();
         let aged = base_offset > active.segment.base_offset
             && now.saturating_sub(active.segment.created_ms) >= ms_i64(self.config.segment_ms);
@@ -401,6 +455,10 @@ impl Log {
             });
         }
         let next = base_offset + u64::from(count);
+        if let Some(producer) = &producer {
+            let placed = producer.placed(base_offset, next - 1, now);
+            lock(&self.producers).record(producer, placed, now);
+        }
         self.end_offset.store(next, Ordering::Release);
         drop(guard);
         self.growth.notify(usize::MAX);
@@ -412,6 +470,7 @@ impl Log {
             last_offset: next - 1,
             append_time_ms: now,
             durable: false,
+            duplicate: false,
         })
     }
 
@@ -480,6 +539,8 @@ impl Log {
         if let Err(e) = self.write_recovery_point(base) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
         }
+        // The producers' state as of `base`: every batch below it is synced.
+        self.write_producer_snapshot(base);
         Ok(())
     }
 
@@ -579,6 +640,8 @@ impl Log {
             source,
         };
         self.write_recovery_point(end).map_err(io)?;
+        // Before the marker, so that a clean open finds the state at the end.
+        self.write_producer_snapshot(end);
         self.write_checkpoint(CheckpointKind::CleanShutdown, end)
             .map_err(io)?;
         tracing::debug!(dir = %self.dir.display(), end, "log closed cleanly");

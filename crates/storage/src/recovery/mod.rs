@@ -61,6 +61,12 @@ pub struct RecoveryReport {
     /// Bytes of segment files read batch by batch (what recovery time
     /// depends on).
     pub scanned_bytes: u64,
+    /// The offset of the producer snapshot the idempotent producers' state
+    /// was loaded from, if a valid one was found at or below the log's end.
+    pub producer_snapshot: Option<u64>,
+    /// Batches with a producer id read from the log after that snapshot
+    /// (or from the log's start without one) to rebuild the state.
+    pub producer_batches_scanned: u64,
 }
 
 /// A loaded log, ready to serve.
