@@ -1,7 +1,8 @@
 //! The data directory as the store finds it: which partition directories
 //! are provably ours (they hold a `partition.meta` marker naming the topic
 //! and partition their name says), which are being deleted, and what is
-//! unknown and must be left alone.
+//! unknown and must be left alone. Besides them it holds two files of
+//! ours: `topics.meta` and `producer-ids.meta`.
 //!
 //! The store never deletes what it cannot prove it created: only a
 //! directory whose marker is valid and matches its name, or its own
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::error::StoreError;
 use crate::medium::Medium;
 use crate::metadata::{self, METADATA_FILE, PARTITION_MARKER_FILE, PartitionMarker, TopicRecord};
+use crate::producers::ids::PRODUCER_IDS_FILE;
 use crate::segment::{LOG_SUFFIX, parse_file_name};
 
 /// Suffix of a partition directory whose topic is being deleted.
@@ -43,7 +45,8 @@ pub(crate) struct Layout {
     /// Unknown directories that hold segment files: partition directories
     /// of an earlier version, or whose marker was lost.
     pub unmarked_partitions: Vec<PathBuf>,
-    /// Temporary files of ours (an interrupted `topics.meta` write).
+    /// Temporary files of ours (an interrupted `topics.meta` or
+    /// `producer-ids.meta` write).
     pub leftovers: Vec<PathBuf>,
 }
 
@@ -171,10 +174,10 @@ pub(crate) fn scan(medium: &dyn Medium, dir: &Path) -> Result<Layout, StoreError
     let mut layout = Layout::default();
     for name in names {
         let path = dir.join(&name);
-        if name == METADATA_FILE || name == LEGACY_LOCK_FILE {
+        if name == METADATA_FILE || name == PRODUCER_IDS_FILE || name == LEGACY_LOCK_FILE {
             continue;
         }
-        if name == format!("{METADATA_FILE}.tmp") {
+        if name == format!("{METADATA_FILE}.tmp") || name == format!("{PRODUCER_IDS_FILE}.tmp") {
             layout.leftovers.push(path);
             continue;
         }

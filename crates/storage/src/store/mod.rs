@@ -2,7 +2,9 @@
 //! partition logs in `<data-dir>/<topic>-<partition>/` (each holding a
 //! `partition.meta` marker that names its topic), with the topic list
 //! persisted atomically in `topics.meta`. A background thread flushes logs
-//! with an interval policy and applies retention.
+//! with an interval policy and applies retention. Producer ids for
+//! idempotent producers are allocated here, unique across restarts
+//! (`producer-ids.meta`).
 //!
 //! Startup never deletes what it cannot prove it created (a directory whose
 //! marker names it, or a temporary file of ours), and a missing or damaged `topics.meta` is rebuilt
@@ -24,6 +26,8 @@ use crate::error::StoreError;
 use crate::log::{Log, LogOptions};
 use crate::medium::Medium;
 use crate::metadata::{PARTITION_MARKER_TMP_FILE, PartitionMarker, TopicRecord};
+use crate::producers::PRODUCER_ID_BLOCK;
+use crate::producers::ids::{self, PRODUCER_IDS_FILE, ProducerIds};
 
 mod partitions;
 
@@ -163,6 +167,8 @@ pub struct Store {
     maintenance: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     /// Entries of the data directory that are not ours, found at open.
     unknown: Vec<PathBuf>,
+    /// The producer id allocator; held while a new block is written.
+    producer_ids: Mutex<ProducerIds>,
     _lock: Box<dyn Send + Sync>,
 }
 
@@ -187,6 +193,22 @@ impl Store {
             .map_err(io_err("creating", &dir))?;
         let lock = medium.lock_dir(&dir).map_err(io_err("locking", &dir))?;
         let layout = data_dir::scan(medium.as_ref(), &dir)?;
+        let ids_end = match ids::read(medium.as_ref(), &dir)? {
+            None => Some(0),
+            Some(Ok(end)) => Some(end),
+            Some(Err(reason)) if options.log.repair => {
+                tracing::error!(file = %dir.join(PRODUCER_IDS_FILE).display(), %reason, "repair: ignoring a damaged producer id file; ids restart past the largest any partition holds, plus a block");
+                None
+            }
+            Some(Err(reason)) => {
+                return Err(StoreError::CorruptMetadata {
+                    path: dir.join(PRODUCER_IDS_FILE),
+                    reason: format!(
+                        "{reason}; the producer ids handed out are unknown, so none can be handed out safely (open with repair to restart past the largest id any partition holds)"
+                    ),
+                });
+            }
+        };
         let mut records = read_topic_list(medium.as_ref(), &dir, &layout)?;
         // A deletion renames the partition directories to `.deleted` first:
         // finding one means the topic was being deleted; finish it.
@@ -207,6 +229,17 @@ impl Store {
             let topic = open_topic(&dir, &options, record, Opening::Existing)?;
             topics.insert(topic.name.clone(), Arc::new(topic));
         }
+        let ids_end = ids_end.unwrap_or_else(|| {
+            let largest = topics
+                .values()
+                .flat_map(|t: &Arc<Topic>| t.partitions.iter())
+                .filter_map(|log| log.max_producer_id())
+                .max();
+            largest.map_or(0, |id| {
+                id.saturating_add(1).saturating_add(PRODUCER_ID_BLOCK)
+            })
+        });
+        let producer_ids = Mutex::new(ProducerIds::starting_at(&dir, ids_end));
         let mut store = Store {
             dir,
             options,
@@ -214,6 +247,7 @@ impl Store {
             admin: Mutex::new(()),
             maintenance: Mutex::new(None),
             unknown: Vec::new(),
+            producer_ids,
             _lock: lock,
         };
         store.unknown = store.remove_leftovers(layout)?;
@@ -561,6 +595,20 @@ impl Store {
         Ok(())
     }
 
+    /// A new producer id for an idempotent producer (Kafka's
+    /// InitProducerId): never one handed out before in this data
+    /// directory, across restarts and crashes. Ids start at 0 and stay
+    /// below `i64::MAX` ([`StoreError::ProducerIdsExhausted`] after that).
+    /// Thread safe. Every [`PRODUCER_ID_BLOCK`]th call writes and syncs
+    /// `producer-ids.meta` before it returns; if that fails (a full disk),
+    /// no id is handed out.
+    pub fn allocate_producer_id(&self) -> Result<i64, StoreError> {
+        self.producer_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allocate(self.medium())
+    }
+
     /// One topic.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, StoreError> {
         self.topics
@@ -601,7 +649,8 @@ impl Store {
 
     /// One maintenance pass: flushes interval-policy logs that are due,
     /// writes the recovery checkpoints syncs found due and, with
-    /// `retention`, applies retention to every log.
+    /// `retention`, applies retention to every log and forgets its idle
+    /// producers.
     pub fn run_maintenance(&self, retention: bool) {
         for topic in self.topics() {
             for log in topic.partitions() {
@@ -611,6 +660,7 @@ impl Store {
                 log.write_due_checkpoint();
                 if retention {
                     log.apply_retention();
+                    log.remove_expired_producers();
                 }
             }
         }
