@@ -10,9 +10,21 @@
 //! were sent, so several requests in flight to one partition never reorder
 //! it. When the stream fails, every unacknowledged batch goes back to the
 //! front of its partition's queue in its original order and is sent again on
-//! a new stream after an exponential backoff, until `delivery_timeout`
-//! (at least once: a batch appended whose acknowledgement was lost is
-//! appended again). A full buffer makes `send` wait: backpressure.
+//! a new stream after an exponential backoff, until `delivery_timeout`. A
+//! full buffer makes `send` wait: backpressure.
+//!
+//! By default the producer is idempotent (Kafka's KIP-98): it asks the
+//! broker for a producer id before its first batch and stamps each batch,
+//! as it is first sent, with the id, an epoch and the sequence number of its
+//! first record in its partition. A batch sent again after a broken stream
+//! keeps its stamp, so the broker appends it once and answers the copy with
+//! the offsets of the first: every record delivered is in its partition
+//! exactly once, in the order `send` accepted it. A batch refused for good
+//! (or out of time) fails alone: the producer takes the next epoch and
+//! restamps what is still queued, starting each partition's sequence at 0
+//! (the bookkeeping is in the private `idempotence` module). With
+//! `idempotent: false` batches carry no stamp and delivery is at least
+//! once: a batch appended whose acknowledgement was lost is appended again.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,8 +40,11 @@ use crate::connection::{BROKER_DEFAULT, channel};
 use crate::error::ClientError;
 use crate::record::{ProducerRecord, RecordMetadata};
 
+mod idempotence;
 mod partitioner;
 mod sender;
+
+pub use idempotence::IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX;
 
 use sender::Sender;
 
@@ -121,6 +136,17 @@ pub struct ProducerConfig {
     /// How long a topic's layout (partition count, largest batch) is
     /// trusted before the producer asks the broker again.
     pub metadata_max_age: Duration,
+    /// Each record lands in its partition exactly once, however often its
+    /// batch is sent again (Kafka's `enable.idempotence`; true by default).
+    /// The producer asks the broker for a producer id (`InitProducerId`)
+    /// before its first batch and stamps each batch with it, an epoch and
+    /// per-partition sequence numbers; a batch sent again is recognised and
+    /// answered with its first offsets. Needs `max_in_flight_per_partition`
+    /// of at most [`IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX`] (5), the batches
+    /// the broker remembers per producer and partition. False: no stamp,
+    /// and a batch whose acknowledgement was lost is appended again (at
+    /// least once).
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -138,6 +164,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_millis(DELIVERY_TIMEOUT_MS_DEFAULT),
             compression: Compression::None,
             metadata_max_age: Duration::from_millis(METADATA_MAX_AGE_MS_DEFAULT),
+            idempotent: true,
         }
     }
 }
@@ -196,6 +223,14 @@ impl Producer {
                 "batch_bytes, sticky_bytes, max_in_flight, max_in_flight_per_partition and buffer_records must be at least 1".into(),
             ));
         }
+        if config.idempotent
+            && config.max_in_flight_per_partition > IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX
+        {
+            return Err(ClientError::Invalid(format!(
+                "max_in_flight_per_partition {} is over {IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX}, the most an idempotent producer may have: the broker recognises a batch sent again only among a producer's last {IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX} to a partition (set idempotent to false for more)",
+                config.max_in_flight_per_partition
+            )));
+        }
         if let Compression::Unknown(id) = config.compression {
             return Err(ClientError::Invalid(format!(
                 "compression codec {id} is not one of none, gzip, snappy, lz4, zstd"
@@ -246,5 +281,43 @@ impl Producer {
         self.task
             .await
             .map_err(|e| ClientError::Invalid(format!("producer task failed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotent_producer_refuses_more_in_flight_per_partition_than_the_broker_remembers() {
+        let config = |idempotent, in_flight| ProducerConfig {
+            idempotent,
+            max_in_flight_per_partition: in_flight,
+            ..ProducerConfig::default()
+        };
+        assert!(
+            ProducerConfig::default().idempotent,
+            "idempotent by default"
+        );
+        let refused = Producer::new(config(true, IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX + 1))
+            .err()
+            .expect("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("max_in_flight_per_partition 6 is over 5"),
+            "{refused}"
+        );
+        // Allowed without idempotence (checked before any runtime is needed,
+        // so build one for the producer's task).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let producer = Producer::new(config(false, 6)).expect("allowed");
+            let at_most = Producer::new(config(true, 5)).expect("allowed");
+            drop((producer, at_most));
+        });
     }
 }

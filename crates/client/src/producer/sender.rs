@@ -2,20 +2,26 @@
 //! `ProduceStream` and what is in flight on it, sending (pipelined, in
 //! order per partition), acknowledgements, and putting unacknowledged
 //! batches back in order after a failed stream, with backoff, until the
-//! delivery timeout.
+//! delivery timeout. An idempotent producer's identity (asked of the broker
+//! before the first batch, and its next epoch after a batch is given up)
+//! and the stamping of each batch as it is sent, by `idempotence`'s
+//! bookkeeping.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use carteiro::proto::{self, admin_client::AdminClient, broker_client::BrokerClient};
-use carteiro::record::{Compression, Header, NewRecord, RecordBatchBuilder};
+use carteiro::record::{
+    BatchError, Compression, Header, NewRecord, ProducerStamp, RecordBatchBuilder,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
+use super::idempotence::{Identity, Sequences, restamp};
 use super::partitioner::{Partitioner, TopicLayout};
 use super::{
     COMMANDS_PER_ROUND_MAX, Command, DeliveryResult, ProducerConfig, RETRY_BACKOFF_MAX_MS,
@@ -30,6 +36,12 @@ struct Pending {
     waiters: Vec<(oneshot::Sender<DeliveryResult>, i64)>,
     created: Instant,
     encoded: Option<Bytes>,
+    /// An idempotent producer's stamp on `encoded`.
+    stamp: Option<ProducerStamp>,
+    /// It was in flight on a stream that broke before saying what became of
+    /// it: it may be in the log under its stamp, so it is not restamped
+    /// until the broker has answered it (appended or a duplicate).
+    maybe_appended: bool,
 }
 
 impl Pending {
@@ -39,6 +51,52 @@ impl Pending {
             waiters: Vec::new(),
             created: Instant::now(),
             encoded: None,
+            stamp: None,
+            maybe_appended: false,
+        }
+    }
+
+    /// The batch's bytes to send: built the first time (stamped with the
+    /// next sequence if `sequences`), then the same bytes each time, unless
+    /// their stamp is of an older epoch: then restamped with the next
+    /// sequence of the current one.
+    fn encode(
+        &mut self,
+        tp: &TopicPartition,
+        sequences: Option<&mut Sequences>,
+    ) -> Result<Bytes, BatchError> {
+        let records = i32::try_from(self.waiters.len()).expect("a batch holds below 2^31 records");
+        match (self.encoded.take(), sequences) {
+            (Some(bytes), None) => {
+                self.encoded = Some(bytes.clone());
+                Ok(bytes)
+            }
+            (Some(bytes), Some(sequences)) => {
+                if self.stamp.is_none_or(|s| sequences.is_current(&s)) {
+                    self.encoded = Some(bytes.clone());
+                    return Ok(bytes);
+                }
+                let stamp = sequences.stamp_for(tp);
+                let bytes = restamp(bytes, stamp)?;
+                sequences.sent(tp, records);
+                self.stamp = Some(stamp);
+                self.encoded = Some(bytes.clone());
+                Ok(bytes)
+            }
+            (None, sequences) => {
+                let mut builder = std::mem::take(&mut self.builder);
+                let stamp = sequences.as_ref().map(|s| s.stamp_for(tp));
+                if let Some(stamp) = stamp {
+                    builder = builder.with_producer(stamp);
+                }
+                let bytes = Bytes::from(builder.build()?);
+                if let Some(sequences) = sequences {
+                    sequences.sent(tp, records);
+                }
+                self.stamp = stamp;
+                self.encoded = Some(bytes.clone());
+                Ok(bytes)
+            }
         }
     }
 
@@ -72,6 +130,8 @@ struct ProduceStream {
     /// A request failed: the broker acknowledges the ones before it and
     /// ends the stream; nothing more is sent on it.
     closing: bool,
+    /// The first request that failed: the broker appended none after it.
+    failed_at: Option<u64>,
 }
 
 pub(crate) struct Sender {
@@ -90,6 +150,8 @@ pub(crate) struct Sender {
     /// No new stream before this.
     reconnect_at: Option<Instant>,
     flush_waiters: Vec<oneshot::Sender<()>>,
+    /// An idempotent producer's identity and sequences, once the broker gave them.
+    sequences: Option<Sequences>,
 }
 
 fn now_ms() -> i64 {
@@ -113,6 +175,7 @@ impl Sender {
             stream_failures: 0,
             reconnect_at: None,
             flush_waiters: Vec::new(),
+            sequences: None,
         }
     }
 
@@ -198,7 +261,7 @@ impl Sender {
             .map(|(_, p)| p.created + self.config.linger);
         let reconnect = self
             .reconnect_at
-            .filter(|_| self.stream.is_none() && !self.ready.is_empty());
+            .filter(|_| (self.stream.is_none() || self.needs_identity()) && !self.ready.is_empty());
         linger.chain(reconnect).min()
     }
 
@@ -354,6 +417,7 @@ impl Sender {
                     next_sequence: 0,
                     unacked: BTreeMap::new(),
                     closing: false,
+                    failed_at: None,
                 });
                 true
             }
@@ -382,27 +446,116 @@ impl Sender {
     /// error will not pass.
     fn expire_ready(&mut self, error: ClientError) {
         let timeout = self.config.delivery_timeout;
+        let mut expired = Vec::new();
         for queue in self.ready.values_mut() {
-            let (keep, expired): (VecDeque<Pending>, VecDeque<Pending>) = queue
+            let (keep, out): (VecDeque<Pending>, VecDeque<Pending>) = queue
                 .drain(..)
                 .partition(|p| error.is_transient() && p.created.elapsed() < timeout);
             *queue = keep;
-            for pending in expired {
-                if error.is_transient() {
-                    pending.fail(ClientError::Timeout(timeout));
-                } else {
-                    pending.fail(error.clone());
-                }
-            }
+            expired.extend(out);
         }
         self.ready.retain(|_, q| !q.is_empty());
+        for pending in expired {
+            if error.is_transient() {
+                self.give_up(pending, ClientError::Timeout(timeout));
+            } else {
+                self.give_up(pending, error.clone());
+            }
+        }
     }
 
-    /// Sends ready batches of partitions with room, oldest first per partition.
+    /// Fails a batch for good. If it carries a stamp of the current epoch,
+    /// its sequence numbers are a gap the broker would refuse every later
+    /// batch of its partition for: the next epoch is needed.
+    fn give_up(&mut self, pending: Pending, error: ClientError) {
+        if let (Some(sequences), Some(stamp)) = (self.sequences.as_mut(), &pending.stamp) {
+            sequences.given_up(stamp);
+        }
+        pending.fail(error);
+    }
+
+    /// True if an idempotent producer must ask the broker for an identity
+    /// (its first, or the next epoch) before it sends what is queued.
+    fn needs_identity(&self) -> bool {
+        self.config.idempotent && self.sequences.as_ref().is_none_or(Sequences::bump_needed)
+    }
+
+    /// True while a batch that may be in the log under its stamp is in
+    /// flight or first in its queue: the broker must say what became of it
+    /// (sent again, it is appended or recognised) before its epoch ends, or
+    /// restamped it could be appended twice.
+    fn unresolved(&self) -> bool {
+        self.unacked() > 0
+            || self
+                .ready
+                .values()
+                .any(|q| q.front().is_some_and(|p| p.maybe_appended))
+    }
+
+    /// An idempotent producer's identity: a new one before the first batch,
+    /// the next epoch once a batch was given up and nothing unresolved is
+    /// left of the old one. Returns whether batches may be sent now; a
+    /// transient failure backs off as a failed stream does, any other fails
+    /// the queued batches.
+    async fn ensure_identity(&mut self) -> bool {
+        if !self.needs_identity() {
+            return true;
+        }
+        let current = self.sequences.as_ref().map(Sequences::identity);
+        if current.is_some() && self.unresolved() {
+            // Those are sent under the current epoch first (see `dispatch`).
+            return true;
+        }
+        if self.reconnect_at.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        let request = proto::InitProducerIdRequest {
+            producer_id: current.map(|c| c.producer_id),
+            producer_epoch: current.map(|c| i32::from(c.epoch)),
+        };
+        let given = match self.client.init_producer_id(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                let e = call_error(&self.config.broker, status);
+                if e.is_transient() {
+                    self.stream_failed(&e);
+                }
+                self.expire_ready(e);
+                return false;
+            }
+        };
+        let Ok(epoch) = i16::try_from(given.producer_epoch) else {
+            self.expire_ready(ClientError::Invalid(format!(
+                "the broker gave producer epoch {}, outside 0..={}",
+                given.producer_epoch,
+                i16::MAX
+            )));
+            return false;
+        };
+        let identity = Identity {
+            producer_id: given.producer_id,
+            epoch,
+        };
+        tracing::debug!(?current, ?identity, "idempotent producer identity");
+        match self.sequences.as_mut() {
+            Some(sequences) => sequences.adopt(identity),
+            None => self.sequences = Some(Sequences::new(identity)),
+        }
+        true
+    }
+
+    /// Sends ready batches of partitions with room, oldest first per
+    /// partition; an idempotent producer's stamped as they are first sent.
     async fn dispatch(&mut self) {
-        if self.ready.is_empty() || !self.ensure_stream().await {
+        if self.ready.is_empty() || !self.ensure_identity().await || !self.ensure_stream().await {
             return;
         }
+        if self.config.idempotent && self.sequences.is_none() {
+            return;
+        }
+        // While the next epoch waits, only batches that may be in the log
+        // under their stamp are sent (again, as they are): see `unresolved`.
+        let bumping = self.sequences.as_ref().is_some_and(Sequences::bump_needed);
         let candidates: Vec<TopicPartition> = self
             .ready
             .keys()
@@ -414,23 +567,23 @@ impl Sender {
                 let Some(stream) = self.stream.as_mut().filter(|s| !s.closing) else {
                     return;
                 };
-                let Some(mut pending) = self.ready.get_mut(&tp).and_then(VecDeque::pop_front)
-                else {
+                let Some(queue) = self.ready.get_mut(&tp) else {
                     break;
                 };
-                let batch = match &pending.encoded {
-                    Some(bytes) => bytes.clone(),
-                    None => match std::mem::take(&mut pending.builder).build() {
-                        Ok(bytes) => {
-                            let bytes = Bytes::from(bytes);
-                            pending.encoded = Some(bytes.clone());
-                            bytes
-                        }
-                        Err(e) => {
-                            pending.fail(ClientError::Invalid(e.to_string()));
-                            continue;
-                        }
-                    },
+                if bumping && !queue.front().is_some_and(|p| p.maybe_appended) {
+                    break;
+                }
+                let Some(mut pending) = queue.pop_front() else {
+                    break;
+                };
+                let sequences = self.sequences.as_mut().filter(|_| self.config.idempotent);
+                let batch = match pending.encode(&tp, sequences) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Never sent with a stamp of this epoch: no gap.
+                        pending.fail(ClientError::Invalid(e.to_string()));
+                        continue;
+                    }
                 };
                 let request = proto::ProduceRequest {
                     topic: tp.topic.clone(),
@@ -474,6 +627,11 @@ impl Sender {
                 tonic::Status::new(tonic::Code::from_i32(reply.error_code), reply.error_message),
             );
             stream.closing = true;
+            stream.failed_at = Some(
+                stream
+                    .failed_at
+                    .map_or(reply.sequence, |f| f.min(reply.sequence)),
+            );
             if e.is_transient() {
                 // Stays unacknowledged: sent again, in order, on the next stream.
                 self.stream_failed(&e);
@@ -484,7 +642,7 @@ impl Sender {
                 if e.is_not_found() {
                     self.partitioner.forget(&tp.topic);
                 }
-                pending.fail(e);
+                self.give_up(pending, e);
             }
             return;
         }
@@ -497,11 +655,13 @@ impl Sender {
         };
         self.stream_failures = 0;
         self.release(&tp);
-        let base = reply
-            .response
-            .and_then(|r| r.partitions.first().map(|p| p.base_offset))
-            .unwrap_or(-1);
-        pending.deliver(&tp, base);
+        let landed = reply.response.and_then(|r| r.partitions.into_iter().next());
+        if landed.as_ref().is_some_and(|p| p.duplicate) {
+            // Appended before, its acknowledgement lost: these are the
+            // offsets it got then.
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, stamp = ?pending.stamp, "batch sent again was already appended");
+        }
+        pending.deliver(&tp, landed.map_or(-1, |p| p.base_offset));
     }
 
     fn release(&mut self, tp: &TopicPartition) {
@@ -522,10 +682,16 @@ impl Sender {
         if let Some(e) = &error {
             self.stream_failed(e);
         }
-        for (_, (tp, pending)) in stream.unacked.into_iter().rev() {
+        let failed_at = stream.failed_at;
+        for (sequence, (tp, mut pending)) in stream.unacked.into_iter().rev() {
             self.release(&tp);
+            // The broker appends nothing after a failed request; of any
+            // other, the stream's end leaves unknown whether it is in the log.
+            if failed_at.is_none_or(|f| sequence <= f) {
+                pending.maybe_appended = true;
+            }
             if pending.created.elapsed() >= self.config.delivery_timeout {
-                pending.fail(ClientError::Timeout(self.config.delivery_timeout));
+                self.give_up(pending, ClientError::Timeout(self.config.delivery_timeout));
             } else {
                 self.ready.entry(tp).or_default().push_front(pending);
             }
@@ -546,5 +712,162 @@ async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use carteiro::record::RecordBatch;
+
+    use super::*;
+
+    /// A sealed batch of `records` records to `tp`, with waiters to deliver to.
+    fn pending(records: usize) -> (Pending, Vec<oneshot::Receiver<DeliveryResult>>) {
+        let mut pending = Pending::new(Compression::None);
+        let mut receivers = Vec::new();
+        for i in 0..records {
+            let value = format!("v{i}");
+            pending
+                .builder
+                .append(&NewRecord {
+                    timestamp: 1_700_000_000_000,
+                    key: None,
+                    value: Some(value.as_bytes()),
+                    headers: &[],
+                })
+                .expect("fits");
+            let (done, delivery) = oneshot::channel();
+            pending.waiters.push((done, 1_700_000_000_000));
+            receivers.push(delivery);
+        }
+        (pending, receivers)
+    }
+
+    fn stamp_of(bytes: &Bytes) -> (i64, i16, i32) {
+        let batch = RecordBatch::parse_exact(bytes).expect("a valid batch");
+        let h = batch.header();
+        (h.producer_id, h.producer_epoch, h.base_sequence)
+    }
+
+    #[test]
+    fn batches_are_stamped_when_first_encoded_and_sent_again_byte_for_byte() {
+        let tp = TopicPartition::new("t", 0);
+        let mut sequences = Sequences::new(Identity {
+            producer_id: 42,
+            epoch: 0,
+        });
+        let (mut a, _a) = pending(3);
+        let (mut b, _b) = pending(2);
+        let first_a = a.encode(&tp, Some(&mut sequences)).expect("a");
+        let first_b = b.encode(&tp, Some(&mut sequences)).expect("b");
+        assert_eq!(stamp_of(&first_a), (42, 0, 0));
+        assert_eq!(stamp_of(&first_b), (42, 0, 3));
+        // Sent again after a broken stream: the same bytes, no new sequence.
+        assert_eq!(a.encode(&tp, Some(&mut sequences)).expect("a"), first_a);
+        assert_eq!(sequences.stamp_for(&tp).base_sequence, 5);
+        // Another partition counts from 0.
+        let (mut c, _c) = pending(1);
+        let other = TopicPartition::new("t", 1);
+        let first_c = c.encode(&other, Some(&mut sequences)).expect("c");
+        assert_eq!(stamp_of(&first_c), (42, 0, 0));
+    }
+
+    #[test]
+    fn after_the_next_epoch_the_batches_left_are_restamped_from_zero_in_queue_order() {
+        let tp = TopicPartition::new("t", 0);
+        let mut sequences = Sequences::new(Identity {
+            producer_id: 42,
+            epoch: 0,
+        });
+        sequences.sent(&tp, i32::MAX - 1);
+        let mut queue: Vec<Pending> = [2, 3, 4].into_iter().map(|n| pending(n).0).collect();
+        let first: Vec<Bytes> = queue
+            .iter_mut()
+            .map(|p| p.encode(&tp, Some(&mut sequences)).expect("encoded"))
+            .collect();
+        // Sequences wrap past i32::MAX to 0, as Kafka's do.
+        let bases: Vec<i32> = first.iter().map(|b| stamp_of(b).2).collect();
+        assert_eq!(bases, vec![i32::MAX - 1, 0, 3]);
+        // The first is refused for good: the next epoch, the others restamped.
+        let refused = queue.remove(0);
+        sequences.given_up(&refused.stamp.expect("stamped"));
+        assert!(sequences.bump_needed());
+        sequences.adopt(Identity {
+            producer_id: 42,
+            epoch: 1,
+        });
+        let again: Vec<Bytes> = queue
+            .iter_mut()
+            .map(|p| p.encode(&tp, Some(&mut sequences)).expect("restamped"))
+            .collect();
+        let stamps: Vec<(i64, i16, i32)> = again.iter().map(stamp_of).collect();
+        assert_eq!(stamps, vec![(42, 1, 0), (42, 1, 3)]);
+        // Only the stamp (and the CRC) changed.
+        for (before, after) in first[1..].iter().zip(&again) {
+            let unstamped = |b: &Bytes| {
+                let mut v = b.to_vec();
+                v[carteiro::record::CRC_AT..carteiro::record::ATTRIBUTES_AT].fill(0);
+                v[carteiro::record::PRODUCER_ID_AT..carteiro::record::RECORD_COUNT_AT].fill(0);
+                v
+            };
+            assert_eq!(unstamped(before), unstamped(after));
+        }
+        // And kept from then on.
+        assert_eq!(
+            queue[1].encode(&tp, Some(&mut sequences)).expect("same"),
+            again[1]
+        );
+        assert_eq!(sequences.stamp_for(&tp).base_sequence, 7);
+    }
+
+    #[tokio::test]
+    async fn the_next_epoch_waits_while_a_batch_may_be_in_the_log_under_the_old_one() {
+        // Nothing listens on port 1: asking the broker fails at once.
+        let config = ProducerConfig::new("127.0.0.1:1");
+        let channel = crate::connection::channel(&config.broker).expect("lazy channel");
+        let mut sender = Sender::new(config, channel);
+        let tp = TopicPartition::new("t", 0);
+        let mut sequences = Sequences::new(Identity {
+            producer_id: 42,
+            epoch: 0,
+        });
+        let mut queue: Vec<Pending> = (0..3).map(|_| pending(1).0).collect();
+        for p in &mut queue {
+            p.encode(&tp, Some(&mut sequences)).expect("stamped");
+        }
+        sender.sequences = Some(sequences);
+        let refused = queue.remove(0);
+        queue[0].maybe_appended = true;
+        sender.ready.insert(tp.clone(), queue.into());
+        sender.give_up(refused, ClientError::Invalid("refused".into()));
+        assert!(sender.needs_identity(), "a gap in epoch 0");
+        // The first queued batch was in flight when a stream broke: it is
+        // sent again under epoch 0 before the broker is asked for epoch 1.
+        assert!(sender.unresolved());
+        assert!(sender.ensure_identity().await, "may send, under epoch 0");
+        let sequences = sender.sequences.as_ref().expect("identity");
+        assert_eq!(sequences.identity().epoch, 0);
+        // Once it is answered, the next epoch is asked for: here the broker
+        // is unreachable, a transient failure that backs off.
+        sender.ready.get_mut(&tp).and_then(VecDeque::pop_front);
+        assert!(!sender.unresolved());
+        assert!(!sender.ensure_identity().await, "nothing sent");
+        assert!(sender.reconnect_at.is_some(), "backing off");
+        assert_eq!(
+            sender.ready[&tp].len(),
+            1,
+            "kept: within its delivery timeout"
+        );
+        assert!(sender.needs_identity());
+    }
+
+    #[test]
+    fn a_producer_that_is_not_idempotent_sends_unstamped_batches() {
+        let tp = TopicPartition::new("t", 0);
+        let (mut a, _a) = pending(2);
+        let bytes = a.encode(&tp, None).expect("built");
+        assert_eq!(stamp_of(&bytes), (-1, -1, -1));
+        assert!(a.stamp.is_none());
+        assert_eq!(a.encode(&tp, None).expect("same"), bytes);
     }
 }
