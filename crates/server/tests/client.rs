@@ -1,6 +1,7 @@
 //! The client library against a real broker: producers, consumers that
 //! track and commit their offsets, replay, seek by time, and surviving a
-//! broker restart.
+//! broker restart; an idempotent producer going on under its next epoch
+//! after a batch is refused for good, and one that is not idempotent.
 
 mod common;
 
@@ -377,5 +378,186 @@ async fn a_producer_keeps_its_records_through_a_broker_restart() {
     // The consumer from before the restart carries on too.
     let caught_up = consume(&mut consumer, 1).await;
     assert!(!caught_up.is_empty());
+    broker.stop();
+}
+
+/// `(producer id, epoch, base sequence, record count)` of each batch stored
+/// in partition 0 of `topic`.
+async fn stamps(broker: &Broker, topic: &str) -> Vec<(i64, i16, i32, i32)> {
+    let mut client = broker.broker().await;
+    let raw = raw_bytes(&mut client, topic, 0).await;
+    batch_positions(&raw)
+        .windows(2)
+        .filter(|w| w[1] <= raw.len())
+        .map(|w| {
+            let h = carteiro::record::BatchHeader::parse(&raw[w[0]..w[1]]).expect("a header");
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.record_count,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_producer_goes_on_under_its_next_epoch_after_a_batch_is_refused_for_good() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let mut admin = Admin::connect(&broker.address).expect("admin");
+    admin
+        .create_topic("bumped", 1, &settings())
+        .await
+        .expect("create");
+    let producer = Producer::new(ProducerConfig {
+        linger: Duration::ZERO,
+        batch_bytes: 1024,
+        ..ProducerConfig::new(broker.address.clone())
+    })
+    .expect("producer");
+    // The producer learns the topic's layout (the default largest batch)
+    // from a record for a partition the topic lacks; nothing is sent.
+    let learned = producer
+        .send_and_wait(
+            "bumped",
+            ProducerRecord {
+                partition: Some(9),
+                ..ProducerRecord::value("never")
+            },
+        )
+        .await;
+    assert!(
+        matches!(learned, Err(carteiro_client::ClientError::Invalid(_))),
+        "{learned:?}"
+    );
+    // Made again with a 4 KiB batch limit the producer does not know of
+    // (it trusts the layout for metadata_max_age): the broker, not the
+    // producer, refuses the 8 KiB record sent among good ones.
+    admin.delete_topic("bumped").await.expect("delete");
+    let small_batches = TopicSettings {
+        max_batch_bytes: Some(4096),
+        ..settings()
+    };
+    admin
+        .create_topic("bumped", 1, &small_batches)
+        .await
+        .expect("create again");
+    const REFUSED_AT: usize = 20;
+    let big = "x".repeat(8 * 1024);
+    let mut deliveries = Vec::new();
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let value = if i == REFUSED_AT {
+            big.clone()
+        } else {
+            sent.push(format!("good-{i:02}"));
+            format!("good-{i:02}")
+        };
+        let delivery = producer
+            .send("bumped", ProducerRecord::value(value.clone()))
+            .await
+            .expect("accepted");
+        deliveries.push((value, delivery));
+    }
+    let mut landed = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        match delivery.await {
+            Ok(meta) => {
+                assert_ne!(value, big, "the big record was delivered");
+                landed.insert(meta.offset, value);
+            }
+            Err(e) => {
+                assert_eq!(value, big, "{value} not delivered: {e}");
+                assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
+            }
+        }
+    }
+    // And it goes on.
+    for i in 40..50 {
+        let value = format!("good-{i:02}");
+        let meta = producer
+            .send_and_wait("bumped", ProducerRecord::value(value.clone()))
+            .await
+            .expect("delivered after the refusal");
+        landed.insert(meta.offset, value.clone());
+        sent.push(value);
+    }
+    producer.close().await.expect("close");
+
+    let mut client = broker.broker().await;
+    let stored = record_values(&fetch_all(&mut client, "bumped", 0, 0).await);
+    assert_eq!(stored, sent, "every good record once, in the order sent");
+    assert_eq!(landed.len(), sent.len());
+    for (offset, value) in &landed {
+        assert_eq!(stored.get(*offset as usize), Some(value), "offset {offset}");
+    }
+    // The batches after the refused one carry the next epoch of the same
+    // id, their sequences starting again at 0; each epoch's run unbroken.
+    let stamps = stamps(&broker, "bumped").await;
+    let id = stamps[0].0;
+    assert!(id >= 0, "{stamps:?}");
+    assert!(stamps.iter().all(|s| s.0 == id), "{stamps:?}");
+    let epochs: Vec<i16> = stamps.iter().map(|s| s.1).collect();
+    assert_eq!(epochs.first(), Some(&0), "{stamps:?}");
+    assert_eq!(epochs.last(), Some(&1), "{stamps:?}");
+    assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    let mut next = BTreeMap::new();
+    for (_, epoch, base_sequence, count) in &stamps {
+        let expected = next.entry(*epoch).or_insert(0);
+        assert_eq!(base_sequence, expected, "epoch {epoch}: {stamps:?}");
+        *expected += count;
+    }
+    let before: i32 = stamps.iter().filter(|s| s.1 == 0).map(|s| s.3).sum();
+    assert_eq!(
+        before as usize, REFUSED_AT,
+        "the records before the refused one, under epoch 0"
+    );
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producer_that_is_not_idempotent_sends_unstamped_batches_as_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    Admin::connect(&broker.address)
+        .expect("admin")
+        .create_topic("plain", 1, &settings())
+        .await
+        .expect("create");
+    // More in flight per partition than an idempotent producer may have.
+    let producer = Producer::new(ProducerConfig {
+        idempotent: false,
+        linger: Duration::ZERO,
+        batch_bytes: 512,
+        max_in_flight_per_partition: 8,
+        ..ProducerConfig::new(broker.address.clone())
+    })
+    .expect("producer");
+    let sent: Vec<String> = (0..500).map(|i| format!("plain-{i:03}")).collect();
+    let mut deliveries = Vec::new();
+    for value in &sent {
+        deliveries.push(
+            producer
+                .send("plain", ProducerRecord::value(value.clone()))
+                .await
+                .expect("accepted"),
+        );
+    }
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.expect("delivered").offset);
+    }
+    producer.close().await.expect("close");
+    assert_eq!(offsets, (0..500).collect::<Vec<i64>>());
+    let mut client = broker.broker().await;
+    let stored = record_values(&fetch_all(&mut client, "plain", 0, 0).await);
+    assert_eq!(stored, sent);
+    let stamps = stamps(&broker, "plain").await;
+    assert!(stamps.len() > 1, "several batches: {stamps:?}");
+    assert!(
+        stamps.iter().all(|s| (s.0, s.1, s.2) == (-1, -1, -1)),
+        "no producer stamp: {stamps:?}"
+    );
     broker.stop();
 }
