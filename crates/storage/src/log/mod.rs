@@ -228,8 +228,8 @@ impl Log {
         report.producer_snapshot = producers.snapshot;
         report.producer_batches_scanned = producers.scanned_batches;
         let start = loaded.segments.first().map_or(end, |s| s.base_offset);
-        let snapshot_due = producers.snapshot != Some(end)
-            && (end > start || !producers.states.is_empty());
+        let snapshot_due =
+            producers.snapshot != Some(end) && (end > start || !producers.states.is_empty());
         let active_base = loaded.active.segment.base_offset;
         let active_len = loaded.active.segment.log.published();
         // Recovered bytes may still sit only in the page cache: sync them first.

@@ -102,7 +102,11 @@ pub(super) fn load(
         let last = header.last_offset() as u64;
         // The append time is not in the batch: its largest timestamp stands
         // for it; for expiry the producer counts as active now.
-        states.record(&batch, batch.placed(base, last, header.max_timestamp), now_ms);
+        states.record(
+            &batch,
+            batch.placed(base, last, header.max_timestamp),
+            now_ms,
+        );
         // A partition that expired producers while it ran may hold more
         // than the limit's worth in its log: keep the newest.
         if states.len() >= 2 * PRODUCERS_PER_PARTITION_MAX {
@@ -160,7 +164,8 @@ fn scan_headers(
         let mut position = if from > segment.base_offset {
             match segment
                 .position_of(from, end)
-                .map_err(|e| corrupt(segment, e))? {
+                .map_err(|e| corrupt(segment, e))?
+            {
                 Some((position, _)) => position,
                 None => continue,
             }
@@ -169,13 +174,14 @@ fn scan_headers(
         };
         let mut cursor = RegionCursor::new(&segment.log, end);
         while position < end {
-            let header = cursor
-                .header(position)
-                .map_err(|reason| OpenError::CorruptDurableData {
-                    file: segment.log_path.clone(),
-                    position: position as u64,
-                    reason,
-                })?;
+            let header =
+                cursor
+                    .header(position)
+                    .map_err(|reason| OpenError::CorruptDurableData {
+                        file: segment.log_path.clone(),
+                        position: position as u64,
+                        reason,
+                    })?;
             if header.base_offset as u64 >= from {
                 f(&header);
             }
@@ -214,7 +220,10 @@ impl Log {
     /// Best-effort: a failure (a full disk) is logged, and the next open
     /// scans from an older snapshot.
     pub(super) fn write_producer_snapshot(&self, offset: u64) {
-        debug_assert!(offset <= self.durable_offset(), "snapshot past the synced end");
+        debug_assert!(
+            offset <= self.durable_offset(),
+            "snapshot past the synced end"
+        );
         let mut snapshots = lock(&self.snapshots);
         if snapshots.last() == Some(&offset) {
             return;

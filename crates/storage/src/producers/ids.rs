@@ -112,7 +112,7 @@ impl ProducerIds {
     /// The next id. A new block's end is written and synced before an id
     /// of it is handed out; if that fails, nothing changed.
     pub(crate) fn allocate(&mut self, medium: &dyn Medium) -> Result<i64, StoreError> {
-        if self.next >= PRODUCER_ID_END {
+        if self.next == PRODUCER_ID_END {
             return Err(StoreError::ProducerIdsExhausted {
                 limit: PRODUCER_ID_END,
             });

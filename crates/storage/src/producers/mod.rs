@@ -268,7 +268,12 @@ impl ProducerStates {
     /// producer's starts its state afresh; one of the same epoch joins its
     /// last batches, the oldest dropped past [`PRODUCER_BATCHES_KEPT`].
     /// Replaying the log's batches in order through this rebuilds the state.
-    pub(crate) fn record(&mut self, batch: &ProducerBatch, placed: BatchMetadata, activity_ms: i64) {
+    pub(crate) fn record(
+        &mut self,
+        batch: &ProducerBatch,
+        placed: BatchMetadata,
+        activity_ms: i64,
+    ) {
         match self.producers.get_mut(&batch.producer_id) {
             Some(entry) if entry.epoch == batch.epoch => {
                 if entry.batches.len() >= PRODUCER_BATCHES_KEPT {

@@ -65,7 +65,11 @@ fn a_batch_without_a_producer_id_is_not_idempotent() {
     };
     assert_eq!(ProducerBatch::of(&header), None);
     header.producer_id = -7;
-    assert_eq!(ProducerBatch::of(&header), None, "any negative id, as Kafka");
+    assert_eq!(
+        ProducerBatch::of(&header),
+        None,
+        "any negative id, as Kafka"
+    );
     header.producer_id = 0;
     header.producer_epoch = 4;
     header.base_sequence = 10;
@@ -89,7 +93,10 @@ fn sequences_wrap_from_i32_max_to_zero() {
     s.record(&near_end, near_end.placed(0, 2, 0), 0);
     offset += 3;
     let wrapped = batch(1, 0, 0, 2);
-    assert_eq!(send(&mut s, &wrapped, &mut offset, 0).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &wrapped, &mut offset, 0).expect("accepted"),
+        None
+    );
     let err = s.check(&batch(1, 0, i32::MAX, 1), 0).expect_err("gap");
     assert!(
         matches!(
@@ -118,7 +125,10 @@ fn each_of_the_last_five_batches_is_a_duplicate_and_older_ones_are_out_of_order(
     let mut placed = Vec::new();
     for i in 0..8 {
         let b = batch(7, 3, i * 3, 3);
-        assert_eq!(send(&mut s, &b, &mut offset, i64::from(i)).expect("accepted"), None);
+        assert_eq!(
+            send(&mut s, &b, &mut offset, i64::from(i)).expect("accepted"),
+            None
+        );
         placed.push((b, offset - 3, offset - 1, i64::from(i)));
     }
     let before = snapshot(&s);
@@ -148,7 +158,9 @@ fn each_of_the_last_five_batches_is_a_duplicate_and_older_ones_are_out_of_order(
         );
     }
     // Same first sequence, other last: not the same batch.
-    let err = s.check(&batch(7, 3, 21, 2), 99).expect_err("not a duplicate");
+    let err = s
+        .check(&batch(7, 3, 21, 2), 99)
+        .expect_err("not a duplicate");
     assert!(
         matches!(
             err,
@@ -161,7 +173,10 @@ fn each_of_the_last_five_batches_is_a_duplicate_and_older_ones_are_out_of_order(
         "{err}"
     );
     assert_eq!(snapshot(&s), before, "checks change nothing");
-    assert_eq!(s.get(7).map(|e| e.batches.len()), Some(PRODUCER_BATCHES_KEPT));
+    assert_eq!(
+        s.get(7).map(|e| e.batches.len()),
+        Some(PRODUCER_BATCHES_KEPT)
+    );
 }
 
 #[test]
@@ -184,11 +199,16 @@ fn a_gap_is_out_of_order_and_names_what_was_expected() {
     );
     let text = err.to_string();
     assert!(
-        text.contains("producer 1") && text.contains("expected sequence 3") && text.contains("received 5"),
+        text.contains("producer 1")
+            && text.contains("expected sequence 3")
+            && text.contains("received 5"),
         "{text}"
     );
     assert_eq!(snapshot(&s), before, "a refused batch changes nothing");
-    assert_eq!(send(&mut s, &batch(1, 0, 3, 1), &mut offset, 0).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(1, 0, 3, 1), &mut offset, 0).expect("accepted"),
+        None
+    );
 }
 
 #[test]
@@ -215,7 +235,9 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
         text.contains("producer 4") && text.contains("epoch 1") && text.contains("current epoch 2"),
         "{text}"
     );
-    let err = s.check(&batch(4, 3, 4, 1), 0).expect_err("new epoch not at 0");
+    let err = s
+        .check(&batch(4, 3, 4, 1), 0)
+        .expect_err("new epoch not at 0");
     assert!(
         matches!(
             err,
@@ -229,7 +251,10 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
     );
     assert_eq!(snapshot(&s), before, "refused batches change nothing");
     // A new epoch at 0 replaces the state: the old epoch is fenced from now on.
-    assert_eq!(send(&mut s, &batch(4, 3, 0, 1), &mut offset, 0).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(4, 3, 0, 1), &mut offset, 0).expect("accepted"),
+        None
+    );
     let entry = s.get(4).expect("kept");
     assert_eq!(entry.epoch, 3);
     assert_eq!(entry.batches.len(), 1);
@@ -237,7 +262,10 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
         s.check(&batch(4, 2, 2, 2), 0),
         Err(AppendError::ProducerFenced { current: 3, .. })
     ));
-    assert_eq!(send(&mut s, &batch(4, 3, 1, 1), &mut offset, 0).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(4, 3, 1, 1), &mut offset, 0).expect("accepted"),
+        None
+    );
 }
 
 #[test]
@@ -260,7 +288,10 @@ fn an_unknown_producer_must_start_at_zero() {
     );
     assert!(s.is_empty(), "nothing kept for a refused batch");
     let mut offset = 0;
-    assert_eq!(send(&mut s, &batch(9, 5, 0, 1), &mut offset, 0).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(9, 5, 0, 1), &mut offset, 0).expect("accepted"),
+        None
+    );
     assert_eq!(s.get(9).map(|e| e.epoch), Some(5), "any epoch may start");
 }
 
@@ -300,9 +331,15 @@ fn a_new_producer_past_the_limit_is_refused_after_idle_ones_expire() {
     assert!(err.to_string().contains("3 idempotent producers"), "{err}");
     assert_eq!(snapshot(&s), before, "nobody was idle");
     // Known producers go on at the limit.
-    assert_eq!(send(&mut s, &batch(2, 0, 1, 1), &mut offset, 999).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(2, 0, 1, 1), &mut offset, 999).expect("accepted"),
+        None
+    );
     // Producer 0 has been idle for the expiration time: it makes room.
-    assert_eq!(send(&mut s, &batch(3, 0, 0, 1), &mut offset, 1000).expect("accepted"), None);
+    assert_eq!(
+        send(&mut s, &batch(3, 0, 0, 1), &mut offset, 1000).expect("accepted"),
+        None
+    );
     assert!(s.get(0).is_none());
     assert_eq!(s.len(), 3);
 }
@@ -354,13 +391,21 @@ struct Model {
 impl Model {
     fn check(&self, b: &ProducerBatch) -> Result<Option<BatchMetadata>, &'static str> {
         let Some((epoch, history, _)) = self.producers.get(&b.producer_id) else {
-            return if b.first_seq == 0 { Ok(None) } else { Err("unknown") };
+            return if b.first_seq == 0 {
+                Ok(None)
+            } else {
+                Err("unknown")
+            };
         };
         if b.epoch < *epoch {
             return Err("fenced");
         }
         if b.epoch > *epoch {
-            return if b.first_seq == 0 { Ok(None) } else { Err("out of order") };
+            return if b.first_seq == 0 {
+                Ok(None)
+            } else {
+                Err("out of order")
+            };
         }
         let recent = &history[history.len().saturating_sub(PRODUCER_BATCHES_KEPT)..];
         if let Some(m) = recent
@@ -412,7 +457,7 @@ fn random_batches_get_the_answers_of_a_plain_model() {
         for step in 0..300 {
             let at = format!("seed {seed}, run {run}, step {step}");
             let roll = next(&mut rng);
-            if roll % 20 == 0 {
+            if roll.is_multiple_of(20) {
                 now += (next(&mut rng) % 600) as i64;
                 continue;
             }
@@ -455,7 +500,11 @@ fn random_batches_get_the_answers_of_a_plain_model() {
                 7 => batch(
                     id,
                     epoch + (next(&mut rng) % 3) as i16 - 1,
-                    if next(&mut rng) % 2 == 0 { 0 } else { 4 },
+                    if next(&mut rng).is_multiple_of(2) {
+                        0
+                    } else {
+                        4
+                    },
                     records,
                 ),
                 // Anywhere.
@@ -505,14 +554,18 @@ fn random_batches_get_the_answers_of_a_plain_model() {
             let placed = b.placed(offset, offset + count - 1, now);
             s.record(&b, placed, now);
             offset += count;
-            let entry = model.producers.entry(id).or_insert((b.epoch, Vec::new(), now));
+            let entry = model
+                .producers
+                .entry(id)
+                .or_insert((b.epoch, Vec::new(), now));
             if entry.0 != b.epoch {
                 *entry = (b.epoch, Vec::new(), now);
             }
             entry.1.push(placed);
             entry.2 = now;
             // The machine keeps exactly the model's last five.
-            let kept: Vec<BatchMetadata> = s.get(id).expect("kept").batches.iter().copied().collect();
+            let kept: Vec<BatchMetadata> =
+                s.get(id).expect("kept").batches.iter().copied().collect();
             let history = &entry.1;
             assert_eq!(
                 kept,
