@@ -228,6 +228,35 @@ fn leftovers_of_an_interrupted_create_or_delete_are_removed_and_nothing_else() {
 }
 
 #[test]
+fn the_producer_id_file_and_snapshots_are_ours_and_their_temporaries_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored = orders(dir.path());
+    {
+        let store = Store::open(dir.path(), store_options()).expect("reopens");
+        assert_eq!(store.allocate_producer_id().expect("an id"), 0);
+    }
+    let snapshot = partition_dir(dir.path(), "orders", 0).join("00000000000000000005.snapshot");
+    assert!(snapshot.exists(), "written at close");
+    // Temporary files of writes a crash interrupted.
+    std::fs::write(dir.path().join("producer-ids.meta.tmp"), "half").expect("write");
+    let snapshot_tmp =
+        partition_dir(dir.path(), "orders", 0).join("00000000000000000005.snapshot.tmp");
+    std::fs::write(&snapshot_tmp, "half").expect("write");
+    let store = Store::open(dir.path(), store_options()).expect("reopens");
+    assert!(
+        store.unknown_entries().is_empty(),
+        "{:?}",
+        store.unknown_entries()
+    );
+    assert!(dir.path().join("producer-ids.meta").exists());
+    assert!(!dir.path().join("producer-ids.meta.tmp").exists());
+    assert!(!snapshot_tmp.exists());
+    assert!(snapshot.exists());
+    assert_eq!(values(&store, "orders"), stored);
+    assert!(store.allocate_producer_id().expect("an id") >= 1000);
+}
+
+#[test]
 fn a_delete_interrupted_after_renaming_a_partition_aside_is_finished_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     orders(dir.path());

@@ -1,14 +1,20 @@
 //! Simulated power loss: the log runs over a medium that keeps a live and a
 //! durable image of every file and loses every unsynced byte when the
 //! power fails. The power fails at each sync point in turn; after each
-//! failure the log must hold exactly what was acknowledged as durable.
-//! (A process kill cannot show this: the page cache survives it.)
+//! failure the log must hold exactly what was acknowledged as durable, an
+//! idempotent batch acknowledged as durable must be answered as a
+//! duplicate (never stored again) when sent again, and no producer id may
+//! be handed out twice. (A process kill cannot show this: the page cache
+//! survives it.)
 
 mod common;
 
 use std::sync::Arc;
 
-use carteiro_storage::{FlushPolicy, Log, LogConfig, LogOptions, ManualClock, SimulatedMedium};
+use carteiro_storage::{
+    AppendError, FlushPolicy, Log, LogConfig, LogOptions, ManualClock, PRODUCER_BATCHES_KEPT,
+    SimulatedMedium, Store, StoreOptions,
+};
 use common::*;
 
 const DIR: &str = "/data/events-0";
@@ -152,6 +158,222 @@ fn power_loss_under_deferred_flush_keeps_every_flushed_batch_and_tears_nothing()
                 &all[..values.len()],
                 "{flush:?} after {n} syncs: not a prefix"
             );
+        }
+    }
+}
+
+/// Batch `i` of the idempotent run: producers 0, 1 and 2 in turn, each
+/// batch of 1 to 3 records following its producer's last.
+fn producer_batches() -> Vec<((i64, i32), Vec<u8>)> {
+    let mut sequences = [0i32; 3];
+    (0..BATCHES)
+        .map(|i| {
+            let id = i % 3;
+            let count = 1 + (i / 3) % 3;
+            let b = producer_batch(
+                id as i64,
+                0,
+                sequences[id],
+                &format!("q{i}"),
+                count,
+                i as i64,
+            );
+            let first = sequences[id];
+            sequences[id] += count as i32;
+            ((id as i64, first), b)
+        })
+        .collect()
+}
+
+/// Sends the idempotent run; returns the index and answer of every batch
+/// acknowledged as durable under the flush policy before the power failed
+/// (`always`: the append returned; otherwise: a flush returned after it).
+fn run_producers(
+    medium: &SimulatedMedium,
+    flush: FlushPolicy,
+) -> Vec<(usize, carteiro_storage::AppendInfo)> {
+    let clock = ManualClock::new(0);
+    let mut acked = Vec::new();
+    let Ok(log) = Log::open(DIR, config(flush), &options(medium, &clock)) else {
+        return acked;
+    };
+    let mut unflushed = Vec::new();
+    for (i, (_, b)) in producer_batches().iter().enumerate() {
+        clock.advance(1);
+        let Ok(info) = log.append(b) else {
+            return acked;
+        };
+        unflushed.push((i, info));
+        if flush == FlushPolicy::Always || i % 4 == 3 {
+            if log.flush().is_err() {
+                return acked;
+            }
+            acked.append(&mut unflushed);
+        }
+    }
+    let _ = log.close();
+    acked
+}
+
+/// Every `(producer, base sequence)` stored in the log, in order.
+fn stored_sequences(log: &Log) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    let mut offset = log.start_offset();
+    loop {
+        let read = log.read(offset, 64 * 1024).expect("readable");
+        if read.batches.is_empty() {
+            return out;
+        }
+        let mut rest = &read.batches[..];
+        while !rest.is_empty() {
+            let (batch, tail) =
+                carteiro::record::RecordBatch::parse(rest).expect("stored batches are valid");
+            out.push((batch.header().producer_id, batch.header().base_sequence));
+            rest = tail;
+        }
+        offset = read.next_offset;
+    }
+}
+
+#[test]
+fn power_loss_at_every_sync_point_never_stores_an_acknowledged_idempotent_batch_twice() {
+    let batches = producer_batches();
+    for flush in [FlushPolicy::Always, FlushPolicy::Os] {
+        let full = SimulatedMedium::new();
+        assert_eq!(run_producers(&full, flush).len(), BATCHES);
+        let sync_points = full.syncs();
+        println!(
+            "{flush:?}: {BATCHES} idempotent batches pass {sync_points} sync points; losing power at each in turn"
+        );
+        let mut from_snapshot = 0;
+        for n in 0..=sync_points {
+            let at = format!("{flush:?}, power loss after {n} of {sync_points} syncs");
+            let medium = SimulatedMedium::new();
+            medium.fail_after_syncs(n);
+            let acked = run_producers(&medium, flush);
+            let rebooted = medium.after_power_loss();
+            let clock = ManualClock::new(1_000);
+            let log = Log::open(DIR, config(flush), &options(&rebooted, &clock))
+                .unwrap_or_else(|e| panic!("{at}: reopen failed: {e}"));
+            let stored = stored_sequences(&log);
+            let end = log.end_offset();
+            if log.recovery_report().producer_snapshot.is_some() {
+                from_snapshot += 1;
+            }
+            // Every batch acknowledged as durable, sent again: answered as a
+            // duplicate with its original offsets if among its producer's
+            // last kept, else refused as out of order; never stored again.
+            for (i, original) in &acked {
+                let (id, b) = &batches[*i];
+                match log.append(b) {
+                    Ok(info) => {
+                        assert!(info.duplicate, "{at}: batch {i} stored again");
+                        assert_eq!(
+                            (info.base_offset, info.last_offset),
+                            (original.base_offset, original.last_offset),
+                            "{at}: batch {i}"
+                        );
+                    }
+                    Err(AppendError::OutOfOrderSequence { producer_id, .. }) => {
+                        assert_eq!(producer_id, id.0, "{at}");
+                        let at_in_log = stored
+                            .iter()
+                            .position(|s| s == id)
+                            .unwrap_or_else(|| panic!("{at}: acknowledged batch {i} lost"));
+                        let later_stored = stored[at_in_log + 1..]
+                            .iter()
+                            .filter(|s| s.0 == id.0)
+                            .count();
+                        assert!(
+                            later_stored >= PRODUCER_BATCHES_KEPT,
+                            "{at}: batch {i}, among the last kept, refused"
+                        );
+                    }
+                    Err(e) => panic!("{at}: batch {i}: {e}"),
+                }
+            }
+            assert_eq!(log.end_offset(), end, "{at}: nothing stored again");
+            // Under `always` the log holds exactly what was acknowledged, so
+            // each producer's last five acknowledged are its kept batches.
+            if flush == FlushPolicy::Always {
+                assert_eq!(stored.len(), acked.len(), "{at}");
+            }
+            // Then every batch, in order, as a producer resending all it
+            // sent would: each is stored exactly once in the end.
+            for (_, b) in &batches {
+                let _ = log.append(b);
+            }
+            let mut all = stored_sequences(&log);
+            let count = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), count, "{at}: a batch stored twice");
+            drop(log);
+            // And a reopen after that gives the same answers.
+            let log = Log::open(DIR, config(flush), &options(&rebooted, &clock))
+                .unwrap_or_else(|e| panic!("{at}: second reopen failed: {e}"));
+            let end = log.end_offset();
+            for (_, b) in &batches[BATCHES - 3..] {
+                assert!(log.append(b).expect("a duplicate").duplicate, "{at}");
+            }
+            assert_eq!(log.end_offset(), end, "{at}");
+        }
+        println!("{flush:?}: {from_snapshot} reopens started from a producer snapshot");
+        assert!(
+            from_snapshot > sync_points / 2,
+            "{flush:?}: rolls wrote snapshots"
+        );
+    }
+}
+
+fn store_options(medium: &SimulatedMedium) -> StoreOptions {
+    StoreOptions {
+        log: sim_options(medium),
+        maintenance_interval_ms: None,
+        ..StoreOptions::default()
+    }
+}
+
+/// Allocates up to 2,500 producer ids (three blocks); returns those handed out.
+fn allocate_ids(medium: &SimulatedMedium) -> Vec<i64> {
+    let Ok(store) = Store::open("/data", store_options(medium)) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2_500 {
+        match store.allocate_producer_id() {
+            Ok(id) => ids.push(id),
+            Err(_) => break,
+        }
+    }
+    std::mem::forget(store);
+    ids
+}
+
+#[test]
+fn power_loss_at_every_sync_point_never_hands_out_a_producer_id_twice() {
+    let full = SimulatedMedium::new();
+    assert_eq!(allocate_ids(&full).len(), 2_500);
+    let sync_points = full.syncs();
+    println!("2500 producer ids pass {sync_points} sync points; losing power at each in turn");
+    for n in 0..=sync_points {
+        let medium = SimulatedMedium::new();
+        medium.fail_after_syncs(n);
+        let before = allocate_ids(&medium);
+        let rebooted = medium.after_power_loss();
+        let after = allocate_ids(&rebooted);
+        assert_eq!(
+            after.len(),
+            2_500,
+            "after {n} syncs: allocation works again"
+        );
+        let mut all: Vec<i64> = before.iter().chain(&after).copied().collect();
+        let count = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), count, "after {n} syncs: an id handed out twice");
+        if let (Some(last), Some(first)) = (before.last(), after.first()) {
+            assert!(first > last, "after {n} syncs: {first} after {last}");
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use carteiro::record::{Compression, NewRecord, RecordBatch, RecordBatchBuilder};
+use carteiro::record::{Compression, NewRecord, ProducerStamp, RecordBatch, RecordBatchBuilder};
 use carteiro_storage::{Clock, FlushPolicy, Log, LogConfig, LogOptions, Medium, SimulatedMedium};
 
 /// A batch of `count` records whose values are `"{tag}-{i}"`, all at `timestamp`.
@@ -16,6 +16,36 @@ pub fn batch(tag: &str, count: usize, timestamp: i64) -> Vec<u8> {
             .map(|v| (v.as_bytes(), timestamp))
             .collect::<Vec<_>>(),
     )
+}
+
+/// An idempotent producer's batch: producer `producer_id` in `epoch`, its
+/// first record at sequence `sequence`, `count` records whose values are
+/// `"{tag}-{i}"`, all at `timestamp`.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+    tag: &str,
+    count: usize,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new().with_producer(ProducerStamp {
+        producer_id,
+        epoch,
+        base_sequence: sequence,
+    });
+    for i in 0..count {
+        let value = format!("{tag}-{i}");
+        builder
+            .append(&NewRecord {
+                timestamp,
+                key: None,
+                value: Some(value.as_bytes()),
+                headers: &[],
+            })
+            .expect("small record");
+    }
+    builder.build().expect("non-empty")
 }
 
 /// A batch with one record per `(value, timestamp)`.
