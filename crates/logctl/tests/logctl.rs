@@ -719,3 +719,141 @@ fn produce_with_each_compression_and_consume_it_back() {
         "{stderr}"
     );
 }
+
+/// `(producer id, epoch, base sequence, record count)` of each batch stored
+/// in a partition.
+fn stored_stamps(broker: &Broker, topic: &str, partition: u32) -> Vec<(i64, i16, i32, i32)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let raw = runtime.block_on(async {
+        let mut client = broker.broker().await;
+        raw_bytes(&mut client, topic, partition).await
+    });
+    batch_positions(&raw)
+        .windows(2)
+        .filter(|w| w[1] <= raw.len())
+        .map(|w| {
+            let h = carteiro::record::BatchHeader::parse(&raw[w[0]..w[1]]).expect("a header");
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.record_count,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn produce_sends_as_an_idempotent_producer() {
+    let (_dir, broker, cli) = started();
+    cli.ok(&["topics", "create", "stamped", "--segment-bytes", "65536"]);
+    let output = cli.run_with_input(&["produce", "stamped"], "a\nb\nc\n");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stamps = stored_stamps(&broker, "stamped", 0);
+    assert!(!stamps.is_empty());
+    assert!(
+        stamps.iter().all(|s| s.0 >= 0 && s.1 == 0),
+        "a producer id, epoch 0: {stamps:?}"
+    );
+    assert_eq!(stamps[0].2, 0, "sequences from 0: {stamps:?}");
+    broker.stop();
+}
+
+#[test]
+fn bench_produce_idempotent_stamps_each_batch_in_sequence() {
+    let (_dir, broker, cli) = started();
+    // Pre-encoded batches, stamped copies: two producers over two partitions.
+    let produced = cli.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "stamped",
+        "--records",
+        "6000",
+        "--batch-size",
+        "500",
+        "--partitions",
+        "2",
+        "--producers",
+        "2",
+        "--idempotent",
+    ]);
+    assert_eq!(produced["records"], 6000);
+    assert_eq!(produced["idempotent"], true);
+    assert!(
+        produced["stamp_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{produced}"
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    let mut records = 0;
+    for partition in 0..2 {
+        // Each producer's batches to the partition, epoch 0, sequences unbroken from 0.
+        let mut next = std::collections::BTreeMap::new();
+        for (id, epoch, base_sequence, count) in stored_stamps(&broker, "stamped", partition) {
+            assert!(id >= 0 && epoch == 0, "{id} {epoch}");
+            let expected = next.entry(id).or_insert(0);
+            assert_eq!(
+                base_sequence, *expected,
+                "producer {id}, partition {partition}"
+            );
+            *expected += count;
+            records += count;
+            ids.insert(id);
+        }
+    }
+    assert_eq!(records, 6000, "every batch appended once");
+    assert_eq!(ids.len(), 2, "a producer id each: {ids:?}");
+
+    // Through the library's Producer.
+    let lingered = cli.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "lingered",
+        "--records",
+        "2000",
+        "--batch-size",
+        "100",
+        "--linger-ms",
+        "1",
+        "--idempotent",
+    ]);
+    assert_eq!(
+        (
+            lingered["records"].as_u64(),
+            lingered["idempotent"].as_bool()
+        ),
+        (Some(2000), Some(true))
+    );
+    let stamps = stored_stamps(&broker, "lingered", 0);
+    assert!(stamps.iter().all(|s| s.0 >= 0), "{stamps:?}");
+
+    // Without it, both paths send unstamped batches, as they did.
+    let plain = cli.json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "plain",
+        "--records",
+        "1000",
+        "--batch-size",
+        "500",
+    ]);
+    assert_eq!(
+        (
+            plain["idempotent"].as_bool(),
+            plain["stamp_seconds"].is_null()
+        ),
+        (Some(false), true)
+    );
+    let stamps = stored_stamps(&broker, "plain", 0);
+    assert!(stamps.iter().all(|s| s.0 == -1), "{stamps:?}");
+    broker.stop();
+}

@@ -36,9 +36,9 @@ pub(crate) struct Identity {
 }
 
 /// The sequence number after a batch of `records` records starting at
-/// `sequence`: as in Kafka, sequences run from 0 to `i32::MAX` and wrap
-/// to 0.
-pub(crate) fn next_sequence(sequence: i32, records: i32) -> i32 {
+/// `sequence` (both 0 or more): as in Kafka, sequences run from 0 to
+/// `i32::MAX` and wrap to 0.
+pub fn next_sequence(sequence: i32, records: i32) -> i32 {
     let span = i64::from(i32::MAX) + 1;
     let next = (i64::from(sequence) + i64::from(records)).rem_euclid(span);
     i32::try_from(next).expect("below i32::MAX + 1")

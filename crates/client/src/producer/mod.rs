@@ -44,7 +44,7 @@ mod idempotence;
 mod partitioner;
 mod sender;
 
-pub use idempotence::IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX;
+pub use idempotence::{IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX, next_sequence};
 
 use sender::Sender;
 

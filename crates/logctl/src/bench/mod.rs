@@ -3,7 +3,8 @@
 //! kafka-producer-perf-test, `rpk` and `nats bench`.
 //!
 //! - [`produce`]: pre-encoded batches pipelined on `ProduceStream`s, or with
-//!   `--linger-ms` records one by one through the library's `Producer`.
+//!   `--linger-ms` records one by one through the library's `Producer`;
+//!   with `--idempotent`, as idempotent producers.
 //! - [`consume`]: replays a topic from its first offset, `--consumers` of
 //!   them sharing the partitions, and verifies the record count.
 //! - [`e2e`]: a producer at a fixed rate and a tailing consumer in the same

@@ -5,6 +5,16 @@
 //! With `--linger-ms`, records go one by one through the client library's
 //! `Producer` instead, which batches and pipelines them; latency is then per
 //! record, from `send` to its delivery.
+//!
+//! With `--idempotent`, batches carry an idempotent producer's marks (an id
+//! from `InitProducerId` per bench producer, epoch 0, sequence numbers per
+//! partition), which the broker checks and remembers, so a run with and one
+//! without compare the broker's cost of idempotence. The pre-encoded path
+//! copies its one batch and stamps the copy (`stamp_producer`: one CRC-32C
+//! pass) for each request, client work the plain path does not do (it
+//! sends the batch built at the start, as is); that time is measured and
+//! reported (`stamp_seconds`). The `Producer` path stamps each batch as it
+//! builds it, which costs nothing more.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,8 +23,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use carteiro::proto::{self, broker_client::BrokerClient};
-use carteiro::record::{NewRecord, RecordBatchBuilder};
+use carteiro::record::{NewRecord, ProducerStamp, RecordBatchBuilder, stamp_producer};
 use carteiro_client::connection::{REQUEST_BYTES_MAX, call_error, channel};
+use carteiro_client::producer::next_sequence;
 use carteiro_client::{Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use futures_util::StreamExt;
@@ -24,6 +35,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{LATENCY_MAX_US, RssSampler, ensure_topic, histogram, report};
+use crate::Output;
 use crate::commands::AcksArg;
 use crate::output::Printer;
 
@@ -68,6 +80,21 @@ pub struct ProduceBench {
     /// Sample this broker process's RssAnon
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// Send as idempotent producers: a producer id from InitProducerId per
+    /// producer, epoch 0, sequence numbers per partition (the broker checks
+    /// and remembers them). Without --linger-ms each request's batch is a
+    /// stamped copy of the pre-built one; the client time that takes is
+    /// reported as stamp_seconds
+    #[arg(long)]
+    idempotent: bool,
+}
+
+/// What one bench producer measured.
+struct Measured {
+    latency: Histogram<u64>,
+    /// Time spent copying and stamping batches (`--idempotent` without
+    /// `--linger-ms`).
+    stamping: Duration,
 }
 
 pub(super) async fn produce(
@@ -108,6 +135,8 @@ pub(super) async fn produce(
             .build()
             .map_err(|e| ClientError::Invalid(e.to_string()))?,
     );
+    let batch_records = i32::try_from(args.batch_size)
+        .map_err(|_| ClientError::Invalid("--batch-size is over i32::MAX".into()))?;
     let batches = args.records.div_ceil(args.batch_size as u64);
     let next = Arc::new(AtomicU64::new(0));
     let bar = out.progress(Some(batches * args.batch_size as u64), "produced");
@@ -125,9 +154,30 @@ pub(super) async fn produce(
             args.rate,
         );
         let broker = broker.to_string();
+        let idempotent = args.idempotent;
         tasks.push(tokio::spawn(async move {
             let describe = |s| call_error(&broker, s);
             let mut latency = histogram();
+            let mut stamping = Duration::ZERO;
+            // An idempotent producer's id and epoch, and each partition's
+            // next sequence number.
+            let identity = if idempotent {
+                let given = client
+                    .init_producer_id(proto::InitProducerIdRequest::default())
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                let epoch = i16::try_from(given.producer_epoch).map_err(|_| {
+                    ClientError::Invalid(format!(
+                        "the broker gave producer epoch {}",
+                        given.producer_epoch
+                    ))
+                })?;
+                Some((given.producer_id, epoch))
+            } else {
+                None
+            };
+            let mut sequences: HashMap<u32, i32> = HashMap::new();
             // One stream per producer: its requests are appended in order,
             // `in_flight` of them pipelined.
             let (requests, outgoing) = tokio::sync::mpsc::channel(in_flight);
@@ -149,10 +199,29 @@ pub(super) async fn produce(
                             + Duration::from_secs_f64((n * batch_size) as f64 / rate as f64);
                         tokio::time::sleep_until(due).await;
                     }
+                    let partition = (n % u64::from(partitions)) as u32;
+                    let record_batch = match identity {
+                        None => batch.clone(),
+                        Some((producer_id, epoch)) => {
+                            let stamp_started = Instant::now();
+                            let next = sequences.entry(partition).or_insert(0);
+                            let mut stamped = batch.to_vec();
+                            let stamp = ProducerStamp {
+                                producer_id,
+                                epoch,
+                                base_sequence: *next,
+                            };
+                            stamp_producer(&mut stamped, stamp)
+                                .map_err(|e| ClientError::Invalid(e.to_string()))?;
+                            *next = next_sequence(*next, batch_records);
+                            stamping += stamp_started.elapsed();
+                            Bytes::from(stamped)
+                        }
+                    };
                     let request = proto::ProduceRequest {
                         topic: topic.clone(),
-                        partition: Some((n % u64::from(partitions)) as u32),
-                        record_batch: batch.clone(),
+                        partition: Some(partition),
+                        record_batch,
                         acks: acks as i32,
                         ..Default::default()
                     };
@@ -172,20 +241,32 @@ pub(super) async fn produce(
                     let code = tonic::Code::from_i32(reply.error_code);
                     return Err(describe(tonic::Status::new(code, reply.error_message)));
                 }
+                // Nothing is sent twice: a duplicate would be records not appended.
+                if reply
+                    .response
+                    .as_ref()
+                    .is_some_and(|r| r.partitions.iter().any(|p| p.duplicate))
+                {
+                    return Err(ClientError::Invalid(format!(
+                        "the broker took request {} for a duplicate; none was sent twice",
+                        reply.sequence
+                    )));
+                }
                 if let Some(sent) = sent_at.remove(&reply.sequence) {
                     let took = sent.elapsed().as_micros() as u64;
                     let _ = latency.record(took.clamp(1, LATENCY_MAX_US));
                 }
                 bar.inc(batch_size);
             }
-            Ok::<_, ClientError>(latency)
+            Ok::<_, ClientError>(Measured { latency, stamping })
         }));
     }
-    let latency = join_histograms(tasks).await?;
+    let Measured { latency, stamping } = join_measured(tasks).await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let records = batches * args.batch_size as u64;
     let bytes = batches * batch.len() as u64;
+    let stamp_seconds = args.idempotent.then_some(stamping.as_secs_f64());
     report(
         out,
         "produce",
@@ -197,8 +278,15 @@ pub(super) async fn produce(
         json!({
             "topic": topic, "record_size": args.record_size, "batch_size": args.batch_size, "acks": format!("{:?}", args.acks).to_lowercase(),
             "partitions": partitions, "producers": args.producers, "in_flight": args.in_flight, "rate": args.rate,
+            "idempotent": args.idempotent, "stamp_seconds": stamp_seconds,
         }),
     );
+    if let (Some(seconds), Output::Table) = (stamp_seconds, out.format()) {
+        println!(
+            "stamping (client side, a copy and stamp_producer per request): {seconds:.3} s, {:.1} µs per request",
+            seconds * 1e6 / batches.max(1) as f64
+        );
+    }
     Ok(())
 }
 
@@ -223,6 +311,7 @@ async fn produce_records(
             batch_bytes: args.batch_size * (args.record_size + RECORD_OVERHEAD_BYTES),
             max_in_flight_per_partition: args.in_flight,
             acks: args.acks.into(),
+            idempotent: args.idempotent,
             ..ProducerConfig::new(broker)
         };
         let producer = Producer::new(config)?;
@@ -250,10 +339,10 @@ async fn produce_records(
                 }
             }
             producer.close().await?;
-            Ok::<_, ClientError>(latency)
+            Ok::<_, ClientError>(Measured { latency, stamping: Duration::ZERO })
         }));
     }
-    let latency = join_histograms(tasks).await?;
+    let Measured { latency, .. } = join_measured(tasks).await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     report(
@@ -267,7 +356,7 @@ async fn produce_records(
         json!({
             "topic": topic, "record_size": args.record_size, "batch_size": args.batch_size, "linger_ms": linger_ms,
             "acks": format!("{:?}", args.acks).to_lowercase(), "partitions": partitions, "producers": args.producers,
-            "in_flight": args.in_flight, "rate": args.rate, "client": "producer",
+            "in_flight": args.in_flight, "rate": args.rate, "client": "producer", "idempotent": args.idempotent,
         }),
     );
     Ok(())
@@ -295,16 +384,20 @@ async fn send_one(
     Ok((sent, producer.send(topic, record).await?))
 }
 
-/// Waits for every producer task and merges their histograms.
-async fn join_histograms(
-    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, ClientError>>>,
-) -> Result<Histogram<u64>, ClientError> {
-    let mut latency = histogram();
+/// Waits for every producer task and adds up what they measured.
+async fn join_measured(
+    tasks: Vec<tokio::task::JoinHandle<Result<Measured, ClientError>>>,
+) -> Result<Measured, ClientError> {
+    let mut total = Measured {
+        latency: histogram(),
+        stamping: Duration::ZERO,
+    };
     for task in tasks {
-        let h = task
+        let measured = task
             .await
             .map_err(|e| ClientError::Invalid(format!("producer task: {e}")))??;
-        let _ = latency.add(&h);
+        let _ = total.latency.add(&measured.latency);
+        total.stamping += measured.stamping;
     }
-    Ok(latency)
+    Ok(total)
 }
