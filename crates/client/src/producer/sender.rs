@@ -515,6 +515,13 @@ impl Sender {
         };
         let given = match self.client.init_producer_id(request).await {
             Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                self.expire_ready(ClientError::Invalid(format!(
+                    "broker {} does not give producer ids (InitProducerId): set idempotent to false to produce to it",
+                    self.config.broker
+                )));
+                return false;
+            }
             Err(status) => {
                 let e = call_error(&self.config.broker, status);
                 if e.is_transient() {
