@@ -16,6 +16,8 @@
 //!   Kafka's classic protocol; [`assignment`]: range and round robin.
 //! - [`groups`]: the group API clients use: join, sync, heartbeat, leave,
 //!   commit, describe.
+//! - [`producers`]: idempotent producers' ids and epochs (each partition
+//!   log deduplicates their batches).
 //! - [`error`]: the one error type, [`BrokerError`].
 
 pub mod assignment;
@@ -26,6 +28,7 @@ pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 pub use broker::{Broker, BrokerOptions, INTERNAL_TOPIC_PREFIX};

@@ -75,6 +75,9 @@ pub struct PartitionAppend {
     pub record_count: u32,
     /// The log's time of the append, ms since the Unix epoch.
     pub append_time_ms: i64,
+    /// True if an idempotent producer's batch had been appended already:
+    /// not appended again; the offsets and time are those it got then.
+    pub duplicate: bool,
 }
 
 /// A request whose batches are appended and which waits to meet its acks.
@@ -96,6 +99,7 @@ impl Appended {
                 base_offset: info.base_offset,
                 record_count: (info.last_offset - info.base_offset + 1) as u32,
                 append_time_ms: info.append_time_ms,
+                duplicate: info.duplicate,
             });
         }
         Ok(landed)

@@ -65,6 +65,12 @@ pub(crate) fn kafka_error(e: &BrokerError, family: Family) -> KafkaError {
                 ..
             }) => K::CorruptMessage,
             AppendError::InvalidBatch(_) => K::InvalidRecord,
+            AppendError::OutOfOrderSequence { .. } => K::OutOfOrderSequenceNumber,
+            AppendError::ProducerFenced { .. } => K::InvalidProducerEpoch,
+            AppendError::UnknownProducerId { .. } => K::UnknownProducerId,
+            // Kafka has no per-partition limit of producers; this is the
+            // code for a broker's policy refusing a request.
+            AppendError::TooManyProducers { .. } => K::PolicyViolation,
             _ => K::KafkaStorageError,
         },
         BrokerError::Read(read) | BrokerError::PartitionRead { source: read, .. } => match read {

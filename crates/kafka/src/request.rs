@@ -142,9 +142,6 @@ pub(crate) async fn route(edge: &Arc<Edge>, frame: Frame) -> Outcome {
         return Outcome::Close(format!("unknown API key {}", frame.raw_key));
     };
     let version = frame.version;
-    if key == ApiKey::InitProducerId {
-        return handlers::produce::refuse_init_producer_id(frame);
-    }
     let Some(range) = served(key) else {
         return Outcome::Close(format!("{key:?} (API key {}) is not served", frame.raw_key));
     };

@@ -57,6 +57,7 @@ pub const SERVED: &[ApiRange] = &[
     range(ApiKey::DeleteTopics, 1, 4),
     range(ApiKey::DescribeConfigs, 1, 2),
     range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The versions of `key` this broker knows, if it serves the API.

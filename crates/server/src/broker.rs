@@ -317,6 +317,24 @@ impl Broker for BrokerService {
             .map_err(status)
     }
 
+    async fn init_producer_id(
+        &self,
+        request: Request<proto::InitProducerIdRequest>,
+    ) -> Result<Response<proto::InitProducerIdResponse>, Status> {
+        let _admitted = self.shared.limits.admit().map_err(status)?;
+        let current = convert::producer_identity(request.into_inner()).map_err(status)?;
+        let given = self
+            .shared
+            .broker
+            .init_producer_id(current)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::InitProducerIdResponse {
+            producer_id: given.producer_id,
+            producer_epoch: i32::from(given.epoch),
+        }))
+    }
+
     async fn fetch_offsets(
         &self,
         request: Request<proto::FetchOffsetsRequest>,

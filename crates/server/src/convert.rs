@@ -7,6 +7,7 @@ use carteiro_core::assignment::Strategy;
 use carteiro_core::coordinator::{HeartbeatStatus, JoinOutcome, JoinRequest, Joined, Subscription};
 use carteiro_core::groups::GroupDescription;
 use carteiro_core::produce::{Payload, ProduceRequest, ProducedRecord};
+use carteiro_core::producers::ProducerIdentity;
 use carteiro_core::topics::{Retention, TopicDescription, TopicSettings};
 use carteiro_core::{Acks, BrokerError, FlushPolicy};
 use carteiro_storage::LogConfig;
@@ -383,5 +384,30 @@ mod tests {
             .expect("decodes");
         assert_eq!(next, None);
         assert_eq!(offsets(&out), (0..30).collect::<Vec<_>>());
+    }
+}
+
+/// An InitProducerId request's current identity, if it names one.
+pub fn producer_identity(
+    request: proto::InitProducerIdRequest,
+) -> Result<Option<ProducerIdentity>, BrokerError> {
+    match (request.producer_id, request.producer_epoch) {
+        (None, None) => Ok(None),
+        (Some(producer_id), Some(epoch)) => {
+            let epoch = i16::try_from(epoch).map_err(|_| {
+                BrokerError::invalid(
+                    "producer_epoch",
+                    format!(
+                        "{epoch} is outside 0..={}",
+                        carteiro_core::producers::PRODUCER_EPOCH_MAX
+                    ),
+                )
+            })?;
+            Ok(Some(ProducerIdentity { producer_id, epoch }))
+        }
+        _ => Err(BrokerError::invalid(
+            "producer_id",
+            "set producer_id and producer_epoch together, or neither for a new id",
+        )),
     }
 }

@@ -25,6 +25,10 @@ pub fn code(e: &BrokerError) -> Code {
                 Code::InvalidArgument
             }
             AppendError::Closed { .. } => Code::Unavailable,
+            AppendError::OutOfOrderSequence { .. }
+            | AppendError::ProducerFenced { .. }
+            | AppendError::UnknownProducerId { .. } => Code::FailedPrecondition,
+            AppendError::TooManyProducers { .. } => Code::ResourceExhausted,
             _ => Code::Internal,
         },
         BrokerError::Read(e) | BrokerError::PartitionRead { source: e, .. } => match e {

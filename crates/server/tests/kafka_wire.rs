@@ -131,7 +131,11 @@ fn api_versions_lists_the_ranges_and_a_too_new_request_gets_a_v0_answer() {
     assert_eq!(range(1), Some((4, 12)), "Fetch");
     assert_eq!(range(3), Some((0, 12)), "Metadata");
     assert_eq!(range(18), Some((0, 3)), "ApiVersions");
-    assert_eq!(range(22), None, "InitProducerId is not advertised");
+    assert_eq!(
+        range(22),
+        Some((0, 4)),
+        "InitProducerId, for idempotent producers"
+    );
     // KIP-511: a version newer than ours gets a v0 answer with error 35.
     kafka.send_frame(&raw_request(18, 9, 77, &[0]));
     let (correlation_id, error, count) = api_versions_v0(kafka.read_frame().expect("answered"));
@@ -359,22 +363,37 @@ fn group_joins_ask_for_a_member_id_first_and_static_membership_is_refused() {
 }
 
 #[test]
-fn init_producer_id_is_refused_with_a_code_for_idempotence_and_for_transactions() {
-    use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+fn init_producer_id_gives_ids_and_epochs_and_refuses_transactions() {
+    use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
     let mut kafka = KafkaConnection::open(&kafka_address(&broker));
-    let idempotent = kafka.call(
-        &InitProducerIdRequest::default()
+    let fresh = || {
+        InitProducerIdRequest::default()
             .with_transactional_id(None)
-            .with_transaction_timeout_ms(60_000),
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let first = kafka.call(&fresh(), 4);
+    assert_eq!(first.error_code, 0);
+    assert!(first.producer_id.0 >= 0);
+    assert_eq!(first.producer_epoch, 0);
+    let second = kafka.call(&fresh(), 1);
+    assert_ne!(second.producer_id, first.producer_id, "a new id each time");
+    // KIP-360: the same id, the next epoch.
+    let bumped = kafka.call(
+        &fresh()
+            .with_producer_id(first.producer_id)
+            .with_producer_epoch(first.producer_epoch),
         4,
     );
-    assert_eq!(idempotent.error_code, 35, "UNSUPPORTED_VERSION");
-    assert_eq!(idempotent.producer_id.0, -1);
-    let transactional = InitProducerIdRequest::default()
-        .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
-        .with_transaction_timeout_ms(60_000);
+    assert_eq!(
+        (bumped.producer_id, bumped.producer_epoch),
+        (first.producer_id, 1)
+    );
+    let transactional =
+        fresh().with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))));
     assert_eq!(
         kafka.call(&transactional, 4).error_code,
         53,

@@ -44,6 +44,6 @@ mod tests {
         };
         assert_eq!(find(ApiKey::Produce), Some((0, 9)));
         assert_eq!(find(ApiKey::Fetch), Some((4, 12)));
-        assert_eq!(find(ApiKey::InitProducerId), None);
+        assert_eq!(find(ApiKey::InitProducerId), Some((0, 4)));
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod producers;
 pub(crate) mod topics;
 
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub(crate) async fn handle(
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(topics::delete(edge, r).await),
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(topics::create_partitions(edge, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producers::init_producer_id(edge, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(edge, r))

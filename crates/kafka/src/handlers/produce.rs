@@ -15,17 +15,13 @@ use carteiro_core::produce::{Appended, Payload, ProduceRequest as CoreProduce};
 use carteiro_core::{Acks, BrokerError};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, ResponseKind, TopicName,
-};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 
 use super::metadata::ensure_topic;
 use super::text;
 use crate::error::{Family, KafkaError, kafka_error};
 use crate::listener::Edge;
-use crate::request::{Body, Frame, Outcome, Reply, decode_guarded};
+use crate::request::{Body, Frame, Outcome, Reply};
 
 /// One partition of a produce: appended (waiting for its acks) or failed.
 enum PartitionAppend {
@@ -169,42 +165,6 @@ async fn acknowledge(
         );
     }
     ProduceResponse::default().with_responses(responses)
-}
-
-/// Answers an InitProducerId, which is not advertised (idempotent and
-/// transactional producers are not offered yet), with a clear error rather
-/// than a closed connection: a client that asks anyway learns why.
-pub(crate) fn refuse_init_producer_id(frame: Frame) -> Outcome {
-    let version = frame.version;
-    let known = ApiKey::InitProducerId.valid_versions();
-    if version < known.min || version > known.max {
-        return Outcome::Close(format!("InitProducerId v{version} is not served"));
-    }
-    let mut body = frame.body;
-    let request = match decode_guarded(|| InitProducerIdRequest::decode(&mut body, version)) {
-        Ok(request) => request,
-        Err(e) => {
-            return Outcome::Close(format!("InitProducerId v{version}: malformed request: {e}"));
-        }
-    };
-    let error = match request.transactional_id.filter(|id| !id.0.is_empty()) {
-        Some(id) => {
-            tracing::info!(transactional_id = %id.0.as_str(), "refused InitProducerId: transactions are not supported");
-            ResponseError::TransactionalIdAuthorizationFailed
-        }
-        None => {
-            tracing::info!(
-                "refused InitProducerId: idempotent producers are not supported yet; set enable.idempotence=false"
-            );
-            ResponseError::UnsupportedVersion
-        }
-    };
-    Outcome::Reply(Box::new(Reply::new(ResponseKind::InitProducerId(
-        InitProducerIdResponse::default()
-            .with_error_code(error.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    ))))
 }
 
 /// Answers a Produce v0-2 (advertised, not served) with UNSUPPORTED_VERSION

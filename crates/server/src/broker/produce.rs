@@ -41,6 +41,7 @@ fn reply(topic: &str, landed: Vec<PartitionAppend>) -> proto::ProduceResponse {
                 base_offset: p.base_offset as i64,
                 record_count: p.record_count,
                 append_time_ms: p.append_time_ms,
+                duplicate: p.duplicate,
             })
             .collect(),
     }
