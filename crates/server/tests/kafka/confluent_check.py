@@ -188,6 +188,19 @@ def scenario_producer(bootstrap):
     for acks in ("1", "all", "0"):
         step(f"producer acks={acks}", one, acks)
 
+    def idempotent():
+        topic = "idempotent"
+        records = [(0, None, f"once-{i}".encode(), None) for i in range(n)]
+        delivered = produce_all(bootstrap, topic, records, {"enable.idempotence": "true"})
+        offsets = [m.offset() for m in delivered]
+        check(sorted(offsets) == list(range(n)), f"enable.idempotence=true: offsets {sorted(offsets)[:5]}... are not 0..{n - 1}")
+        back = read_partition(bootstrap, topic, 0, n)
+        values = [m.value() for m in back]
+        check(values == [v for (_, _, v, _) in records], "enable.idempotence=true: not each record once, in order")
+        ok(f"enable.idempotence=true: {n} records, each stored once, in order")
+
+    step("producer enable.idempotence=true", idempotent)
+
 
 def scenario_admin(bootstrap):
     admin = AdminClient(base_config(bootstrap))

@@ -44,9 +44,11 @@ class Checks:
     def version_probe(self):
         # ApiVersions must place the broker as modern, not fall back to the
         # 0.8/0.10 guesses made for brokers it cannot place.
-        probed = self.admin._client.check_version(timeout=WAIT_S)
+        # kafka-python 3 probes a broker's connection; node 0 is this broker.
+        probed = self.admin._client.check_version(node_id=0, timeout_ms=TIMEOUT_MS)
         check(isinstance(probed, tuple) and probed >= (2, 1), f"check_version() is {probed}, expected at least (2, 1)")
-        check(self.admin.config["api_version"] >= (2, 1), f"the admin client's api_version is {self.admin.config['api_version']}")
+        configured = self.admin.config["api_version"]
+        check(configured is None or configured >= (2, 1), f"the admin client's api_version is {configured}")
         ok(f"check_version() identifies a modern broker: {probed}")
 
     def create_topics(self):
@@ -87,6 +89,32 @@ class Checks:
             check(offsets == list(range(len(offsets))), f"partition {partition} offsets {offsets} are not 0..")
         producer.close(timeout=WAIT_S)
         ok(f"KafkaProducer(enable_idempotence=False, acks=all) sent {self.n} records over {self.partitions} partitions, offsets 0.. in each")
+
+    def produce_default(self):
+        """The default KafkaProducer: idempotent (kafka-python 3), acks=all."""
+        producer = KafkaProducer(client_id="carteiro-kafka-python-default", max_block_ms=TIMEOUT_MS, **self.common)
+        check(producer.config["enable_idempotence"], "kafka-python's default producer is idempotent")
+        topic = "kafka-python-idempotent"
+        n = 200
+        futures = [producer.send(topic, value=f"once-{i}".encode(), partition=0) for i in range(n)]
+        producer.flush(timeout=WAIT_S)
+        offsets = [f.get(timeout=WAIT_S).offset for f in futures]
+        producer.close(timeout=WAIT_S)
+        check(offsets == list(range(n)), f"the idempotent producer's offsets are not 0..{n - 1}: {offsets[:5]}...")
+        consumer = KafkaConsumer(client_id="carteiro-kafka-python-reader", auto_offset_reset="earliest", **self.common)
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            consumer.seek_to_beginning()
+            read = []
+            end = time.monotonic() + WAIT_S
+            while len(read) < n and time.monotonic() < end:
+                for records in consumer.poll(timeout_ms=500).values():
+                    read.extend(records)
+            values = [r.value.decode() for r in read]
+            check(values == [f"once-{i}" for i in range(n)], f"read {len(values)} records, not each once in order")
+        finally:
+            consumer.close()
+        ok(f"the default (idempotent) KafkaProducer sent {n} records, read back once each in order")
 
     def consume(self):
         group = "kafka-python-group"
@@ -141,7 +169,7 @@ def main():
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     print(f"kafka-python {kafka.__version__} against {bootstrap}", flush=True)
     c = Checks(bootstrap)
-    for name in ("version_probe", "create_topics", "list_topics", "produce", "consume", "delete_topics", "deleted_not_listed"):
+    for name in ("version_probe", "create_topics", "list_topics", "produce", "produce_default", "consume", "delete_topics", "deleted_not_listed"):
         step(name, getattr(c, name))
     c.admin.close()
     finish("kafka-python")
