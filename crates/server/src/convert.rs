@@ -309,6 +309,31 @@ pub fn heartbeat_status(status: HeartbeatStatus) -> proto::HeartbeatStatus {
     }
 }
 
+/// An InitProducerId request's current identity, if it names one.
+pub fn producer_identity(
+    request: proto::InitProducerIdRequest,
+) -> Result<Option<ProducerIdentity>, BrokerError> {
+    match (request.producer_id, request.producer_epoch) {
+        (None, None) => Ok(None),
+        (Some(producer_id), Some(epoch)) => {
+            let epoch = i16::try_from(epoch).map_err(|_| {
+                BrokerError::invalid(
+                    "producer_epoch",
+                    format!(
+                        "{epoch} is outside 0..={}",
+                        carteiro_core::producers::PRODUCER_EPOCH_MAX
+                    ),
+                )
+            })?;
+            Ok(Some(ProducerIdentity { producer_id, epoch }))
+        }
+        _ => Err(BrokerError::invalid(
+            "producer_id",
+            "set producer_id and producer_epoch together, or neither for a new id",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,30 +409,5 @@ mod tests {
             .expect("decodes");
         assert_eq!(next, None);
         assert_eq!(offsets(&out), (0..30).collect::<Vec<_>>());
-    }
-}
-
-/// An InitProducerId request's current identity, if it names one.
-pub fn producer_identity(
-    request: proto::InitProducerIdRequest,
-) -> Result<Option<ProducerIdentity>, BrokerError> {
-    match (request.producer_id, request.producer_epoch) {
-        (None, None) => Ok(None),
-        (Some(producer_id), Some(epoch)) => {
-            let epoch = i16::try_from(epoch).map_err(|_| {
-                BrokerError::invalid(
-                    "producer_epoch",
-                    format!(
-                        "{epoch} is outside 0..={}",
-                        carteiro_core::producers::PRODUCER_EPOCH_MAX
-                    ),
-                )
-            })?;
-            Ok(Some(ProducerIdentity { producer_id, epoch }))
-        }
-        _ => Err(BrokerError::invalid(
-            "producer_id",
-            "set producer_id and producer_epoch together, or neither for a new id",
-        )),
     }
 }
