@@ -611,7 +611,9 @@ fn a_damaged_producer_id_file_refuses_to_open_and_repair_restarts_past_every_id_
     let err = Store::open("/data", store_options(&medium, false)).expect_err("damaged");
     assert!(matches!(err, StoreError::CorruptMetadata { .. }), "{err}");
     assert!(err.to_string().contains("producer-ids.meta"), "{err}");
-    let store = Store::open("/data", store_options(&medium, true)).expect("repair opens");
+    // Repair alone makes the file whole again.
+    drop(Store::open("/data", store_options(&medium, true)).expect("repair opens"));
+    let store = Store::open("/data", store_options(&medium, false)).expect("whole again");
     let id = store.allocate_producer_id().expect("an id");
     assert_eq!(
         id,
@@ -667,4 +669,42 @@ fn a_topic_deletion_takes_its_producer_snapshots_with_it() {
         topic.partitions()[0].append(&producer_batch(3, 0, 20, "x", 1, 1)),
         Err(AppendError::UnknownProducerId { .. })
     ));
+}
+
+#[test]
+fn a_damaged_batch_header_that_recovery_trusted_refuses_the_rebuild_and_repair_skips_it() {
+    let medium = SimulatedMedium::new();
+    let clock = ManualClock::new(0);
+    let config = small_config(1024);
+    let log = open(&medium, &clock, &config);
+    let batches: Vec<Vec<u8>> = (0..30)
+        .map(|i| producer_batch(1, 0, i, &format!("v{i:02}"), 1, 1))
+        .collect();
+    for b in &batches {
+        log.append(b).expect("appended");
+    }
+    log.close().expect("close");
+    drop(log);
+    // No snapshot: the state must be rebuilt from the whole log. The second
+    // batch of the first (sealed, trusted) segment loses its magic byte.
+    let dir = Path::new(DIR);
+    for file in snapshot_files(&medium) {
+        medium.remove_file(&dir.join(file)).expect("remove");
+    }
+    medium.sync_dir(dir).expect("sync");
+    let second = 32 + batches[0].len();
+    damage(&medium, &segment_path(dir, 0), second + 16);
+    let err = Log::open(DIR, config.clone(), &options(&medium, &clock)).expect_err("damaged");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("at byte {second}")) && text.contains("idempotent producers"),
+        "{text}"
+    );
+    let repair = LogOptions {
+        repair: true,
+        ..options(&medium, &clock)
+    };
+    let log = Log::open(DIR, config, &repair).expect("repair opens");
+    // The later segments were read: the last batch is known.
+    assert!(log.append(&batches[29]).expect("a duplicate").duplicate);
 }

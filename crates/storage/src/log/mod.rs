@@ -224,6 +224,7 @@ impl Log {
             end,
             now,
             options.producer_id_expiration_ms,
+            options.repair,
         )?;
         report.producer_snapshot = producers.snapshot;
         report.producer_batches_scanned = producers.scanned_batches;

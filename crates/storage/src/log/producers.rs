@@ -54,6 +54,7 @@ pub(super) fn load(
     end: u64,
     now_ms: i64,
     expiration_ms: u64,
+    repair: bool,
 ) -> Result<Loaded, OpenError> {
     let mut snapshots = list_snapshots(medium, dir)?;
     let mut removed = false;
@@ -93,7 +94,7 @@ pub(super) fn load(
     let start = segments.first().map_or(end, |s| s.base_offset);
     let from = used.map_or(start, |offset| offset.max(start));
     let mut scanned_batches = 0;
-    scan_headers(segments, from, |header| {
+    scan_headers(segments, from, repair, |header| {
         let Some(batch) = ProducerBatch::of(header) else {
             return;
         };
@@ -129,64 +130,89 @@ pub(super) fn load(
     })
 }
 
+/// A batch that could not be read while rebuilding the producers' state.
 fn corrupt(segment: &Segment, e: ReadError) -> OpenError {
-    match e {
+    let (file, position, reason) = match e {
         ReadError::Corrupt {
             file,
             position,
             reason,
             ..
-        } => OpenError::CorruptDurableData {
-            file,
-            position,
-            reason,
-        },
-        other => OpenError::CorruptDurableData {
-            file: segment.log_path.clone(),
-            position: 0,
-            reason: other.to_string(),
-        },
+        } => (file, position, reason),
+        other => (segment.log_path.clone(), 0, other.to_string()),
+    };
+    OpenError::CorruptDurableData {
+        file,
+        position,
+        reason: format!(
+            "{reason} (reading batch headers to rebuild the idempotent producers' state)"
+        ),
     }
 }
 
 /// Calls `f` with the header of every batch at or after offset `from`, in
-/// order. Recovery has just checked these bytes.
+/// order. Recovery has just checked these bytes (or trusted them, sealed):
+/// a header that does not parse refuses to open, naming file and byte;
+/// with `repair`, the rest of its segment is skipped (logged at error
+/// level: the producers' state misses those batches).
 fn scan_headers(
     segments: &[Arc<Segment>],
     from: u64,
+    repair: bool,
     mut f: impl FnMut(&BatchHeader),
 ) -> Result<(), OpenError> {
     for segment in segments {
         if segment.next_offset() <= from {
             continue;
         }
-        let end = segment.log.published();
-        let mut position = if from > segment.base_offset {
-            match segment
-                .position_of(from, end)
-                .map_err(|e| corrupt(segment, e))?
-            {
-                Some((position, _)) => position,
-                None => continue,
+        match scan_segment(segment, from, &mut f) {
+            Ok(()) => {}
+            Err(e) if repair => {
+                tracing::error!(
+                    segment = %segment.log_path.display(), error = %e,
+                    "repair: skipping the rest of a damaged segment while rebuilding the idempotent producers' state"
+                );
             }
-        } else {
-            LOG_HEADER_BYTES
-        };
-        let mut cursor = RegionCursor::new(&segment.log, end);
-        while position < end {
-            let header =
-                cursor
-                    .header(position)
-                    .map_err(|reason| OpenError::CorruptDurableData {
-                        file: segment.log_path.clone(),
-                        position: position as u64,
-                        reason,
-                    })?;
-            if header.base_offset as u64 >= from {
-                f(&header);
-            }
-            position += header.total_bytes();
+            Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+fn scan_segment(
+    segment: &Segment,
+    from: u64,
+    f: &mut impl FnMut(&BatchHeader),
+) -> Result<(), OpenError> {
+    let end = segment.log.published();
+    let mut position = if from > segment.base_offset {
+        match segment
+            .position_of(from, end)
+            .map_err(|e| corrupt(segment, e))?
+        {
+            Some((position, _)) => position,
+            None => return Ok(()),
+        }
+    } else {
+        LOG_HEADER_BYTES
+    };
+    let mut cursor = RegionCursor::new(&segment.log, end);
+    while position < end {
+        let header = cursor.header(position).map_err(|reason| {
+            corrupt(
+                segment,
+                ReadError::Corrupt {
+                    file: segment.log_path.clone(),
+                    position: position as u64,
+                    offset: from,
+                    reason,
+                },
+            )
+        })?;
+        if header.base_offset as u64 >= from {
+            f(&header);
+        }
+        position += header.total_bytes();
     }
     Ok(())
 }

@@ -229,6 +229,7 @@ impl Store {
             let topic = open_topic(&dir, &options, record, Opening::Existing)?;
             topics.insert(topic.name.clone(), Arc::new(topic));
         }
+        let ids_repaired = ids_end.is_none();
         let ids_end = ids_end.unwrap_or_else(|| {
             let largest = topics
                 .values()
@@ -239,6 +240,13 @@ impl Store {
                 id.saturating_add(1).saturating_add(PRODUCER_ID_BLOCK)
             })
         });
+        if ids_repaired {
+            // Written now, so that the next open without repair finds it whole.
+            let path = dir.join(PRODUCER_IDS_FILE);
+            medium
+                .write_file_atomic(&path, &ids::encode(ids_end))
+                .map_err(io_err("writing", &path))?;
+        }
         let producer_ids = Mutex::new(ProducerIds::starting_at(&dir, ids_end));
         let mut store = Store {
             dir,
