@@ -30,6 +30,9 @@ pub struct BrokerOptions {
     pub retention_check_interval_ms: u64,
     /// Most bytes of fetch replies being gathered at once.
     pub fetch_bytes_in_flight_max: u64,
+    /// An idempotent producer that appends nothing to a partition for this
+    /// long is forgotten there, in ms (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 /// The broker core. See the module documentation.
@@ -59,6 +62,7 @@ impl Broker {
         let store_options = StoreOptions {
             log: LogOptions {
                 repair: options.repair,
+                producer_id_expiration_ms: options.producer_id_expiration_ms,
                 ..LogOptions::default()
             },
             retention_check_interval_ms: options.retention_check_interval_ms,

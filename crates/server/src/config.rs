@@ -120,6 +120,9 @@ pub struct Args {
     /// Partitions of a topic created automatically or with the default count [default: 1]
     #[arg(long, env = "CARTEIRO_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
+    /// An idempotent producer idle this long on a partition is forgotten there, ms [default: 86400000]
+    #[arg(long, env = "CARTEIRO_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<u64>,
 }
 
 /// The same settings from a TOML file.
@@ -145,6 +148,7 @@ struct FileConfig {
     kafka_request_bytes_max: Option<u32>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
+    producer_id_expiration_ms: Option<u64>,
 }
 
 /// The broker's effective configuration.
@@ -188,6 +192,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of a topic created automatically.
     pub default_partitions: u32,
+    /// Idle time after which a partition forgets an idempotent producer, ms.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -212,6 +218,7 @@ impl Default for BrokerConfig {
             kafka_request_bytes_max: carteiro_kafka::REQUEST_BYTES_MAX_DEFAULT,
             auto_create_topics: true,
             default_partitions: DEFAULT_PARTITIONS_DEFAULT,
+            producer_id_expiration_ms: carteiro_storage::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -280,6 +287,7 @@ impl BrokerConfig {
             kafka_request_bytes_max: layered!(kafka_request_bytes_max),
             auto_create_topics: layered!(auto_create_topics),
             default_partitions: layered!(default_partitions),
+            producer_id_expiration_ms: layered!(producer_id_expiration_ms),
         };
         config.validate()?;
         Ok(config)
@@ -340,6 +348,7 @@ impl BrokerConfig {
             "connection_idle_timeout_ms",
             self.connection_idle_timeout_ms,
         )?;
+        positive("producer_id_expiration_ms", self.producer_id_expiration_ms)?;
         // One partition's default share must fit.
         let min_fetch = u64::from(carteiro_core::fetch::PARTITION_FETCH_MAX_BYTES_DEFAULT);
         if self.max_fetch_bytes_in_flight < min_fetch {

@@ -70,6 +70,7 @@ pub async fn open_broker(config: &BrokerConfig) -> Result<Arc<Broker>, ServeErro
         repair: config.repair,
         retention_check_interval_ms: config.retention_check_interval_ms,
         fetch_bytes_in_flight_max: config.max_fetch_bytes_in_flight,
+        producer_id_expiration_ms: config.producer_id_expiration_ms,
     };
     let open_err = |reason: String| ServeError::Open {
         dir: config.data_dir.clone(),

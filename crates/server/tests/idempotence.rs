@@ -203,3 +203,73 @@ async fn over_grpc_a_resent_batch_gets_its_original_offsets_and_is_marked_duplic
     assert_eq!(fenced.code(), tonic::Code::FailedPrecondition, "{fenced:?}");
     assert_eq!(values_of(&broker, "once").await, ["a", "b", "c"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_producer_expires_and_is_then_unknown_past_sequence_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(
+        dir.path(),
+        &[
+            "--producer-id-expiration-ms",
+            "300",
+            "--retention-check-interval-ms",
+            "100",
+        ],
+    );
+    common::create_topic(&broker, "idle", 1, common::small_topic(1 << 20)).await;
+    let mut client = broker.broker().await;
+    let identity = client
+        .init_producer_id(proto::InitProducerIdRequest::default())
+        .await
+        .expect("init")
+        .into_inner();
+    let (id, epoch) = (identity.producer_id, identity.producer_epoch as i16);
+    let produce = |batch: Bytes| proto::ProduceRequest {
+        topic: "idle".into(),
+        partition: Some(0),
+        record_batch: batch,
+        ..Default::default()
+    };
+    client
+        .produce(produce(stamped(id, epoch, 0, &["a", "b"])))
+        .await
+        .expect("appended");
+    // A probe that changes nothing either way: sequence 5 is a gap while
+    // the producer is known, and past 0 for one that expired. Each probe
+    // is a round trip, which paces the loop.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let expired = loop {
+        let refused = client
+            .produce(produce(stamped(id, epoch, 5, &["probe"])))
+            .await
+            .expect_err("never appended");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        if refused.message().contains("unknown producer") {
+            break refused;
+        }
+        assert!(
+            refused.message().contains("sequence"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never expired: {}",
+            refused.message()
+        );
+    };
+    assert!(
+        expired.message().contains(&id.to_string()),
+        "{}",
+        expired.message()
+    );
+    assert_eq!(
+        values_of(&broker, "idle").await,
+        ["a", "b"],
+        "nothing stored changed"
+    );
+}

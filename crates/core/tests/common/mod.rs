@@ -15,6 +15,7 @@ pub fn open(dir: &std::path::Path) -> Arc<Broker> {
         repair: false,
         retention_check_interval_ms: 60_000,
         fetch_bytes_in_flight_max: carteiro_core::fetch::FETCH_BYTES_IN_FLIGHT_MAX_DEFAULT,
+        producer_id_expiration_ms: carteiro_storage::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
     })
     .expect("opens")
 }
