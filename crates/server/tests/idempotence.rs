@@ -202,6 +202,33 @@ async fn over_grpc_a_resent_batch_gets_its_original_offsets_and_is_marked_duplic
         .expect_err("fenced");
     assert_eq!(fenced.code(), tonic::Code::FailedPrecondition, "{fenced:?}");
     assert_eq!(values_of(&broker, "once").await, ["a", "b", "c"]);
+
+    // After a SIGKILL and a restart: the same answers.
+    let address = broker.address.clone();
+    broker.kill();
+    let broker = Broker::start_on(&address, dir.path(), &[]);
+    let mut client = broker.broker().await;
+    let again = client
+        .produce(produce(stamped(id, epoch + 1, 0, &["c"])))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(
+        again.partitions[0].duplicate,
+        "recognised after the restart"
+    );
+    assert_eq!(again.partitions[0].base_offset, 2);
+    let fenced = client
+        .produce(produce(stamped(id, epoch, 2, &["y"])))
+        .await
+        .expect_err("still fenced");
+    assert_eq!(fenced.code(), tonic::Code::FailedPrecondition, "{fenced:?}");
+    let gap = client
+        .produce(produce(stamped(id, epoch + 1, 4, &["x"])))
+        .await
+        .expect_err("still a gap");
+    assert!(gap.message().contains("sequence"), "{}", gap.message());
+    assert_eq!(values_of(&broker, "once").await, ["a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
