@@ -723,27 +723,11 @@ fn produce_with_each_compression_and_consume_it_back() {
 /// `(producer id, epoch, base sequence, record count)` of each batch stored
 /// in a partition.
 fn stored_stamps(broker: &Broker, topic: &str, partition: u32) -> Vec<(i64, i16, i32, i32)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    let raw = runtime.block_on(async {
-        let mut client = broker.broker().await;
-        raw_bytes(&mut client, topic, partition).await
-    });
-    batch_positions(&raw)
-        .windows(2)
-        .filter(|w| w[1] <= raw.len())
-        .map(|w| {
-            let h = carteiro::record::BatchHeader::parse(&raw[w[0]..w[1]]).expect("a header");
-            (
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.record_count,
-            )
-        })
-        .collect()
+        .expect("runtime")
+        .block_on(common::stored_stamps(broker, topic, partition))
 }
 
 #[test]

@@ -381,26 +381,6 @@ async fn a_producer_keeps_its_records_through_a_broker_restart() {
     broker.stop();
 }
 
-/// `(producer id, epoch, base sequence, record count)` of each batch stored
-/// in partition 0 of `topic`.
-async fn stamps(broker: &Broker, topic: &str) -> Vec<(i64, i16, i32, i32)> {
-    let mut client = broker.broker().await;
-    let raw = raw_bytes(&mut client, topic, 0).await;
-    batch_positions(&raw)
-        .windows(2)
-        .filter(|w| w[1] <= raw.len())
-        .map(|w| {
-            let h = carteiro::record::BatchHeader::parse(&raw[w[0]..w[1]]).expect("a header");
-            (
-                h.producer_id,
-                h.producer_epoch,
-                h.base_sequence,
-                h.record_count,
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotent_producer_goes_on_under_its_next_epoch_after_a_batch_is_refused_for_good() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -494,7 +474,7 @@ async fn an_idempotent_producer_goes_on_under_its_next_epoch_after_a_batch_is_re
     }
     // The batches after the refused one carry the next epoch of the same
     // id, their sequences starting again at 0; each epoch's run unbroken.
-    let stamps = stamps(&broker, "bumped").await;
+    let stamps = stored_stamps(&broker, "bumped", 0).await;
     let id = stamps[0].0;
     assert!(id >= 0, "{stamps:?}");
     assert!(stamps.iter().all(|s| s.0 == id), "{stamps:?}");
@@ -553,7 +533,7 @@ async fn a_producer_that_is_not_idempotent_sends_unstamped_batches_as_before() {
     let mut client = broker.broker().await;
     let stored = record_values(&fetch_all(&mut client, "plain", 0, 0).await);
     assert_eq!(stored, sent);
-    let stamps = stamps(&broker, "plain").await;
+    let stamps = stored_stamps(&broker, "plain", 0).await;
     assert!(stamps.len() > 1, "several batches: {stamps:?}");
     assert!(
         stamps.iter().all(|s| (s.0, s.1, s.2) == (-1, -1, -1)),

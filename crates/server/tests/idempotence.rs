@@ -58,6 +58,36 @@ fn kafka_send(kafka: &mut KafkaConnection, topic: &str, batch: Bytes) -> (i16, i
     (p.error_code, p.base_offset)
 }
 
+/// A one-partition `topic`, a gRPC client, and a new producer's id and epoch.
+async fn grpc_producer(
+    broker: &Broker,
+    topic: &str,
+) -> (
+    proto::broker_client::BrokerClient<tonic::transport::Channel>,
+    i64,
+    i16,
+) {
+    common::create_topic(broker, topic, 1, common::small_topic(1 << 20)).await;
+    let mut client = broker.broker().await;
+    let identity = client
+        .init_producer_id(proto::InitProducerIdRequest::default())
+        .await
+        .expect("init")
+        .into_inner();
+    let epoch = i16::try_from(identity.producer_epoch).expect("an epoch");
+    (client, identity.producer_id, epoch)
+}
+
+/// A gRPC produce of `batch` to partition 0 of `topic`.
+fn grpc_produce(topic: &str, batch: Bytes) -> proto::ProduceRequest {
+    proto::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(0),
+        record_batch: batch,
+        ..Default::default()
+    }
+}
+
 async fn values_of(broker: &Broker, topic: &str) -> Vec<String> {
     let mut client = broker.broker().await;
     record_values(&fetch_all(&mut client, topic, 0, 0).await)
@@ -142,20 +172,8 @@ async fn over_kafka_a_resent_batch_is_stored_once_and_gaps_and_old_epochs_are_re
 async fn over_grpc_a_resent_batch_gets_its_original_offsets_and_is_marked_duplicate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    common::create_topic(&broker, "once", 1, common::small_topic(1 << 20)).await;
-    let mut client = broker.broker().await;
-    let identity = client
-        .init_producer_id(proto::InitProducerIdRequest::default())
-        .await
-        .expect("init")
-        .into_inner();
-    let (id, epoch) = (identity.producer_id, identity.producer_epoch as i16);
-    let produce = |batch: Bytes| proto::ProduceRequest {
-        topic: "once".into(),
-        partition: Some(0),
-        record_batch: batch,
-        ..Default::default()
-    };
+    let (mut client, id, epoch) = grpc_producer(&broker, "once").await;
+    let produce = |batch| grpc_produce("once", batch);
     let batch = stamped(id, epoch, 0, &["a", "b"]);
     let first = client
         .produce(produce(batch.clone()))
@@ -243,20 +261,8 @@ async fn an_idle_producer_expires_and_is_then_unknown_past_sequence_zero() {
             "100",
         ],
     );
-    common::create_topic(&broker, "idle", 1, common::small_topic(1 << 20)).await;
-    let mut client = broker.broker().await;
-    let identity = client
-        .init_producer_id(proto::InitProducerIdRequest::default())
-        .await
-        .expect("init")
-        .into_inner();
-    let (id, epoch) = (identity.producer_id, identity.producer_epoch as i16);
-    let produce = |batch: Bytes| proto::ProduceRequest {
-        topic: "idle".into(),
-        partition: Some(0),
-        record_batch: batch,
-        ..Default::default()
-    };
+    let (mut client, id, epoch) = grpc_producer(&broker, "idle").await;
+    let produce = |batch| grpc_produce("idle", batch);
     client
         .produce(produce(stamped(id, epoch, 0, &["a", "b"])))
         .await

@@ -296,6 +296,30 @@ pub async fn raw_bytes(client: &mut BrokerClient<Channel>, topic: &str, partitio
     }
 }
 
+/// `(producer id, epoch, base sequence, record count)` of each batch
+/// stored in `partition` of `topic`, in log order.
+pub async fn stored_stamps(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> Vec<(i64, i16, i32, i32)> {
+    let mut client = broker.broker().await;
+    let raw = raw_bytes(&mut client, topic, partition).await;
+    batch_positions(&raw)
+        .windows(2)
+        .filter(|w| w[1] <= raw.len())
+        .map(|w| {
+            let h = carteiro::record::BatchHeader::parse(&raw[w[0]..w[1]]).expect("a header");
+            (
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.record_count,
+            )
+        })
+        .collect()
+}
+
 /// A record batch of keyless records with these values, encoded as a producer would.
 pub fn batch_of<V: AsRef<[u8]>>(values: &[V]) -> Vec<u8> {
     let mut builder = carteiro::record::RecordBatchBuilder::new();
