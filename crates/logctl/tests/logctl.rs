@@ -608,6 +608,23 @@ fn bench_produce_consume_and_e2e_report_every_figure() {
         e2e["latency"]["count"], 1000,
         "every record after the warm-up timed by the tailing consumer, none before"
     );
+    assert_eq!(e2e["idempotent"], true);
+    // More than 5 in flight needs a plain producer.
+    let plain = cli.json(&[
+        "bench",
+        "e2e",
+        "--rate",
+        "2000",
+        "--records",
+        "200",
+        "--warmup-secs",
+        "0",
+        "--in-flight",
+        "8",
+        "--no-idempotence",
+    ]);
+    assert_eq!(plain["idempotent"], false);
+    assert_eq!(plain["latency"]["count"], 200);
     broker.stop();
 }
 

@@ -44,6 +44,10 @@ pub struct E2eBench {
     /// When the broker acknowledges
     #[arg(long, value_enum, default_value_t = AcksArg::Durable)]
     acks: AcksArg,
+    /// Send as a plain producer, not an idempotent one (which allows
+    /// --in-flight above 5, the batches a broker remembers per producer)
+    #[arg(long)]
+    no_idempotence: bool,
     /// Sample this broker process's RssAnon
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -132,6 +136,7 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
         linger: Duration::from_millis(args.linger_ms),
         max_in_flight_per_partition: args.in_flight,
         acks: args.acks.into(),
+        idempotent: !args.no_idempotence,
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;
@@ -181,7 +186,7 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
         rss.map(RssSampler::finish),
         json!({
             "topic": topic, "rate": args.rate, "record_size": args.record_size, "linger_ms": args.linger_ms,
-            "in_flight": args.in_flight, "warmup_records": warmup_records, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "in_flight": args.in_flight, "idempotent": !args.no_idempotence, "warmup_records": warmup_records, "acks": format!("{:?}", args.acks).to_lowercase(),
         }),
     );
     Ok(())
