@@ -178,7 +178,13 @@ pub(super) async fn produce(
                 None
             };
             let mut sequences: HashMap<u32, i32> = HashMap::new();
-            let mut arena = BytesMut::new();
+            // One buffer per request that can be out, plus one: a buffer is
+            // used again only after the request it carried was answered
+            // (and dropped), so `reserve` takes its memory back in place.
+            let mut arenas: Vec<BytesMut> = (0..=in_flight)
+                .map(|_| BytesMut::with_capacity(batch.len()))
+                .collect();
+            let mut next_arena = 0usize;
             // One stream per producer: its requests are appended in order,
             // `in_flight` of them pipelined.
             let (requests, outgoing) = tokio::sync::mpsc::channel(in_flight);
@@ -206,9 +212,9 @@ pub(super) async fn produce(
                         Some((producer_id, epoch)) => {
                             let stamp_started = Instant::now();
                             let next = sequences.entry(partition).or_insert(0);
-                            // Copied into memory the arena takes back once
-                            // earlier requests are sent: no fresh pages per
-                            // request.
+                            // Copied into warm memory, not fresh pages.
+                            let arena = &mut arenas[next_arena];
+                            next_arena = (next_arena + 1) % (in_flight + 1);
                             arena.reserve(batch.len());
                             arena.extend_from_slice(&batch);
                             let mut stamped = arena.split();
