@@ -47,7 +47,10 @@ pub use batch::{CheckedBatch, batches_checked};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
-pub use log::{AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, RetentionReport};
+pub use log::{
+    AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTraffic, RetentionReport,
+    TrafficSnapshot,
+};
 pub use medium::{Medium, OsMedium};
 pub use producers::{
     NO_PRODUCER_ID, PRODUCER_BATCHES_KEPT, PRODUCER_ID_BLOCK, PRODUCER_ID_EXPIRATION_MS_DEFAULT,

@@ -37,12 +37,14 @@ use crate::recovery::{self, RecoveryReport};
 use crate::segment::Segment;
 
 pub use acks::{AckWait, Acks};
+pub use traffic::{LogTraffic, TrafficSnapshot};
 
 mod acks;
 mod checkpoints;
 mod producers;
 mod read;
 mod retention;
+mod traffic;
 
 /// How a log is opened: where its bytes live, its clock, and whether
 /// recovery may cut damaged durable data.
@@ -169,6 +171,8 @@ pub struct Log {
     /// Offsets of the producer snapshots on disk, ascending. Written under
     /// the writer lock.
     snapshots: Mutex<Vec<u64>>,
+    /// Records and bytes appended and fetched since the process started.
+    traffic: LogTraffic,
 }
 
 impl std::fmt::Debug for Log {
@@ -264,6 +268,7 @@ impl Log {
             failure: OnceLock::new(),
             growth: Event::new(),
             recovery: report,
+            traffic: LogTraffic::default(),
             producers: Mutex::new(producers.states),
             snapshots: Mutex::new(producers.snapshots),
             dir,
@@ -301,7 +306,12 @@ impl Log {
         &self.config
     }
 
-    /// What recovery found when the log was opened.
+    /// Records and bytes appended and fetched since the process started.
+    pub fn traffic(&self) -> &LogTraffic {
+        &self.traffic
+    }
+
+    /// What recovery found when this log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
     }
@@ -462,6 +472,8 @@ impl Log {
         }
         self.end_offset.store(next, Ordering::Release);
         drop(guard);
+        self.traffic
+            .count_produced(u64::from(count), batch.len() as u64);
         self.growth.notify(usize::MAX);
         if let FlushPolicy::IntervalMs(_) = self.config.flush {
             self.flush_if_due()?;
