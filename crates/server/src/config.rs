@@ -37,6 +37,13 @@ pub const CONNECTION_IDLE_TIMEOUT_MS_DEFAULT: u64 = 10 * 60 * 1000;
 pub const KAFKA_LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// The value of `kafka_listen` that turns the Kafka listener off.
 pub const KAFKA_LISTEN_OFF: &str = "off";
+/// Where the HTTP listener (metrics, probes) listens when not told
+/// (Redpanda's admin port).
+pub const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+/// The value of `http_listen` that turns the HTTP listener off.
+pub const HTTP_LISTEN_OFF: &str = "off";
+/// Longest startup delay a test may inject, in ms.
+pub const STARTUP_DELAY_MS_MAX: u64 = 60_000;
 /// Default partitions of a topic created automatically (Kafka's `num.partitions`).
 pub const DEFAULT_PARTITIONS_DEFAULT: u32 = 1;
 /// Default period between two retention passes, in ms (Kafka's 5 minutes).
@@ -123,6 +130,12 @@ pub struct Args {
     /// An idempotent producer idle this long on a partition is forgotten there, ms [default: 86400000]
     #[arg(long, env = "CARTEIRO_PRODUCER_ID_EXPIRATION_MS")]
     pub producer_id_expiration_ms: Option<u64>,
+    /// Address of the HTTP listener (/metrics, /livez, /readyz), HOST:PORT, or "off" [default: 127.0.0.1:9644]
+    #[arg(long, env = "CARTEIRO_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Tests only: wait this long before recovery starts, ms (readiness probes see a slow recovery)
+    #[arg(long, hide = true)]
+    pub debug_startup_delay_ms: Option<u64>,
 }
 
 /// The same settings from a TOML file.
@@ -149,6 +162,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     producer_id_expiration_ms: Option<u64>,
+    http_listen: Option<String>,
 }
 
 /// The broker's effective configuration.
@@ -194,6 +208,10 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Idle time after which a partition forgets an idempotent producer, ms.
     pub producer_id_expiration_ms: u64,
+    /// HOST:PORT of the HTTP listener, or [`HTTP_LISTEN_OFF`].
+    pub http_listen: String,
+    /// A delay before recovery, ms (tests only).
+    pub debug_startup_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -219,6 +237,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: DEFAULT_PARTITIONS_DEFAULT,
             producer_id_expiration_ms: carteiro_storage::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            http_listen: HTTP_LISTEN_DEFAULT.to_string(),
+            debug_startup_delay_ms: 0,
         }
     }
 }
@@ -288,6 +308,8 @@ impl BrokerConfig {
             auto_create_topics: layered!(auto_create_topics),
             default_partitions: layered!(default_partitions),
             producer_id_expiration_ms: layered!(producer_id_expiration_ms),
+            http_listen: layered!(http_listen),
+            debug_startup_delay_ms: args.debug_startup_delay_ms.unwrap_or(0),
         };
         config.validate()?;
         Ok(config)
@@ -298,6 +320,15 @@ impl BrokerConfig {
         check_listen("listen", &self.listen)?;
         if self.kafka_listen != KAFKA_LISTEN_OFF {
             check_listen("kafka_listen", &self.kafka_listen)?;
+        }
+        if self.http_listen != HTTP_LISTEN_OFF {
+            check_listen("http_listen", &self.http_listen)?;
+        }
+        if self.debug_startup_delay_ms > STARTUP_DELAY_MS_MAX {
+            return Err(format!(
+                "debug_startup_delay_ms is {}; it must be at most {STARTUP_DELAY_MS_MAX}",
+                self.debug_startup_delay_ms
+            ));
         }
         if let Some(advertised) = &self.kafka_advertised {
             let (_, port) = check_listen("kafka_advertised", advertised)?;

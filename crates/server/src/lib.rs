@@ -12,6 +12,7 @@
 //! - `limits` (private): requests, produce bytes and fetches in flight;
 //!   `connections` (private): the accept loop, connection limit and timeouts.
 //! - [`error`]: the one place a core error becomes a gRPC status.
+//! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`.
 //! - [`reserving_allocator`]: the binary's allocator, so that a count a
 //!   client sends cannot abort the process.
 //!
@@ -26,6 +27,7 @@ mod connections;
 mod convert;
 pub mod error;
 mod groups;
+pub mod http;
 mod limits;
 pub mod reserving_allocator;
 pub mod server;

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use carteiro_server::config::{KAFKA_LISTEN_OFF, LogFormat};
+use carteiro_server::config::{HTTP_LISTEN_OFF, KAFKA_LISTEN_OFF, LogFormat};
+use carteiro_server::http::HttpState;
 use carteiro_server::reserving_allocator::ReservingAllocator;
 use carteiro_server::server::kafka_options;
 use carteiro_server::{Args, BrokerConfig, open_broker, serve};
@@ -90,8 +91,45 @@ fn main() -> ExitCode {
     };
     raise_open_files_limit();
     runtime.block_on(async move {
-        // Recovery first, the port second: while partitions are checked,
-        // clients are refused at once instead of hanging on a silent port.
+        // The HTTP listener first: its probes answer during recovery
+        // (alive, not ready).
+        let http_state = HttpState::new();
+        let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+        let http = if config.http_listen == HTTP_LISTEN_OFF {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(&config.http_listen).await {
+                Ok(listener) => {
+                    let address = listener
+                        .local_addr()
+                        .map_or_else(|_| config.http_listen.clone(), |a| a.to_string());
+                    let mut stopped = http_stopped.clone();
+                    let state = http_state.clone();
+                    tokio::spawn(async move {
+                        let stop = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        if let Err(e) = carteiro_server::http::serve(listener, state, stop).await {
+                            tracing::error!(error = %e, "the HTTP listener failed");
+                        }
+                    });
+                    Some(address)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "carteiro: cannot listen for HTTP on {}: {e} (choose another address with --http-listen, or turn it off with --http-listen off)",
+                        config.http_listen
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        if config.debug_startup_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(config.debug_startup_delay_ms)).await;
+        }
+        // Recovery first, the client ports second: while partitions are
+        // checked, clients are refused at once instead of hanging on a
+        // silent port.
         let broker = match open_broker(&config).await {
             Ok(opened) => opened,
             Err(e) => {
@@ -99,6 +137,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        http_state.opened(broker.clone());
         let listener = match tokio::net::TcpListener::bind(&config.listen).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -126,7 +165,12 @@ fn main() -> ExitCode {
                 }
             }
         };
-        let shutdown = shutdown_signal();
+        let signal = shutdown_signal();
+        let stopping = http_state.clone();
+        let shutdown = async move {
+            signal.await;
+            stopping.set_ready(false);
+        };
         let address = listener
             .local_addr()
             .map_or_else(|_| config.listen.clone(), |a| a.to_string());
@@ -146,12 +190,16 @@ fn main() -> ExitCode {
         };
         let data =
             std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+        let http_address = http.map_or_else(|| "http off".to_string(), |a| format!("http on {a}"));
         println!(
-            "carteiro {} listening on {address}, {kafka_address}, data in {}",
+            "carteiro {} listening on {address}, {kafka_address}, {http_address}, data in {}",
             env!("CARGO_PKG_VERSION"),
             data.display()
         );
-        match serve(config, listener, kafka, broker, shutdown).await {
+        http_state.set_ready(true);
+        let served = serve(config, listener, kafka, broker, shutdown).await;
+        let _ = http_stop.send(true);
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("carteiro: {e}");

@@ -371,6 +371,8 @@ async fn the_port_opens_only_after_recovery() {
             &address,
             "--kafka-listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.path())

@@ -57,6 +57,8 @@ pub struct Broker {
     pub address: String,
     /// `host:port` of its Kafka listener, if on.
     pub kafka_address: Option<String>,
+    /// `host:port` of its HTTP listener, if on.
+    pub http_address: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
 }
@@ -94,6 +96,9 @@ impl Broker {
         if !extra.contains(&"--kafka-listen") {
             command.args(["--kafka-listen", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--http-listen") {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
         let mut child = command
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -129,10 +134,16 @@ impl Broker {
             .nth(1)
             .and_then(|rest| rest.split([',', ' ']).next())
             .map(str::to_string);
+        let http_address = line
+            .split("http on ")
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .map(str::to_string);
         Broker {
             child,
             address,
             kafka_address,
+            http_address,
             data_dir: data_dir.to_path_buf(),
         }
     }
@@ -345,6 +356,8 @@ pub fn start_fails(data_dir: &Path, extra: &[&str]) -> String {
             "--listen",
             "127.0.0.1:0",
             "--kafka-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])
