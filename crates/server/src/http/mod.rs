@@ -1,9 +1,13 @@
 //! The broker's HTTP listener: `/metrics` (Prometheus' text format),
-//! `/livez` and `/readyz` (probes). It starts before recovery, so that a
-//! probe can tell a broker that is still recovering (alive, not ready) from
-//! one that is down.
+//! `/livez` and `/readyz` (probes), the web console at `/` (`console`) and
+//! its JSON under `/api/` (`api`), with live rates sampled every second
+//! (`rates`). It starts before recovery, so that a probe can tell a broker
+//! that is still recovering (alive, not ready) from one that is down.
 
+pub mod api;
+mod console;
 mod metrics;
+pub mod rates;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +26,7 @@ use tokio::net::TcpListener;
 pub struct HttpState {
     broker: OnceLock<Arc<Broker>>,
     ready: AtomicBool,
+    rates: rates::Rates,
 }
 
 impl HttpState {
@@ -30,8 +35,9 @@ impl HttpState {
         Arc::new(HttpState::default())
     }
 
-    /// Recovery ended: the core is open.
+    /// Recovery ended: the core is open (and serves no client yet).
     pub fn opened(&self, broker: Arc<Broker>) {
+        rates::first_sample(&self.rates, &broker);
         let _ = self.broker.set(broker);
     }
 
@@ -52,19 +58,29 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/", get(console::page))
+        .route("/console/{asset}", get(console::asset))
+        .nest("/api", api::router())
         .fallback(not_found)
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves; samples the rates
+/// (`rates`) meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let sampled = state.clone();
+    let sampler = tokio::spawn(async move {
+        rates::sample_forever(&sampled.rates, || sampled.broker.get().cloned()).await;
+    });
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    sampler.abort();
+    served
 }
 
 async fn livez() -> &'static str {
@@ -113,7 +129,9 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     let path: String = uri.path().chars().take(64).collect();
     (
         StatusCode::NOT_FOUND,
-        format!("no such path {path:?}: try /metrics, /livez or /readyz\n"),
+        format!(
+            "no such path {path:?}: try / (the console), /api/topics, /metrics, /livez or /readyz\n"
+        ),
     )
         .into_response()
 }
