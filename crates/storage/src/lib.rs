@@ -17,6 +17,8 @@
 //! - [`producers`]: idempotent producers — the checks that store a batch
 //!   sent twice once, their snapshot file, and the producer id allocator.
 //! - [`log`]: the partition log — append, read, sync, roll, retention.
+//! - [`metrics`]: lock-free histograms and counters, read when `/metrics`
+//!   is scraped (the logs' append and sync times, both edges' requests).
 //! - [`store`]: topics, their partitions and config, persisted atomically;
 //!   `data_dir` (private): what of the data directory is provably ours.
 //!
@@ -34,6 +36,7 @@ mod index;
 pub mod log;
 pub mod medium;
 mod metadata;
+pub mod metrics;
 pub mod producers;
 pub mod recovery;
 mod region;
@@ -48,8 +51,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
 pub use log::{
-    AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTraffic, RetentionReport,
-    TrafficSnapshot,
+    AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTimings, LogTraffic,
+    RetentionReport, TimingsSnapshot, TrafficSnapshot,
 };
 pub use medium::{Medium, OsMedium};
 pub use producers::{

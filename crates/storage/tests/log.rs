@@ -534,3 +534,34 @@ fn the_flush_policy_alone_decides_what_an_acknowledgement_waits_for_and_what_rea
         assert_eq!(log.high_watermark(), 6, "{flush:?}");
     }
 }
+
+#[test]
+fn timings_count_every_append_and_every_sync_with_the_batches_it_covered() {
+    let medium = SimulatedMedium::new();
+    let log = open_sim(&medium, small_config(1 << 20));
+    // Five appends synced one by one, then three that one flush covers.
+    for i in 0..5 {
+        log.append(&batch(&format!("d{i}"), 2, 1)).expect("append");
+    }
+    for i in 0..3 {
+        log.append_unsynced(&batch(&format!("u{i}"), 2, 1))
+            .expect("append");
+    }
+    log.flush().expect("flush");
+    // Nothing new: no sync, nothing observed.
+    log.flush().expect("flush");
+    let t = log.timings().snapshot();
+    assert_eq!(t.append.count(), 8);
+    assert!(t.append.sum > 0);
+    assert_eq!(t.sync.count(), 6, "{t:?}");
+    assert_eq!(t.sync_batches.count(), 6);
+    assert_eq!(t.sync_batches.sum, 8, "every batch covered by one sync");
+    // Five syncs of 1 batch (the first bucket), one of 3 (at most 4).
+    assert_eq!(t.sync_batches.buckets[0], 5);
+    assert_eq!(t.sync_batches.buckets[2], 1);
+    // Added over partitions.
+    let mut total = carteiro_storage::TimingsSnapshot::default();
+    total.add(&t);
+    total.add(&t);
+    assert_eq!(total.sync.count(), 12);
+}

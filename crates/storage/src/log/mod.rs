@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -37,6 +38,7 @@ use crate::recovery::{self, RecoveryReport};
 use crate::segment::Segment;
 
 pub use acks::{AckWait, Acks};
+pub use timings::{LogTimings, TimingsSnapshot};
 pub use traffic::{LogTraffic, TrafficSnapshot};
 
 mod acks;
@@ -44,6 +46,7 @@ mod checkpoints;
 mod producers;
 mod read;
 mod retention;
+mod timings;
 mod traffic;
 
 /// How a log is opened: where its bytes live, its clock, and whether
@@ -141,6 +144,8 @@ struct SyncState {
     synced_bytes: usize,
     last_checkpoint_ms: i64,
     last_sync_ms: i64,
+    /// Batches appended when the last sync began (see [`LogTimings`]).
+    synced_batches: u64,
 }
 
 /// One partition's log. See the module documentation.
@@ -173,6 +178,8 @@ pub struct Log {
     snapshots: Mutex<Vec<u64>>,
     /// Records and bytes appended and fetched since the process started.
     traffic: LogTraffic,
+    /// Append and sync durations, batches per sync.
+    timings: LogTimings,
 }
 
 impl std::fmt::Debug for Log {
@@ -261,6 +268,7 @@ impl Log {
                 synced_bytes: active_len,
                 last_checkpoint_ms: now,
                 last_sync_ms: now,
+                synced_batches: 0,
             }),
             checkpoint: Mutex::new(0),
             background_checkpoints: AtomicBool::new(false),
@@ -269,6 +277,7 @@ impl Log {
             growth: Event::new(),
             recovery: report,
             traffic: LogTraffic::default(),
+            timings: LogTimings::default(),
             producers: Mutex::new(producers.states),
             snapshots: Mutex::new(producers.snapshots),
             dir,
@@ -309,6 +318,12 @@ impl Log {
     /// Records and bytes appended and fetched since the process started.
     pub fn traffic(&self) -> &LogTraffic {
         &self.traffic
+    }
+
+    /// How long appends and syncs took, and batches per sync, since the
+    /// process started.
+    pub fn timings(&self) -> &LogTimings {
+        &self.timings
     }
 
     /// What recovery found when this log was opened.
@@ -427,6 +442,7 @@ impl Log {
         let producer = ProducerBatch::of(&header);
         let now = self.clock.now_ms();
         let mut guard = lock(&self.writer);
+        let locked = Instant::now();
         self.check_failed()?;
         let Some(active) = guard.as_mut() else {
             return Err(AppendError::Closed {
@@ -470,8 +486,11 @@ impl Log {
             let placed = producer.placed(base_offset, next - 1, now);
             lock(&self.producers).record(producer, placed, now);
         }
+        self.timings.count_batch();
         self.end_offset.store(next, Ordering::Release);
+        let held = locked.elapsed();
         drop(guard);
+        self.timings.append.observe_duration(held);
         self.traffic
             .count_produced(u64::from(count), batch.len() as u64);
         self.growth.notify(usize::MAX);
@@ -575,6 +594,8 @@ impl Log {
         // Read the end first: all offsets below it are then in closed segments
         // (synced when they rolled) or in the active one's published bytes.
         let end = self.end_offset();
+        // Counted before the end is published, so at least the batches below `end`.
+        let batches = self.timings.batches();
         let active = {
             let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
             segments.last().cloned()
@@ -588,11 +609,18 @@ impl Log {
             state.synced_bytes = 0;
         }
         if published > state.synced_bytes {
+            let syncing = Instant::now();
             if let Err(e) = active.log.sync() {
                 return Err(self.fail("syncing", &active.log_path, e));
             }
+            self.timings.sync.observe_since(syncing);
+            self.timings
+                .sync_batches
+                .observe(batches.saturating_sub(state.synced_batches));
             state.synced_bytes = published;
         }
+        // Batches a roll synced since are not counted in the next sync's.
+        state.synced_batches = batches;
         let now = self.clock.now_ms();
         state.last_sync_ms = now;
         self.durable_offset.fetch_max(end, Ordering::AcqRel);
