@@ -19,8 +19,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 
+use carteiro_storage::metrics::RequestTimer;
+
 use crate::REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX;
 use crate::listener::Edge;
+use crate::metrics::{self, Limit};
 use crate::request::{Body, Frame, Outcome, Reply, route};
 
 /// Bytes of a request header before its client id: api key, api version,
@@ -35,6 +38,9 @@ pub(crate) struct Pending {
     /// The request's share of the bytes-in-flight budget, held until its
     /// reply is written.
     pub permit: OwnedSemaphorePermit,
+    /// The request's API (its place in the served table), and its timer:
+    /// in flight until the reply is written.
+    pub timer: Option<(usize, RequestTimer)>,
 }
 
 /// Why a connection stopped reading.
@@ -84,6 +90,7 @@ async fn read_requests(
             return Stop::Refused(format!("request length {length} is negative"));
         };
         if length > limit {
+            metrics::refused(Limit::RequestBytes);
             return Stop::Refused(format!(
                 "request length {length} bytes exceeds the limit of {limit} bytes (--kafka-request-bytes-max)"
             ));
@@ -116,6 +123,8 @@ async fn read_requests(
             Err(reason) => return Stop::Refused(reason),
         };
         let (correlation_id, version) = (frame.correlation_id, frame.version);
+        let api = frame.key.and_then(metrics::api_index);
+        let timer = api.and_then(|api| Some((api, metrics::start(api)?)));
         let reply = match route(edge, frame).await {
             Outcome::Reply(reply) => tokio::spawn(async move { Some(*reply) }),
             Outcome::Later(reply) => reply,
@@ -127,6 +136,7 @@ async fn read_requests(
             version,
             reply,
             permit,
+            timer,
         };
         if replies.send(pending).await.is_err() {
             return Stop::Quiet;
@@ -168,12 +178,19 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<Pen
             tracing::error!(error = %e, "kafka: cannot encode a reply; closing the connection");
             return;
         }
+        if let (Some((api, _)), Body::Kind(kind) | Body::KindAt(kind, _)) =
+            (&pending.timer, &reply.body)
+        {
+            metrics::count_reply_errors(*api, kind);
+        }
         if writer.write_all(&out).await.is_err() {
             return;
         }
         // The reply's bytes are with the kernel: its holds go.
         drop(reply.hold);
         drop(pending.permit);
+        // The request is done.
+        drop(pending.timer);
         if out.capacity() > 1024 * 1024 {
             out = BytesMut::new();
         }

@@ -15,11 +15,14 @@
 //! - `handlers`: one module per API family, each a decoded request in and a
 //!   response value out, calling the core.
 //! - `error`: the one mapping from the core's errors to Kafka error codes.
+//! - [`metrics`]: requests, their durations and error codes per API,
+//!   connections and refusals, in atomics read when `/metrics` is scraped.
 
 mod connection;
 mod error;
 mod handlers;
 mod listener;
+pub mod metrics;
 mod request;
 pub mod versions;
 

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::connection::serve_connection;
+use crate::metrics::{self, Limit};
 
 /// What the Kafka edge is told at start.
 #[derive(Debug, Clone)]
@@ -72,6 +73,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, options: KafkaOpt
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::refused(Limit::Connections);
             tracing::warn!(
                 %peer,
                 limit = edge.options.connections_max,
@@ -82,9 +84,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, options: KafkaOpt
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
+        let counted = metrics::connection_open();
         open.spawn(async move {
             serve_connection(stream, peer, edge).await;
             drop(permit);
+            drop(counted);
         });
     }
     drop(listener);

@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use carteiro_core::fetch::FetchReservation;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 use tokio::task::JoinHandle;
 
 use crate::handlers;
 use crate::listener::Edge;
+use crate::metrics;
 use crate::versions::served;
 
 /// A request's header and its undecoded body.
@@ -151,13 +153,17 @@ pub(crate) async fn route(edge: &Arc<Edge>, frame: Frame) -> Outcome {
             hold: None,
         }));
     }
+    // Requests answered by closing the connection count their error here.
+    let api = metrics::api_index(key).unwrap_or(usize::MAX);
     if version < range.advertised_min || version > range.max {
+        metrics::count_error(api, ResponseError::UnsupportedVersion.code());
         return Outcome::Close(format!(
             "{key:?} v{version} is not served: versions {}..={}",
             range.advertised_min, range.max
         ));
     }
     if version < range.served_min {
+        metrics::count_error(api, ResponseError::UnsupportedVersion.code());
         return match handlers::produce::refuse_old_version(&frame) {
             Ok(reply) => Outcome::Reply(Box::new(reply)),
             Err(reason) => Outcome::Close(reason),
@@ -167,7 +173,10 @@ pub(crate) async fn route(edge: &Arc<Edge>, frame: Frame) -> Outcome {
     let mut body = frame.body;
     let request = match decode_guarded(|| RequestKind::decode(key, &mut body, version)) {
         Ok(request) => request,
-        Err(e) => return Outcome::Close(format!("{key:?} v{version}: malformed request: {e}")),
+        Err(e) => {
+            metrics::count_error(api, ResponseError::InvalidRequest.code());
+            return Outcome::Close(format!("{key:?} v{version}: malformed request: {e}"));
+        }
     };
     if let RequestKind::Produce(produce) = request {
         return handlers::produce::append(edge, produce, version).await;

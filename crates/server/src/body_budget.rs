@@ -23,6 +23,9 @@
 //!   that is not valid protobuf (or has a string that is not UTF-8) with
 //!   INTERNAL; the contract says bad input is INVALID_ARGUMENT, and this is
 //!   where the status is corrected.
+//! - **Every request is counted here** for `/metrics` (see
+//!   [`grpc_metrics`](crate::grpc_metrics)): begun when the layer sees
+//!   it, done when its reply body is, with the status of its trailers.
 
 use std::any::Any;
 use std::future::Future;
@@ -38,6 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
 
+use crate::grpc_metrics::{self, Limit};
 use crate::server::GRPC_REQUEST_BYTES_MAX;
 
 /// Longest a request waits for room in the request budget, in ms.
@@ -145,6 +149,9 @@ where
         let budget = self.budget.clone();
         let counted = held.clone();
         let streaming = CLIENT_STREAMING_PATHS.contains(&request.uri().path());
+        let method = grpc_metrics::method_index(request.uri().path());
+        // A ProduceStream's requests are counted one by one by the stream.
+        let timer = (method != grpc_metrics::PRODUCE_STREAM).then(|| grpc_metrics::start(method));
         let request = request.map(move |body| {
             let mut counted = CountedBody::new(body, budget, counted);
             counted.streaming = streaming;
@@ -154,12 +161,22 @@ where
         Box::pin(async move {
             let mut reply = reply.await?;
             correct_decode_status(reply.headers_mut());
+            let mut counted = timer.map(|timer| Counted {
+                method,
+                _timer: timer,
+                status_seen: false,
+            });
+            // A trailers-only reply (an error) has its status in the headers.
+            if let Some(counted) = &mut counted {
+                counted.see(reply.headers());
+            }
             let kept = reply.extensions_mut().remove::<HeldUntilSent>();
             Ok(reply.map(|body| {
                 Body::new(ReplyBody {
                     inner: body,
                     _held: held,
                     _kept: kept,
+                    counted,
                 })
             }))
         })
@@ -207,12 +224,48 @@ fn percent_decoded(encoded: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A request being counted: done (its duration observed) when dropped,
+/// with the status it was seen to end with, or CANCELLED if none was.
+struct Counted {
+    method: usize,
+    _timer: carteiro_storage::metrics::RequestTimer,
+    status_seen: bool,
+}
+
+impl Counted {
+    /// Counts the status in `headers` (or trailers), if there is one.
+    fn see(&mut self, headers: &http::HeaderMap) {
+        if self.status_seen {
+            return;
+        }
+        let Some(code) = headers.get("grpc-status") else {
+            return;
+        };
+        self.status_seen = true;
+        let code = std::str::from_utf8(code.as_bytes())
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(tonic::Code::Unknown as i32);
+        grpc_metrics::count_status_number(self.method, code);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.status_seen {
+            grpc_metrics::count_status(self.method, tonic::Code::Cancelled);
+        }
+    }
+}
+
 /// A reply body that keeps the request's reservation and the handler's
-/// [`HeldUntilSent`] until it is done.
+/// [`HeldUntilSent`] until it is done, and counts the request as done
+/// when dropped.
 struct ReplyBody<B> {
     inner: B,
     _held: Held,
     _kept: Option<HeldUntilSent>,
+    counted: Option<Counted>,
 }
 
 impl<B> HttpBody for ReplyBody<B>
@@ -230,6 +283,9 @@ where
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
                 let mut trailers = frame.into_trailers().unwrap_or_default();
                 correct_decode_status(&mut trailers);
+                if let Some(counted) = &mut self.counted {
+                    counted.see(&trailers);
+                }
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
             other => other,
@@ -325,6 +381,7 @@ impl CountedBody {
                 self.prefix[4],
             ]));
             if len > GRPC_REQUEST_BYTES_MAX as u64 {
+                grpc_metrics::refused(Limit::RequestBytes);
                 return Err(Status::invalid_argument(format!(
                     "request message of {len} bytes exceeds the limit of {GRPC_REQUEST_BYTES_MAX} bytes"
                 )));
@@ -376,6 +433,7 @@ impl HttpBody for CountedBody {
                                 "request bodies in flight: no room for a message of {len} bytes within {REQUEST_BYTES_WAIT_MS} ms (the broker's max_request_bytes_in_flight is in use); retry later"
                             );
                             this.waiting = None;
+                            grpc_metrics::refused(Limit::RequestBytesInFlight);
                             return Poll::Ready(Some(Err(Status::resource_exhausted(message))));
                         }
                         return Poll::Pending;

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::body_budget::HeldUntilSent;
 use crate::convert;
 use crate::error::{code, status};
+use crate::grpc_metrics;
 use crate::shared::Shared;
 
 mod produce;
@@ -270,7 +271,13 @@ impl Broker for BrokerService {
         &self,
         request: Request<Streaming<proto::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        self.shared.broker.check_running().map_err(status)?;
+        if let Err(e) = self.shared.broker.check_running() {
+            // Refused before any request of the stream is read: one request.
+            let _counted = grpc_metrics::start(grpc_metrics::PRODUCE_STREAM);
+            let status = status(e);
+            grpc_metrics::count_status(grpc_metrics::PRODUCE_STREAM, status.code());
+            return Err(status);
+        }
         Ok(Response::new(self.produce_streamed(request.into_inner())))
     }
 

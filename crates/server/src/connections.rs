@@ -18,6 +18,10 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use carteiro_storage::metrics::GaugeHold;
+
+use crate::grpc_metrics::{self, Limit};
+
 /// Bytes of the HTTP/2 client preface, which must arrive within the
 /// handshake timeout.
 const HTTP2_PREFACE_BYTES: usize = 24;
@@ -39,6 +43,8 @@ pub struct ConnectionTimeouts {
 pub struct LimitedStream {
     inner: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// Counted among the open connections while it lives.
+    _open: GaugeHold,
     timeouts: ConnectionTimeouts,
     /// Bytes read so far, up to the preface's length.
     started: usize,
@@ -55,6 +61,7 @@ impl LimitedStream {
         LimitedStream {
             inner,
             _permit: permit,
+            _open: grpc_metrics::connection_open(),
             timeouts,
             started: 0,
             deadline: Box::pin(tokio::time::sleep(timeouts.handshake)),
@@ -179,6 +186,7 @@ pub fn limited_incoming(
                 }
             };
             let Ok(permit) = places.clone().try_acquire_owned() else {
+                grpc_metrics::refused(Limit::Connections);
                 tracing::warn!(%peer, max_connections, "connection refused: max_connections reached");
                 drop(stream);
                 continue;

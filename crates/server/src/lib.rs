@@ -11,8 +11,11 @@
 //!   replies holding their share until sent, decode errors as INVALID_ARGUMENT.
 //! - `limits` (private): requests, produce bytes and fetches in flight;
 //!   `connections` (private): the accept loop, connection limit and timeouts.
+//! - `grpc_metrics` (private): the gRPC edge's requests, statuses,
+//!   connections and refusals, counted in atomics for `/metrics`.
 //! - [`error`]: the one place a core error becomes a gRPC status.
-//! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`.
+//! - [`http`]: the HTTP listener: `/metrics`, `/livez`, `/readyz`, the web
+//!   console at `/` and its JSON under `/api/`.
 //! - [`reserving_allocator`]: the binary's allocator, so that a count a
 //!   client sends cannot abort the process.
 //!
@@ -27,6 +30,7 @@ mod connections;
 mod convert;
 pub mod error;
 mod groups;
+mod grpc_metrics;
 pub mod http;
 mod limits;
 pub mod reserving_allocator;

@@ -14,6 +14,7 @@ use carteiro_core::BrokerError;
 use carteiro_core::fetch::kib;
 
 use crate::config::BrokerConfig;
+use crate::grpc_metrics::{self, Limit};
 
 /// The request-level limits.
 #[derive(Debug, Clone)]
@@ -83,6 +84,7 @@ impl RequestLimits {
     /// core's budget.
     pub fn admit_fetch(&self, peer: Option<SocketAddr>) -> Result<FetchAdmitted, BrokerError> {
         let fetch = self.fetches.clone().try_acquire_owned().map_err(|_| {
+            grpc_metrics::refused(Limit::FetchesInFlight);
             BrokerError::ResourceExhausted {
                 what: "fetches in flight",
                 limit: u64::from(self.max_fetches),
@@ -96,6 +98,7 @@ impl RequestLimits {
                     .unwrap_or_else(|p| p.into_inner());
                 let count = counts.entry(peer).or_insert(0);
                 if *count >= self.max_per_connection {
+                    grpc_metrics::refused(Limit::FetchesPerConnection);
                     return Err(BrokerError::ResourceExhausted {
                         what: "fetches in flight on one connection",
                         limit: u64::from(self.max_per_connection),
@@ -118,6 +121,7 @@ impl RequestLimits {
     /// Admits a request, or refuses it if `max_requests` are in flight.
     pub fn admit(&self) -> Result<Admitted, BrokerError> {
         let request = self.requests.clone().try_acquire_owned().map_err(|_| {
+            grpc_metrics::refused(Limit::RequestsInFlight);
             BrokerError::ResourceExhausted {
                 what: "requests in flight",
                 limit: u64::from(self.max_requests),
@@ -136,9 +140,12 @@ impl RequestLimits {
             .bytes
             .clone()
             .try_acquire_many_owned(kib(bytes as u64))
-            .map_err(|_| BrokerError::ResourceExhausted {
-                what: "produce bytes being appended (max_buffered_bytes)",
-                limit: self.max_bytes,
+            .map_err(|_| {
+                grpc_metrics::refused(Limit::ProduceBytes);
+                BrokerError::ResourceExhausted {
+                    what: "produce bytes being appended (max_buffered_bytes)",
+                    limit: self.max_bytes,
+                }
             })?;
         admitted._bytes = Some(permit);
         Ok(admitted)

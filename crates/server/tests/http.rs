@@ -202,3 +202,204 @@ fn bad_requests_get_a_4xx_and_change_nothing() {
         before
     );
 }
+
+/// Kafka's wire, by hand, for the request metrics test.
+#[path = "kafka/raw.rs"]
+mod raw;
+
+/// `sample`, for a line that must be there.
+fn must(scrape: &str, name_and_labels: &str) -> u64 {
+    sample(scrape, &format!("{name_and_labels} "))
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{scrape}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiVersionsRequest, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two connections per edge: a third Kafka one is refused at accept.
+    let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
+    let http = broker
+        .http_address
+        .clone()
+        .expect("the HTTP listener is on");
+    let kafka = broker
+        .kafka_address
+        .clone()
+        .expect("the Kafka listener is on");
+    // One gRPC connection for every call.
+    let channel = tonic::transport::Channel::from_shared(broker.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut admin = carteiro::proto::admin_client::AdminClient::new(channel.clone());
+    let mut client = carteiro::proto::broker_client::BrokerClient::new(channel);
+    admin
+        .create_topic(carteiro::proto::CreateTopicRequest {
+            name: "timed".into(),
+            partitions: 1,
+            config: Some(common::small_topic(1 << 20)),
+        })
+        .await
+        .expect("create topic");
+    // Three durable produces over gRPC (the topic syncs every append).
+    for i in 0..3 {
+        produce_values(&mut client, "timed", &[format!("grpc {i}")])
+            .await
+            .expect("produced");
+    }
+    // A gRPC error: NOT_FOUND.
+    let missing = admin
+        .describe_topic(carteiro::proto::DescribeTopicRequest {
+            name: "no-such-topic".into(),
+        })
+        .await
+        .expect_err("no such topic");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // Kafka: ApiVersions, a durable produce, and one to a partition that
+    // does not exist (UNKNOWN_TOPIC_OR_PARTITION, 3).
+    let mut first = raw::KafkaConnection::open(&kafka);
+    let versions = first.call(&ApiVersionsRequest::default(), 3);
+    assert_eq!(versions.error_code, 0);
+    let produce = |partition: i32| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("timed")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(common::batch_of(&["kafka"]).into())),
+                    ]),
+            ])
+    };
+    let stored = first.call(&produce(0), 7);
+    assert_eq!(raw::first_produce_error(&stored), 0);
+    let refused = first.call(&produce(99), 7);
+    assert_eq!(raw::first_produce_error(&refused), 3);
+    // A second connection is served; a third is over the limit.
+    let mut second = raw::KafkaConnection::open(&kafka);
+    assert_eq!(second.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+    let mut third = raw::KafkaConnection::open(&kafka);
+    assert!(third.is_closed_by_broker(), "a third connection is refused");
+
+    let (status, scrape) = http_get(&http, "/metrics").expect("scraped");
+    assert_eq!(status, 200, "{scrape}");
+    let grpc = |api: &str| format!("edge=\"grpc\",api=\"{api}\"");
+    let kafka_api = |api: &str| format!("edge=\"kafka\",api=\"{api}\"");
+    // Requests by edge and API, and their durations.
+    assert_eq!(
+        must(
+            &scrape,
+            &format!("carteiro_requests_total{{{}}}", grpc("Produce"))
+        ),
+        3
+    );
+    assert_eq!(
+        must(
+            &scrape,
+            &format!("carteiro_requests_total{{{}}}", grpc("CreateTopic"))
+        ),
+        1
+    );
+    assert_eq!(
+        must(
+            &scrape,
+            &format!("carteiro_requests_total{{{}}}", kafka_api("ApiVersions"))
+        ),
+        2
+    );
+    assert_eq!(
+        must(
+            &scrape,
+            &format!("carteiro_requests_total{{{}}}", kafka_api("Produce"))
+        ),
+        2
+    );
+    for labels in [grpc("Produce"), kafka_api("Produce")] {
+        let count = must(
+            &scrape,
+            &format!("carteiro_request_duration_seconds_count{{{labels}}}"),
+        );
+        let inf = must(
+            &scrape,
+            &format!("carteiro_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"),
+        );
+        assert!(count > 0 && inf == count, "{labels}: {count} vs {inf}");
+    }
+    // Errors by code, in each edge's own names.
+    assert_eq!(
+        must(
+            &scrape,
+            &format!(
+                "carteiro_request_errors_total{{{},code=\"NOT_FOUND\"}}",
+                grpc("DescribeTopic")
+            )
+        ),
+        1
+    );
+    assert_eq!(
+        must(
+            &scrape,
+            &format!(
+                "carteiro_request_errors_total{{{},code=\"UNKNOWN_TOPIC_OR_PARTITION\"}}",
+                kafka_api("Produce")
+            )
+        ),
+        1
+    );
+    assert!(
+        sample(
+            &scrape,
+            &format!("carteiro_request_errors_total{{{}", grpc("Produce"))
+        )
+        .is_none(),
+        "no gRPC produce failed"
+    );
+    // The refused connection, and the two open.
+    assert_eq!(
+        must(
+            &scrape,
+            "carteiro_limit_refusals_total{edge=\"kafka\",limit=\"max_connections\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        must(
+            &scrape,
+            "carteiro_limit_refusals_total{edge=\"grpc\",limit=\"max_requests_in_flight\"}"
+        ),
+        0
+    );
+    assert_eq!(
+        must(&scrape, "carteiro_open_connections{edge=\"kafka\"}"),
+        2
+    );
+    assert!(must(&scrape, "carteiro_open_connections{edge=\"grpc\"}") >= 1);
+    assert_eq!(
+        must(&scrape, "carteiro_requests_in_flight{edge=\"kafka\"}"),
+        0
+    );
+    must(&scrape, "carteiro_requests_in_flight{edge=\"grpc\"}");
+    // Storage: 4 durable appends, each synced by a sync that covered it.
+    assert_eq!(
+        must(&scrape, "carteiro_storage_append_duration_seconds_count"),
+        4
+    );
+    let syncs = must(&scrape, "carteiro_storage_sync_duration_seconds_count");
+    assert!((1..=4).contains(&syncs), "{syncs} syncs");
+    assert_eq!(must(&scrape, "carteiro_storage_sync_batches_count"), syncs);
+    assert!(
+        scrape.contains("carteiro_storage_sync_batches_sum 4"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("# TYPE carteiro_request_duration_seconds histogram"));
+    drop((first, second, third));
+}

@@ -107,6 +107,13 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
                 PartitionAppend::Appended(_) => None,
             });
         if let Some(reason) = failed {
+            // No reply carries the codes: they are counted here.
+            let api = crate::metrics::api_index(kafka_protocol::messages::ApiKey::Produce);
+            for (_, partition) in topics.iter().flat_map(|(_, p)| p) {
+                if let (Some(api), PartitionAppend::Failed(e)) = (api, partition) {
+                    crate::metrics::count_error(api, e.code());
+                }
+            }
             return Outcome::Close(format!("a produce with acks=0 failed: {reason}"));
         }
         // No reply, but the appends still become visible: on a flush-always

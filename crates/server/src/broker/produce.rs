@@ -17,6 +17,7 @@ use tonic::{Status, Streaming};
 use super::BrokerService;
 use crate::convert;
 use crate::error::status;
+use crate::grpc_metrics::{self, PRODUCE_STREAM};
 use crate::limits::Admitted;
 
 /// Most requests of one produce stream appended but not yet acknowledged;
@@ -106,28 +107,37 @@ impl BrokerService {
                             // (then the status goes nowhere, and that ends it).
                             Err(status) => {
                                 reading = false;
-                                ending = Some(unreadable(sequence, status));
+                                let status = unreadable(sequence, status);
+                                let _counted = grpc_metrics::start(PRODUCE_STREAM);
+                                grpc_metrics::count_status(PRODUCE_STREAM, status.code());
+                                ending = Some(status);
                                 continue;
                             }
                         };
+                        // Each request of the stream counts on its own.
+                        let counted = grpc_metrics::start(PRODUCE_STREAM);
                         let this = sequence;
                         sequence += 1;
                         match service.append_request(request, false).await {
                             Ok(pending) => waiting.push(Box::pin(async move {
-                                (this, pending.acknowledged().await)
+                                (this, counted, pending.acknowledged().await)
                             })
                                 as futures_util::future::BoxFuture<'static, _>),
                             Err(e) => {
                                 // Nothing after a failure is appended, so a
                                 // client's retry cannot reorder the partition.
                                 reading = false;
-                                waiting.push(Box::pin(std::future::ready((this, Err(e)))));
+                                waiting.push(Box::pin(std::future::ready((this, counted, Err(e)))));
                             }
                         }
                     }
-                    Some((this, result)) = waiting.next(), if !waiting.is_empty() => {
+                    Some((this, counted, result)) = waiting.next(), if !waiting.is_empty() => {
                         let failed = result.is_err();
-                        if replies.send(Ok(stream_reply(this, result))).await.is_err() {
+                        let reply = stream_reply(this, result);
+                        grpc_metrics::count_status_number(PRODUCE_STREAM, reply.error_code);
+                        let sent = replies.send(Ok(reply)).await;
+                        drop(counted);
+                        if sent.is_err() {
                             // The client is gone: what was appended stays,
                             // and the waits end here, releasing their admissions.
                             return;

@@ -1,18 +1,23 @@
 //! `/metrics`: every figure read from the broker when scraped (nothing is
 //! counted through a metrics library on the produce path: the partitions
-//! keep their own atomic counters), rendered in Prometheus' text format by
-//! `prometheus-client`.
+//! keep their own atomic counters and histograms, each edge fixed arrays
+//! of atomics per API; see `carteiro_storage::metrics`), rendered in
+//! Prometheus' text format by `prometheus-client`.
 //!
 //! Labels are bounded: topic and partition (the broker's own limits bound
-//! both), group (bounded by the coordinator's group limit), nothing else a
-//! client chooses.
+//! both), group (bounded by the coordinator's group limit), and edge, api,
+//! code and limit from fixed tables (`crate::grpc_metrics`,
+//! `carteiro_kafka::metrics`); nothing else a client chooses. The families
+//! are listed in `docs/metrics.md`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use carteiro_core::Broker;
+use carteiro_storage::TimingsSnapshot;
+use carteiro_storage::metrics::{EdgeSnapshot, HistogramSnapshot};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -68,10 +73,76 @@ fn encode_value(kind: MetricType, metric: MetricEncoder<'_>, value: u64) -> Resu
     }
 }
 
+/// Nanoseconds in a second: histograms of durations are kept in ns and
+/// shown in seconds.
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// One histogram family's rows.
+struct HistogramFamily {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    /// What one unit of a kept value is in the shown unit (1e-9 for ns shown as s).
+    scale: f64,
+    rows: Vec<(Labels, HistogramSnapshot)>,
+}
+
+impl HistogramFamily {
+    fn new(name: &'static str, help: &'static str, unit: Option<Unit>, scale: f64) -> Self {
+        HistogramFamily {
+            name,
+            help,
+            unit,
+            scale,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A family of durations kept in ns, shown in seconds.
+    fn seconds(name: &'static str, help: &'static str) -> Self {
+        Self::new(name, help, Some(Unit::Seconds), 1.0 / NANOS_PER_SECOND)
+    }
+
+    fn push(&mut self, labels: Labels, histogram: HistogramSnapshot) {
+        self.rows.push((labels, histogram));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            self.unit.as_ref(),
+            MetricType::Histogram,
+        )?;
+        for (labels, histogram) in &self.rows {
+            // Each bound's own count; the encoder adds them up. The last,
+            // above every bound, is `+Inf` (written for f64::MAX).
+            let buckets: Vec<(f64, u64)> = histogram
+                .bounds
+                .iter()
+                .map(|&b| b as f64 * self.scale)
+                .chain([f64::MAX])
+                .zip(histogram.buckets.iter().copied())
+                .collect();
+            let sum = histogram.sum as f64 * self.scale;
+            let count = histogram.count();
+            if labels.is_empty() {
+                family.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            } else {
+                family
+                    .encode_family(labels)?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The figures of one scrape.
 #[derive(Default)]
 struct Scrape {
     families: Vec<Family>,
+    histograms: Vec<HistogramFamily>,
 }
 
 impl fmt::Debug for Scrape {
@@ -85,6 +156,9 @@ impl fmt::Debug for Scrape {
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         for family in &self.families {
+            family.encode(&mut encoder)?;
+        }
+        for family in &self.histograms {
             family.encode(&mut encoder)?;
         }
         Ok(())
@@ -173,6 +247,8 @@ fn partitions(broker: &Broker, scrape: &mut Scrape) {
         None,
         Gauge,
     );
+    // Every partition's timings, added up: one histogram each for the broker.
+    let mut timings = TimingsSnapshot::default();
     for topic in broker.store().topics() {
         for (partition, log) in topic.partitions().iter().enumerate() {
             let labels = || partition_labels(topic.name(), partition);
@@ -191,8 +267,10 @@ fn partitions(broker: &Broker, scrape: &mut Scrape) {
             scanned.push(labels(), report.scanned_bytes);
             truncated.push(labels(), report.truncated_bytes);
             unclean.push(labels(), u64::from(!report.clean_shutdown));
+            timings.add(&log.timings().snapshot());
         }
     }
+    storage(timings, scrape);
     scrape.families.extend([
         produced_records,
         produced_bytes,
@@ -207,6 +285,106 @@ fn partitions(broker: &Broker, scrape: &mut Scrape) {
         truncated,
         unclean,
     ]);
+}
+
+/// The storage engine's histograms, over every partition.
+fn storage(timings: TimingsSnapshot, scrape: &mut Scrape) {
+    let mut append = HistogramFamily::seconds(
+        "carteiro_storage_append_duration",
+        "Time appends held their partition's writer lock (write, index, roll if due, publish).",
+    );
+    append.push(Vec::new(), timings.append);
+    let mut sync = HistogramFamily::seconds(
+        "carteiro_storage_sync_duration",
+        "Time of each group-commit sync (fdatasync of a partition's active segment).",
+    );
+    sync.push(Vec::new(), timings.sync);
+    let mut batches = HistogramFamily::new(
+        "carteiro_storage_sync_batches",
+        "Batches appended to the partition since its sync before, for each sync (the group commit's size).",
+        None,
+        1.0,
+    );
+    batches.push(Vec::new(), timings.sync_batches);
+    scrape.histograms.extend([append, sync, batches]);
+}
+
+/// Both edges' requests, connections and refusals.
+fn edges(scrape: &mut Scrape) {
+    use MetricType::{Counter, Gauge};
+    let mut requests = Family::new(
+        "carteiro_requests",
+        "Requests done, by edge and API.",
+        None,
+        Counter,
+    );
+    let mut errors = Family::new(
+        "carteiro_request_errors",
+        "Errors by edge, API and code: a gRPC request's non-OK status; each non-zero error code in a Kafka reply.",
+        None,
+        Counter,
+    );
+    let mut in_flight = Family::new(
+        "carteiro_requests_in_flight",
+        "Requests begun and not done, by edge.",
+        None,
+        Gauge,
+    );
+    let mut connections = Family::new(
+        "carteiro_open_connections",
+        "Client connections open, by edge.",
+        None,
+        Gauge,
+    );
+    let mut refused = Family::new(
+        "carteiro_limit_refusals",
+        "Requests or connections refused by a limit, by edge and limit (the flag that sets it).",
+        None,
+        Counter,
+    );
+    let mut durations = HistogramFamily::seconds(
+        "carteiro_request_duration",
+        "Time from a request's arrival to its reply being written, by edge and API.",
+    );
+    for edge in [
+        crate::grpc_metrics::snapshot(),
+        carteiro_kafka::metrics::snapshot(),
+    ] {
+        let EdgeSnapshot {
+            edge,
+            apis,
+            open_connections,
+            refused: refusals,
+        } = edge;
+        let mut flying = 0;
+        for api in apis {
+            flying += api.requests.in_flight();
+            // An API shows once it has been called.
+            if api.requests.started == 0 {
+                continue;
+            }
+            let labels = || vec![("edge", edge.to_string()), ("api", api.api.clone())];
+            requests.push(labels(), api.requests.duration.count());
+            for (code, n) in &api.errors {
+                let mut labels = labels();
+                labels.push(("code", code.clone()));
+                errors.push(labels, *n);
+            }
+            durations.push(labels(), api.requests.duration);
+        }
+        in_flight.push(vec![("edge", edge.to_string())], flying);
+        connections.push(vec![("edge", edge.to_string())], open_connections);
+        for (limit, n) in refusals {
+            refused.push(
+                vec![("edge", edge.to_string()), ("limit", limit.to_string())],
+                n,
+            );
+        }
+    }
+    scrape
+        .families
+        .extend([requests, errors, in_flight, connections, refused]);
+    scrape.histograms.push(durations);
 }
 
 /// Every group's committed offsets and lag, as `logctl groups describe`
@@ -311,6 +489,7 @@ pub(super) fn render(broker: Option<Arc<Broker>>, ready: bool) -> Result<String,
         partitions(broker, &mut scrape);
         groups(broker, &mut scrape);
     }
+    edges(&mut scrape);
     process(&mut scrape);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -347,6 +526,40 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_in_seconds() {
+        static BOUNDS: [u64; 2] = [1_000_000, 1_000_000_000];
+        let histogram = carteiro_storage::metrics::Histogram::new(&BOUNDS);
+        histogram.observe(500_000);
+        histogram.observe(2_000_000);
+        histogram.observe(5_000_000_000);
+        let mut family = HistogramFamily::seconds("carteiro_request_duration", "Time.");
+        family.push(
+            vec![
+                ("edge", "kafka".to_string()),
+                ("api", "Produce".to_string()),
+            ],
+            histogram.snapshot(),
+        );
+        let mut scrape = Scrape::default();
+        scrape.histograms.push(family);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("renders");
+        let labels = "edge=\"kafka\",api=\"Produce\"";
+        for line in [
+            "# TYPE carteiro_request_duration_seconds histogram".to_string(),
+            format!("carteiro_request_duration_seconds_count{{{labels}}} 3"),
+            format!("carteiro_request_duration_seconds_sum{{{labels}}} 5.0025"),
+            format!("carteiro_request_duration_seconds_bucket{{le=\"0.001\",{labels}}} 1"),
+            format!("carteiro_request_duration_seconds_bucket{{le=\"1.0\",{labels}}} 2"),
+            format!("carteiro_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}} 3"),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]
