@@ -22,7 +22,7 @@ use axum::routing::get;
 use carteiro_core::Broker;
 use serde::Serialize;
 
-pub use error::ApiError;
+pub use error::{ApiError, ERROR_VALUE_CHARS_MAX};
 pub use input::{BODY_BYTES_MAX, QUERY_BYTES_MAX};
 pub use messages::{
     FIELD_SHOWN_BYTES_MAX, HEADERS_SHOWN_MAX, MESSAGES_DECODED_BYTES_MAX, MESSAGES_LIMIT_DEFAULT,

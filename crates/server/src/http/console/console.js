@@ -248,7 +248,10 @@
   /** Draws produced and fetched records/s of the last CHART_SECONDS. */
   function drawChart(samples) {
     const svg = $('rate-chart');
-    const [width, height] = [640, 200];
+    // Drawn at the size it is shown, so text keeps its proportions.
+    const width = Math.max(320, Math.round(svg.getBoundingClientRect().width) || 640);
+    const height = 200;
+    svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
     const pad = { left: 48, right: 10, top: 12, bottom: 22 };
     const now = samples.length ? samples[samples.length - 1].t_ms : Date.now();
     const from = now - CHART_SECONDS * 1000;
@@ -383,6 +386,7 @@
     }
     $('message-headers').tBodies[0].replaceChildren(...rows);
     $('message-detail').hidden = false;
+    $('message-detail').scrollIntoView({ block: 'nearest' });
   }
 
   // ---- groups -----------------------------------------------------------
