@@ -6,12 +6,14 @@
 //! [`FIELD_SHOWN_BYTES_MAX`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use carteiro::record::RecordBatch;
 use carteiro_core::fetch::{FetchPartition, FetchRequest, OffsetSpec};
 use carteiro_core::{Broker, BrokerError};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 
@@ -33,6 +35,15 @@ pub const HEADERS_SHOWN_MAX: usize = 64;
 /// Most bytes shown in one answer (4 MiB); past it, no more messages are
 /// added (at least one is) and `next_offset` says where to go on.
 pub const MESSAGES_SHOWN_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Most message reads served at once, all clients together: each holds up
+/// to [`MESSAGES_READ_BYTES_MAX`] read and [`MESSAGES_DECODED_BYTES_MAX`]
+/// decompressed.
+pub const MESSAGE_READS_IN_FLIGHT_MAX: usize = 4;
+/// Longest a message read waits for a place before it is refused (`503`).
+pub const MESSAGE_READ_WAIT: Duration = Duration::from_secs(5);
+
+static MESSAGE_READS: Semaphore = Semaphore::const_new(MESSAGE_READS_IN_FLIGHT_MAX);
 
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +129,9 @@ pub struct Messages {
     pub messages: Vec<Message>,
 }
 
-/// Reads up to `limit` messages of a partition from `start`.
+/// Reads up to `limit` messages of a partition from `start`, once one of
+/// the [`MESSAGE_READS_IN_FLIGHT_MAX`] places is free (waiting at most
+/// [`MESSAGE_READ_WAIT`]; then `503`).
 pub async fn read(
     broker: Arc<Broker>,
     topic: String,
@@ -126,6 +139,15 @@ pub async fn read(
     start: Start,
     limit: u32,
 ) -> Result<Messages, ApiError> {
+    let _place = match tokio::time::timeout(MESSAGE_READ_WAIT, MESSAGE_READS.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::Core(BrokerError::ResourceExhausted {
+                what: "console message reads in flight",
+                limit: MESSAGE_READS_IN_FLIGHT_MAX as u64,
+            }));
+        }
+    };
     let (from, start_offset, hwm) = {
         let (broker, topic) = (broker.clone(), topic.clone());
         tokio::task::spawn_blocking(move || first_offset(&broker, &topic, partition, start, limit))
