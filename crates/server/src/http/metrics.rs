@@ -8,7 +8,7 @@
 //! both), group (bounded by the coordinator's group limit), and edge, api,
 //! code and limit from fixed tables (`crate::grpc_metrics`,
 //! `carteiro_kafka::metrics`); nothing else a client chooses. The families
-//! are listed in `docs/metrics.md`.
+//! are listed in `docs/http.md`.
 
 use std::fmt;
 use std::sync::Arc;
