@@ -38,7 +38,8 @@ pub(crate) enum Limit {
     RequestBytes = 1,
 }
 
-/// Names of [`Limit`]s in the `limit` label: the flag that sets each.
+/// Names of the edge's limits in the `limit` label (by `Limit`): the flag
+/// that sets each.
 pub const LIMIT_NAMES: [&str; 2] = ["max_connections", "kafka_request_bytes_max"];
 
 /// The edge's counters; see the module documentation.

@@ -24,8 +24,8 @@
 //!   INTERNAL; the contract says bad input is INVALID_ARGUMENT, and this is
 //!   where the status is corrected.
 //! - **Every request is counted here** for `/metrics` (see
-//!   [`grpc_metrics`](crate::grpc_metrics)): begun when the layer sees
-//!   it, done when its reply body is, with the status of its trailers.
+//!   `grpc_metrics`): begun when the layer sees it, done when its reply
+//!   body is, with the status of its trailers.
 
 use std::any::Any;
 use std::future::Future;
