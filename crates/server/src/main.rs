@@ -104,12 +104,15 @@ fn main() -> ExitCode {
                         .local_addr()
                         .map_or_else(|_| config.http_listen.clone(), |a| a.to_string());
                     let mut stopped = http_stopped.clone();
+                    let connections_max = config.max_connections;
                     let state = http_state.clone();
                     tokio::spawn(async move {
                         let stop = async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         };
-                        if let Err(e) = carteiro_server::http::serve(listener, state, stop).await {
+                        let served =
+                            carteiro_server::http::serve(listener, connections_max, state, stop).await;
+                        if let Err(e) = served {
                             tracing::error!(error = %e, "the HTTP listener failed");
                         }
                     });

@@ -403,3 +403,35 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
     assert!(scrape.contains("# TYPE carteiro_request_duration_seconds histogram"));
     drop((first, second, third));
 }
+
+#[test]
+fn http_connections_past_the_limit_are_closed_and_the_others_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
+    let http = broker
+        .http_address
+        .clone()
+        .expect("the HTTP listener is on");
+    // Two idle connections take both places.
+    let first = TcpStream::connect(&http).expect("connect");
+    let second = TcpStream::connect(&http).expect("connect");
+    let refused = http_get(&http, "/livez");
+    assert!(
+        refused.is_none(),
+        "a third connection is refused: {refused:?}"
+    );
+    drop(first);
+    // The place is given back once the broker sees the connection go.
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some((status, _)) = http_get(&http, "/livez") {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was never given back"
+        );
+    }
+    drop(second);
+}

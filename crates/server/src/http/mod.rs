@@ -5,6 +5,7 @@
 //! that is still recovering (alive, not ready) from one that is down.
 
 pub mod api;
+mod connections;
 mod console;
 mod metrics;
 pub mod rates;
@@ -69,6 +70,7 @@ fn router(state: Arc<HttpState>) -> Router {
 /// (`rates`) meanwhile.
 pub async fn serve(
     listener: TcpListener,
+    connections_max: u32,
     state: Arc<HttpState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -76,6 +78,7 @@ pub async fn serve(
     let sampler = tokio::spawn(async move {
         rates::sample_forever(&sampled.rates, || sampled.broker.get().cloned()).await;
     });
+    let listener = connections::LimitedListener::new(listener, connections_max);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
