@@ -360,10 +360,7 @@ async fn the_port_opens_only_after_recovery() {
     // Damage that recovery refuses: the broker exits without serving.
     let segment = segment_file(dir.path(), "events", 0, 0);
     flip_bit(&segment, 32 + batch_positions(&raw)[3] as u64 + 40);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let address = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(broker_binary())
         .args([

@@ -134,10 +134,7 @@ async fn metrics_count_what_was_produced_and_the_group_lag_that_logctl_shows() {
 #[test]
 fn readyz_waits_for_recovery_while_livez_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let http = format!("127.0.0.1:{port}");
     // An injected slow start: recovery begins 3 s after the HTTP port opens.
     let mut child = Command::new(broker_binary())

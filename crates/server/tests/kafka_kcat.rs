@@ -64,10 +64,7 @@ fn logctl_read(broker: &Broker, topic: &str) -> String {
 #[test]
 fn kcat_lists_the_broker_at_its_advertised_address_and_the_topics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let advertised = format!("localhost:{port}");
     let broker = Broker::start(

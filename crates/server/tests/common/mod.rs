@@ -50,6 +50,15 @@ fn built_binary(name: &str, package: &str) -> PathBuf {
     path
 }
 
+/// A loopback port free at the moment of asking, for a test that must name
+/// a listener's address before the broker starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A running broker process.
 pub struct Broker {
     child: Child,
