@@ -287,10 +287,23 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
     let mut third = raw::KafkaConnection::open(&kafka);
     assert!(third.is_closed_by_broker(), "a third connection is refused");
 
-    let (status, scrape) = http_get(&http, "/metrics").expect("scraped");
-    assert_eq!(status, 200, "{scrape}");
     let grpc = |api: &str| format!("edge=\"grpc\",api=\"{api}\"");
     let kafka_api = |api: &str| format!("edge=\"kafka\",api=\"{api}\"");
+    // A request is counted once its reply is written, which the client may
+    // read first: scrape until the last request shows (bounded).
+    let deadline = Instant::now() + START_TIMEOUT;
+    let scrape = loop {
+        let (status, scrape) = http_get(&http, "/metrics").expect("scraped");
+        assert_eq!(status, 200, "{scrape}");
+        let apis = format!("carteiro_requests_total{{{}}}", kafka_api("ApiVersions"));
+        if sample(&scrape, &apis) == Some(2) {
+            break scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the requests were never counted: {scrape}"
+        );
+    };
     // Requests by edge and API, and their durations.
     assert_eq!(
         must(
