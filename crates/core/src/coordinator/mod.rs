@@ -21,6 +21,7 @@
 
 mod group;
 mod messages;
+mod pending;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,8 @@ pub use messages::{
     FenceReason, GroupSnapshot, HeartbeatStatus, JoinOutcome, JoinRequest, Joined, MemberSnapshot,
     SyncRequest,
 };
+pub use pending::PENDING_MEMBERS_MAX;
+use pending::PendingMembers;
 
 use crate::error::BrokerError;
 
@@ -60,18 +63,14 @@ pub const CLASSIC_BYTES_MAX: usize = 1024 * 1024;
 pub const PROTOCOL_NAME_MAX_BYTES: usize = 255;
 /// Most groups the coordinator holds at once (empty ones expire).
 pub const GROUPS_MAX: usize = 100_000;
-/// Most member ids given out before a first join and not yet used
-/// (Kafka's KIP-394 join in two steps); each lasts one session timeout.
-pub const PENDING_MEMBERS_MAX: usize = 100_000;
 
 /// The coordinator of every group.
 pub struct Coordinator {
     store: Arc<Store>,
     groups: Mutex<HashMap<String, Group>>,
     next_member: AtomicU64,
-    /// Member ids given out by [`Coordinator::reserve_member_id`]: id to
-    /// `(group, expiry)`.
-    pending: Mutex<HashMap<String, (String, Instant)>>,
+    /// Member ids given out by [`Coordinator::reserve_member_id`].
+    pending: PendingMembers,
 }
 
 pub(crate) fn fenced(reason: FenceReason, message: String) -> BrokerError {
@@ -184,7 +183,7 @@ impl Coordinator {
             store,
             groups: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(seed),
-            pending: Mutex::new(HashMap::new()),
+            pending: PendingMembers::default(),
         }
     }
 
@@ -220,32 +219,10 @@ impl Coordinator {
     ) -> Result<String, BrokerError> {
         crate::committed::validate_group(group)?;
         let lasts = timeout("session_timeout_ms", session_timeout_ms)?;
-        let now = Instant::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= PENDING_MEMBERS_MAX {
-            pending.retain(|_, (_, expiry)| *expiry > now);
-        }
-        if pending.len() >= PENDING_MEMBERS_MAX {
-            return Err(BrokerError::ResourceExhausted {
-                what: "member ids given out and not yet used",
-                limit: PENDING_MEMBERS_MAX as u64,
-            });
-        }
         let id = self.new_member_id(client_id);
-        pending.insert(id.clone(), (group.to_string(), now + lasts));
+        self.pending
+            .insert(id.clone(), group, Instant::now() + lasts)?;
         Ok(id)
-    }
-
-    /// True, once, if `id` was given out for `group` and has not expired.
-    fn take_pending(&self, group: &str, id: &str) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get(id) {
-            Some((g, expiry)) if g == group && *expiry > Instant::now() => {
-                pending.remove(id);
-                true
-            }
-            _ => false,
-        }
     }
 
     fn complete(&self, group: &mut Group) {
@@ -299,7 +276,7 @@ impl Coordinator {
                 Some(id)
                     if !id.is_empty()
                         && !group.members.contains_key(&id)
-                        && !self.take_pending(&request.group, &id) =>
+                        && !self.pending.take(&request.group, &id) =>
                 {
                     return Err(fenced(
                         FenceReason::UnknownMember,
@@ -504,10 +481,7 @@ impl Coordinator {
         // Groups whose last member expired are forgotten (see `leave`).
         groups.retain(|_, group| !group.members.is_empty());
         drop(groups);
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, expiry)| *expiry > now);
+        self.pending.expire(now);
     }
 
     /// A topic appeared or went: assigned groups subscribed to it rebalance.
