@@ -66,19 +66,7 @@ async fn metrics_count_what_was_produced_and_the_group_lag_that_logctl_shows() {
         .output()
         .expect("logctl consume");
     assert!(consumed.status.success(), "{consumed:?}");
-    let described = Command::new(logctl_binary())
-        .args([
-            "--broker",
-            &broker.address,
-            "--output",
-            "json",
-            "groups",
-            "describe",
-            "meters",
-        ])
-        .output()
-        .expect("logctl groups describe");
-    let described: serde_json::Value = serde_json::from_slice(&described.stdout).expect("JSON");
+    let described = common::describe_group(&broker, "meters").expect("logctl groups describe");
     let lag = described["partitions"][0]["lag"].as_u64().expect("a lag");
     assert_eq!(lag, 6);
 

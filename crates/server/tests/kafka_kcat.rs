@@ -123,26 +123,6 @@ fn records_produced_over_grpc_come_back_identical_through_kcat() {
     assert_eq!(kcat_read(&kafka_address(&broker), "from-grpc"), sent);
 }
 
-/// `logctl groups describe --output json` of `group`.
-fn describe_group(broker: &Broker, group: &str) -> Option<serde_json::Value> {
-    let output = Command::new(logctl_binary())
-        .args([
-            "--broker",
-            &broker.address,
-            "--output",
-            "json",
-            "groups",
-            "describe",
-            group,
-        ])
-        .output()
-        .expect("run logctl");
-    output
-        .status
-        .success()
-        .then(|| serde_json::from_slice(&output.stdout).expect("JSON"))
-}
-
 #[test]
 fn logctl_shows_a_kafka_group_with_its_members_partitions_commits_and_lag() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -169,7 +149,7 @@ fn logctl_shows_a_kafka_group_with_its_members_partitions_commits_and_lag() {
         .expect("kcat: `bash scripts/test` installs it");
     let deadline = Instant::now() + TOOL_TIMEOUT;
     let described = loop {
-        let described = describe_group(&broker, "watchers");
+        let described = common::describe_group(&broker, "watchers");
         let settled = described.as_ref().is_some_and(|d| {
             d["members"].as_array().is_some_and(|m| m.len() == 1)
                 && d["partitions"].as_array().is_some_and(|p| p.len() == 2)

@@ -59,6 +59,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `logctl groups describe --output json` of `group`, if logctl succeeds.
+pub fn describe_group(broker: &Broker, group: &str) -> Option<serde_json::Value> {
+    let output = Command::new(logctl_binary())
+        .args([
+            "--broker",
+            &broker.address,
+            "--output",
+            "json",
+            "groups",
+            "describe",
+            group,
+        ])
+        .output()
+        .expect("run logctl");
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("JSON"))
+}
+
 /// A running broker process.
 pub struct Broker {
     child: Child,
