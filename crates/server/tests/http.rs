@@ -277,14 +277,19 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
 
     let grpc = |api: &str| format!("edge=\"grpc\",api=\"{api}\"");
     let kafka_api = |api: &str| format!("edge=\"kafka\",api=\"{api}\"");
-    // A request is counted once its reply is written, which the client may
-    // read first: scrape until the last request shows (bounded).
+    // A Kafka request is counted once its reply is written, which the
+    // client may read first: scrape until the Kafka requests show (bounded).
     let deadline = Instant::now() + START_TIMEOUT;
     let scrape = loop {
         let (status, scrape) = http_get(&http, "/metrics").expect("scraped");
         assert_eq!(status, 200, "{scrape}");
-        let apis = format!("carteiro_requests_total{{{}}}", kafka_api("ApiVersions"));
-        if sample(&scrape, &apis) == Some(2) {
+        let counted = |api: &str| {
+            sample(
+                &scrape,
+                &format!("carteiro_requests_total{{{}}}", kafka_api(api)),
+            )
+        };
+        if counted("ApiVersions") == Some(2) && counted("Produce") == Some(2) {
             break scrape;
         }
         assert!(
