@@ -159,6 +159,35 @@ impl Backing for FileBacking {
         self.writable_file()?.write_all_at(data, offset as u64)
     }
 
+    fn write_parts_at(&self, offset: usize, parts: &[&[u8]]) -> io::Result<()> {
+        let file = self.writable_file()?;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut done = 0usize;
+        while done < total {
+            // The parts not yet wholly written, the first cut where the last
+            // write stopped.
+            let mut skip = done;
+            let mut slices = Vec::with_capacity(parts.len());
+            for part in parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices.push(io::IoSlice::new(&part[skip..]));
+                skip = 0;
+            }
+            let written = rustix::io::pwritev(&*file, &slices, (offset + done) as u64)?;
+            if written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("{} took no bytes", self.path.display()),
+                ));
+            }
+            done += written;
+        }
+        Ok(())
+    }
+
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let file = self.file()?;
@@ -173,9 +202,18 @@ impl Backing for FileBacking {
 
     fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
         let file = self.file()?;
-        // Read into the vector's spare capacity: no pass to zero it first.
         let start = buf.len();
         buf.reserve_exact(len);
+        if buf.capacity() - start != len {
+            // A read fills all the spare capacity it is given: into a larger
+            // buffer (a pooled one, for a short tail read) it would copy up
+            // to a MiB past what was asked, from the file's allocated tail.
+            // Zero just the asked part instead.
+            buf.resize(start + len, 0);
+            return self.read_at(offset, &mut buf[start..]);
+        }
+        // Exactly the asked bytes are spare: read into them with no pass to
+        // zero them first.
         while buf.len() < start + len {
             let at = (offset + buf.len() - start) as u64;
             let read = rustix::io::pread(&*file, rustix::buffer::spare_capacity(buf), at)?;
@@ -183,7 +221,6 @@ impl Backing for FileBacking {
                 return Err(self.cut_short(&file, offset + len));
             }
         }
-        buf.truncate(start + len);
         Ok(())
     }
 

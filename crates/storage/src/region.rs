@@ -28,6 +28,16 @@ use crate::error::is_disk_full;
 pub(crate) trait Backing: Send + Sync {
     /// Writes `data` at `offset` (`pwrite`), growing the file if needed.
     fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()>;
+    /// Writes `parts` back to back from `offset`: one `pwritev` for a file,
+    /// rather than a system call per part.
+    fn write_parts_at(&self, offset: usize, parts: &[&[u8]]) -> io::Result<()> {
+        let mut at = offset;
+        for part in parts {
+            self.write_at(at, part)?;
+            at += part.len();
+        }
+        Ok(())
+    }
     /// Fills `buf` from `offset` (`pread`); an error if the file ends first.
     fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()>;
     /// Appends the `len` bytes at `offset` to `buf`; an error if the file
@@ -259,12 +269,8 @@ impl RegionWriter {
         );
         self.reserve(total)?;
         let start = self.written;
-        let mut at = start;
-        for part in parts {
-            self.inner.backing.write_at(at, part)?;
-            at += part.len();
-        }
-        self.written = at;
+        self.inner.backing.write_parts_at(start, parts)?;
+        self.written = start + total;
         Ok(start)
     }
 
