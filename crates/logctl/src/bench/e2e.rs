@@ -6,6 +6,7 @@ use bytes::Bytes;
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::RecordBatch;
 use carteiro_client::connection::{REPLY_BYTES_MAX, channel};
+use carteiro_client::producer::Delivery;
 use carteiro_client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use serde_json::json;
@@ -14,7 +15,12 @@ use tokio::time::Instant;
 use crate::commands::AcksArg;
 use crate::output::Printer;
 
-use super::{LATENCY_MAX_US, RssSampler, ensure_topic, histogram, report};
+use super::{LATENCY_MAX_US, RssSampler, ensure_topic, histogram, latency_json, report};
+
+/// Most sent records whose acknowledgement is not yet timed: the pacing
+/// thread waits beyond this (a quarter of a second at 20,000 records/s,
+/// far more than the producer keeps in flight).
+const DELIVERIES_QUEUED_MAX: usize = 4096;
 
 /// `bench e2e`.
 #[derive(Debug, Args)]
@@ -140,6 +146,28 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
         ..ProducerConfig::new(broker)
     };
     let producer = Producer::new(config)?;
+    // Acknowledgements arrive in send order (one partition, one stream):
+    // awaiting each in turn times each as it lands.
+    let (deliveries, mut delivered) =
+        tokio::sync::mpsc::channel::<(u64, Delivery)>(DELIVERIES_QUEUED_MAX);
+    let acknowledgements = tokio::spawn(async move {
+        let mut latency = histogram();
+        let mut failed = 0u64;
+        while let Some((sent, delivery)) = delivered.recv().await {
+            let acked = delivery.await;
+            let now = epoch.elapsed().as_nanos() as u64;
+            match acked {
+                // `u64::MAX` marks the warm-up's records: delivered, not timed.
+                Ok(_) if sent == u64::MAX => {}
+                Ok(_) => {
+                    let _ =
+                        latency.record((now.saturating_sub(sent) / 1000).clamp(1, LATENCY_MAX_US));
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (latency, failed)
+    });
     let bar = out.progress(Some(warmup_records + args.records), "sent");
     let rss = RssSampler::start(args.broker_pid);
     let started = Instant::now();
@@ -160,8 +188,13 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
             let sent = epoch.elapsed().as_nanos() as u64;
             padding[..8].copy_from_slice(&sent.to_be_bytes());
             let record = ProducerRecord::value(Bytes::copy_from_slice(&padding));
-            // Deliveries are not awaited one by one: the producer batches what is waiting.
-            drop(runtime.block_on(producer.send(&pacer_topic, record))?);
+            // Deliveries are awaited by another task, so that the producer
+            // batches what is waiting.
+            let delivery = runtime.block_on(producer.send(&pacer_topic, record))?;
+            let timed = if n < warmup_records { u64::MAX } else { sent };
+            deliveries
+                .blocking_send((timed, delivery))
+                .map_err(|_| ClientError::Invalid("acknowledgement task ended".into()))?;
             pacer_bar.inc(1);
         }
         Ok::<_, ClientError>(producer)
@@ -169,6 +202,14 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
     .await
     .map_err(|e| ClientError::Invalid(format!("pacing thread: {e}")))??;
     producer.close().await?;
+    let (acks, failed) = acknowledgements
+        .await
+        .map_err(|e| ClientError::Invalid(format!("acknowledgement task: {e}")))?;
+    if failed > 0 {
+        return Err(ClientError::Invalid(format!(
+            "{failed} records were not acknowledged"
+        )));
+    }
     let latency = consumer
         .await
         .map_err(|e| ClientError::Invalid(format!("consumer task: {e}")))??;
@@ -187,6 +228,7 @@ pub(super) async fn e2e(broker: &str, out: &Printer, args: E2eBench) -> Result<(
         json!({
             "topic": topic, "rate": args.rate, "record_size": args.record_size, "linger_ms": args.linger_ms,
             "in_flight": args.in_flight, "idempotent": !args.no_idempotence, "warmup_records": warmup_records, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "ack_latency": latency_json(&acks),
         }),
     );
     Ok(())

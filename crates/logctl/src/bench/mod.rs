@@ -178,6 +178,17 @@ fn report(
             if let Some(h) = latency {
                 println!("latency: {}", latency_text(h));
             }
+            if let Some(acks) = extra["ack_latency"].as_object() {
+                let ms = |key: &str| acks.get(key).and_then(Value::as_f64).unwrap_or_default();
+                println!(
+                    "acknowledgement latency: p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                    ms("p50_ms"),
+                    ms("p95_ms"),
+                    ms("p99_ms"),
+                    ms("p999_ms"),
+                    ms("max_ms")
+                );
+            }
             if let Some(kib) = rss_kib {
                 println!("broker RssAnon max: {:.1} MiB", kib as f64 / 1024.0);
             }
