@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use bytes::Bytes;
-use carteiro_storage::{Log, ReadError};
+use carteiro_storage::{Log, LogRead, ReadError};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
@@ -208,6 +208,30 @@ struct Gathered {
     watch: Option<(Arc<Log>, u64)>,
 }
 
+/// How a round reads a log: from `at`, within a byte budget, below a high
+/// watermark; `None` if it cannot answer (see [`read_from_memory`]).
+type ReadFn = dyn Fn(&Log, u64, usize, u64) -> Option<Result<LogRead, ReadError>> + Sync;
+
+/// Reads from the segment files. Blocking.
+fn read_from_file(
+    log: &Log,
+    at: u64,
+    max_bytes: usize,
+    limit: u64,
+) -> Option<Result<LogRead, ReadError>> {
+    Some(log.read_visible_below(at, max_bytes, limit))
+}
+
+/// Reads from a log's tail in memory only; `None` where the file is needed.
+fn read_from_memory(
+    log: &Log,
+    at: u64,
+    max_bytes: usize,
+    limit: u64,
+) -> Option<Result<LogRead, ReadError>> {
+    log.read_visible_tail(at, max_bytes, limit)
+}
+
 /// One pass over a fetch's partitions.
 struct FetchRound {
     partitions: Vec<PartitionData>,
@@ -255,10 +279,20 @@ impl Broker {
         let request = Arc::new(request);
         loop {
             let (reservation, granted) = self.fetch_budget.reserve(max_bytes, deadline).await;
-            let (broker, asked) = (self.clone(), request.clone());
-            let round = tokio::task::spawn_blocking(move || broker.gather(&asked, granted))
-                .await
-                .map_err(join_error)?;
+            // A reader at the tail is answered from the logs' memory, here;
+            // only a read that needs a segment file goes to a blocking thread.
+            let round = match self.gather(&request, granted, &read_from_memory) {
+                Some(round) => round,
+                None => {
+                    let (broker, asked) = (self.clone(), request.clone());
+                    tokio::task::spawn_blocking(move || {
+                        broker.gather(&asked, granted, &read_from_file)
+                    })
+                    .await
+                    .map_err(join_error)?
+                    .ok_or_else(|| BrokerError::Internal("a file read gave no answer".into()))?
+                }
+            };
             let done = round.total >= request.min_bytes as usize
                 || round.total > 0 && round.budget == 0
                 || round.watches.is_empty()
@@ -286,8 +320,15 @@ impl Broker {
         }
     }
 
-    /// Every partition's part of a fetch reply, within `max_bytes` in all. Blocking.
-    fn gather(&self, request: &FetchRequest, max_bytes: usize) -> FetchRound {
+    /// Every partition's part of a fetch reply, within `max_bytes` in all,
+    /// read with `read`; `None` if `read` could not answer for one of them.
+    /// Blocking if `read` is.
+    fn gather(
+        &self,
+        request: &FetchRequest,
+        max_bytes: usize,
+        read: &ReadFn,
+    ) -> Option<FetchRound> {
         let mut round = FetchRound {
             partitions: Vec::with_capacity(request.partitions.len()),
             total: 0,
@@ -295,19 +336,24 @@ impl Broker {
             watches: Vec::new(),
         };
         for partition in &request.partitions {
-            let gathered = self.gather_partition(partition, round.budget);
+            let gathered = self.gather_partition(partition, round.budget, read)?;
             round.budget = round.budget.saturating_sub(gathered.bytes);
             round.total += gathered.bytes;
             round.partitions.push(gathered.data);
             round.watches.extend(gathered.watch);
         }
-        round
+        Some(round)
     }
 
     /// One partition's part: whole batches from its offset within `budget`.
     /// Damage met after some batches ends the part there; damage at the
     /// first batch is the partition's error.
-    fn gather_partition(&self, request: &FetchPartition, budget: usize) -> Gathered {
+    fn gather_partition(
+        &self,
+        request: &FetchPartition,
+        budget: usize,
+        read: &ReadFn,
+    ) -> Option<Gathered> {
         let mut data = PartitionData {
             topic: request.topic.clone(),
             partition: request.partition,
@@ -328,11 +374,11 @@ impl Broker {
                 report_damage_once(&e);
             }
             data.error = Some(e);
-            Gathered {
+            Some(Gathered {
                 data,
                 bytes: 0,
                 watch: None,
-            }
+            })
         };
         let log = match self.store.partition(&request.topic, request.partition) {
             Ok(log) => log,
@@ -353,7 +399,7 @@ impl Broker {
         let (mut at, mut taken) = (offset, 0usize);
         while taken < budget {
             // No further than the high watermark this reply reports.
-            match log.read_visible_below(at, budget - taken, hwm) {
+            match read(&log, at, budget - taken, hwm)? {
                 Ok(read) if read.batches.is_empty() => break,
                 Ok(read) => {
                     taken += read.batches.len();
@@ -376,11 +422,11 @@ impl Broker {
             }
         }
         data.next_offset = at as i64;
-        Gathered {
+        Some(Gathered {
             data,
             bytes: taken,
             watch: Some((log, hwm)),
-        }
+        })
     }
 
     /// The offset `spec` points at in a partition. Blocking (a look-up by

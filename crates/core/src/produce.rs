@@ -109,34 +109,21 @@ impl Appended {
 /// Waits until an append meets `acks`, as its log's flush policy says.
 async fn meet_acks(log: &Arc<Log>, info: &AppendInfo, acks: Acks) -> Result<(), BrokerError> {
     match log.ack_wait(info, acks) {
-        AckWait::Now => {}
-        AckWait::NowSyncSoon { end } => sync_in_background(log, end),
+        // The appending thread syncs (see `Broker::append`).
+        AckWait::Now | AckWait::NowSyncSoon { .. } => {}
+        // Woken by the sync that moves the durable offset past `end`.
         AckWait::Sync { end } => {
-            // Concurrent callers share one sync (group commit in `sync_to`).
-            let syncer = log.clone();
-            tokio::task::spawn_blocking(move || syncer.sync_to(end))
+            log.wait_durable(end)
                 .await
-                .map_err(join_error)?
                 .map_err(|source| BrokerError::Append {
                     field: "record_batch",
                     source,
-                })?;
+                })?
         }
         // The maintenance thread's next interval flush makes it durable.
         AckWait::Flush { end } => log.grown_past(end - 1, true).await,
     }
     Ok(())
-}
-
-/// Syncs `log` up to `end` with nobody waiting: consumers of an `always`
-/// topic see records only once they are synced.
-fn sync_in_background(log: &Arc<Log>, end: u64) {
-    let syncer = log.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = syncer.sync_to(end) {
-            tracing::error!(error = %e, "background sync failed");
-        }
-    });
 }
 
 /// One partition's share of a request, checked.
@@ -188,57 +175,83 @@ fn encode_records(records: &[&ProducedRecord], now_ms: i64) -> Result<Bytes, Bro
 
 impl Broker {
     /// Produces: appends, then waits until the request's acks are met.
-    /// A durable append to a flush-`always` topic is synced in the same
-    /// blocking call as its append (one thread hop, not two).
     pub async fn produce(
         self: &Arc<Self>,
         request: ProduceRequest,
     ) -> Result<Vec<PartitionAppend>, BrokerError> {
-        self.append(request, true).await?.acknowledged().await
+        self.append(request).await?.acknowledged().await
     }
 
-    /// Checks and appends one request, without waiting for its acks unless
-    /// `wait_in_append` (see [`produce`](Self::produce)); a pipelining edge
-    /// passes `false`, or the next request would wait behind the sync.
+    /// Checks and appends one request, without waiting for its acks: a
+    /// pipelining edge appends its next request while this one's sync runs.
     /// Nothing is appended if the request is refused before its first
-    /// append. Runs on the blocking pool: checking a batch reads all of it.
+    /// append.
+    ///
+    /// Runs on the blocking pool (checking a batch reads all of it), and
+    /// the same thread then syncs the flush-`always` logs it appended to
+    /// ([`Log::sync_appended`]) after handing back the result: the sync
+    /// starts with no thread to wake, and the acknowledgement is woken by
+    /// the durable offset moving.
     pub async fn append(
         self: &Arc<Self>,
         request: ProduceRequest,
-        wait_in_append: bool,
     ) -> Result<Appended, BrokerError> {
         self.check_running()?;
         let broker = self.clone();
-        tokio::task::spawn_blocking(move || broker.append_blocking(request, wait_in_append))
-            .await
-            .map_err(join_error)?
+        let (reply, appended) = tokio::sync::oneshot::channel();
+        let task = tokio::task::spawn_blocking(move || {
+            let (result, logs) = broker.append_blocking(request);
+            // The caller may be gone; the appends still get synced.
+            let _ = reply.send(result);
+            for log in logs {
+                if let Err(e) = log.sync_appended() {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "sync after append failed");
+                }
+            }
+        });
+        match appended.await {
+            Ok(result) => result,
+            // The task ended without answering: it panicked.
+            Err(_) => Err(match task.await {
+                Err(e) => join_error(e),
+                Ok(()) => BrokerError::Internal("append task ended without a result".into()),
+            }),
+        }
     }
 
+    /// Appends a request's batches; also the logs that now want a sync,
+    /// including those appended to before a failure (what they hold stays
+    /// and must become readable).
     fn append_blocking(
         &self,
         request: ProduceRequest,
-        wait_in_append: bool,
-    ) -> Result<Appended, BrokerError> {
+    ) -> (Result<Appended, BrokerError>, Vec<Arc<Log>>) {
         let field = request.payload.field();
         let acks = request.acks;
-        let append_acks = if wait_in_append { acks } else { Acks::Appended };
-        let mut appends: Vec<(u32, Arc<Log>, AppendInfo)> = Vec::new();
-        for planned in self.plan(request)? {
-            match planned.log.append_checked(&planned.batch, append_acks) {
+        let planned = match self.plan(request) {
+            Ok(planned) => planned,
+            Err(e) => return (Err(e), Vec::new()),
+        };
+        let mut appends: Vec<(u32, Arc<Log>, AppendInfo)> = Vec::with_capacity(planned.len());
+        let mut failure = None;
+        for planned in planned {
+            match planned.log.append_checked(&planned.batch, Acks::Appended) {
                 Ok(info) => appends.push((planned.partition, planned.log, info)),
                 Err(source) => {
-                    // The request fails, but what it appended to earlier
-                    // partitions stays and must become readable.
-                    for (_, log, info) in &appends {
-                        if let AckWait::NowSyncSoon { end } = log.ack_wait(info, Acks::Appended) {
-                            sync_in_background(log, end);
-                        }
-                    }
-                    return Err(BrokerError::Append { field, source });
+                    failure = Some(BrokerError::Append { field, source });
+                    break;
                 }
             }
         }
-        Ok(Appended { acks, appends })
+        let to_sync = appends
+            .iter()
+            .filter(|(_, log, _)| log.syncs_after_append())
+            .map(|(_, log, _)| log.clone())
+            .collect();
+        match failure {
+            Some(e) => (Err(e), to_sync),
+            None => (Ok(Appended { acks, appends }), to_sync),
+        }
     }
 
     /// Checks a request and splits it into one checked batch per partition.

@@ -11,6 +11,7 @@ mod common;
 use std::path::Path;
 
 use carteiro::proto;
+use carteiro_storage::TAIL_BATCH_BYTES_MAX;
 use common::*;
 
 async fn produce_batches(broker: &Broker, topic: &str, batches: usize, records: usize) {
@@ -203,8 +204,14 @@ async fn a_fetch_serves_the_records_before_damage_and_names_the_damaged_batch() 
     create_topic(&broker, "events", 1, small_topic(1 << 20)).await;
     create_topic(&broker, "other", 1, small_topic(1 << 20)).await;
     produce_batches(&broker, "events", 3, 10).await;
-    produce_batches(&broker, "other", 1, 5).await;
+    // A reader at the tail is served from the broker's copy of what it
+    // appended; a batch too large for that copy sends reads to the file,
+    // where the damage will be.
     let mut client = broker.broker().await;
+    produce_values(&mut client, "events", &["x".repeat(TAIL_BATCH_BYTES_MAX + 1)])
+        .await
+        .expect("produce");
+    produce_batches(&broker, "other", 1, 5).await;
     let raw = raw_bytes(&mut client, "events", 0).await;
     let positions = batch_positions(&raw);
     // Bit rot in the second batch while the broker runs.

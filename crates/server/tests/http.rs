@@ -403,6 +403,11 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
         scrape.contains("carteiro_storage_sync_batches_sum 4"),
         "{scrape}"
     );
+    // Each of the 4 acknowledgements waited once for its sync.
+    assert_eq!(
+        must(&scrape, "carteiro_storage_durable_wait_seconds_count"),
+        4
+    );
     assert!(scrape.contains("# TYPE carteiro_request_duration_seconds histogram"));
     drop((first, second, third));
 }

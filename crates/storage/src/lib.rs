@@ -52,7 +52,7 @@ pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
 pub use log::{
     AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTimings, LogTraffic,
-    RetentionReport, TimingsSnapshot, TrafficSnapshot,
+    RetentionReport, TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX, TimingsSnapshot, TrafficSnapshot,
 };
 pub use medium::{Medium, OsMedium};
 pub use producers::{

@@ -81,7 +81,7 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
                     payload: Payload::Batch(records),
                     acks: acks.clone().unwrap_or(Acks::Appended),
                 };
-                match edge.broker.append(produce, false).await {
+                match edge.broker.append(produce).await {
                     Ok(appended) => (data.index, PartitionAppend::Appended(appended)),
                     Err(e) => failed(produce_error(&e)),
                 }

@@ -68,10 +68,7 @@ impl BrokerService {
         &self,
         request: proto::ProduceRequest,
     ) -> Result<proto::ProduceResponse, BrokerError> {
-        self.append_request(request, true)
-            .await?
-            .acknowledged()
-            .await
+        self.append_request(request).await?.acknowledged().await
     }
 
     /// Serves a produce stream: appends its requests one after another in
@@ -118,7 +115,7 @@ impl BrokerService {
                         let counted = grpc_metrics::start(PRODUCE_STREAM);
                         let this = sequence;
                         sequence += 1;
-                        match service.append_request(request, false).await {
+                        match service.append_request(request).await {
                             Ok(pending) => waiting.push(Box::pin(async move {
                                 (this, counted, pending.acknowledged().await)
                             })
@@ -174,17 +171,13 @@ impl BrokerService {
         ReceiverStream::new(stream)
     }
 
-    /// Admits and appends one request (see `Broker::append` for
-    /// `wait_in_append`).
-    async fn append_request(
-        &self,
-        request: proto::ProduceRequest,
-        wait_in_append: bool,
-    ) -> Result<Pending, BrokerError> {
+    /// Admits and appends one request (its acks met later: see
+    /// `Broker::append`).
+    async fn append_request(&self, request: proto::ProduceRequest) -> Result<Pending, BrokerError> {
         let admitted = self.shared.limits.admit_produce(request.encoded_len())?;
         let topic = request.topic.clone();
         let request = convert::produce_request(request)?;
-        let appended = self.shared.broker.append(request, wait_in_append).await?;
+        let appended = self.shared.broker.append(request).await?;
         Ok(Pending {
             topic,
             appended,

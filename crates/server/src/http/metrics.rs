@@ -306,7 +306,14 @@ fn storage(timings: TimingsSnapshot, scrape: &mut Scrape) {
         1.0,
     );
     batches.push(Vec::new(), timings.sync_batches);
-    scrape.histograms.extend([append, sync, batches]);
+    let mut durable_wait = HistogramFamily::seconds(
+        "carteiro_storage_durable_wait",
+        "Time each durable acknowledgement waited after its append for the sync that made it durable (flush always).",
+    );
+    durable_wait.push(Vec::new(), timings.durable_wait);
+    scrape
+        .histograms
+        .extend([append, sync, batches, durable_wait]);
 }
 
 /// Both edges' requests, connections and refusals.

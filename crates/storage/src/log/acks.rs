@@ -21,13 +21,16 @@ pub enum Acks {
 pub enum AckWait {
     /// Nothing: acknowledge now.
     Now,
-    /// Acknowledge now, and sync up to `end` soon without waiting: readers
-    /// of an `always` log see only synced records.
+    /// Acknowledge now, and sync up to `end` soon without waiting
+    /// ([`Log::sync_appended`]): readers of an `always` log see only synced
+    /// records.
     NowSyncSoon {
         /// The offset after the append.
         end: u64,
     },
-    /// Sync up to `end` first ([`Log::sync_to`]; concurrent callers share one sync).
+    /// Sync up to `end` first: [`Log::sync_appended`] on the appending
+    /// thread, then [`Log::wait_durable`] (or [`Log::sync_to`] in place;
+    /// concurrent callers share one sync either way).
     Sync {
         /// The offset after the append.
         end: u64,
@@ -54,6 +57,13 @@ impl Log {
             // `os`: the operating system decides when; nobody waits for it.
             _ => AckWait::Now,
         }
+    }
+
+    /// True if every append wants a sync soon, whatever its acks
+    /// ([`Log::sync_appended`]): a flush-`always` log shows consumers only
+    /// synced records.
+    pub fn syncs_after_append(&self) -> bool {
+        self.config.flush == FlushPolicy::Always
     }
 
     /// Offsets below this are visible to consumers: what a crash cannot take

@@ -3,7 +3,8 @@
 //!
 //! Appends take the writer lock only to write the batch into the segment
 //! file and publish it; syncs happen outside it, and concurrent appends waiting to
-//! be durable share one sync (group commit). Readers never take the writer
+//! be durable share one sync (group commit, in [`sync`]: the appending
+//! thread syncs unless a sync runs, which then syncs again for it). Readers never take the writer
 //! lock: they see batches once published, copied out of the file with
 //! their CRC checked, and keep their segment's file open however the log
 //! changes afterwards.
@@ -46,6 +47,12 @@ mod checkpoints;
 mod producers;
 mod read;
 mod retention;
+mod sync;
+mod tail;
+
+use sync::{SyncState, SyncTurn};
+use tail::TailCache;
+pub use tail::{TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX};
 mod timings;
 mod traffic;
 
@@ -139,15 +146,6 @@ pub struct LogStats {
     pub segment_count: usize,
 }
 
-struct SyncState {
-    segment_base: u64,
-    synced_bytes: usize,
-    last_checkpoint_ms: i64,
-    last_sync_ms: i64,
-    /// Batches appended when the last sync began (see [`LogTimings`]).
-    synced_batches: u64,
-}
-
 /// One partition's log. See the module documentation.
 pub struct Log {
     dir: PathBuf,
@@ -159,6 +157,11 @@ pub struct Log {
     end_offset: AtomicU64,
     durable_offset: AtomicU64,
     sync: Mutex<SyncState>,
+    /// Whether a thread is syncing, and whether appends since want another sync.
+    sync_turn: Mutex<SyncTurn>,
+    /// Copies of the last small batches, for readers at the tail. Pushed to
+    /// under the writer lock (taken after it).
+    tail: Mutex<TailCache>,
     /// The last recovery point written; held while one is written, so two
     /// writers never share the temporary file and the point never goes back.
     checkpoint: Mutex<u64>,
@@ -168,7 +171,11 @@ pub struct Log {
     /// A sync found the periodic recovery point due.
     checkpoint_due: AtomicBool,
     failure: OnceLock<String>,
-    growth: Event,
+    /// Notified when the end offset moves (an append).
+    appended: Event,
+    /// Notified when the durable offset moves (a sync, roll or close) or
+    /// the log stops: what durable waiters wait on, woken by syncs only.
+    synced: Event,
     recovery: RecoveryReport,
     /// The idempotent producers' state. Changed by appends under the
     /// writer lock (taken after it), and by expiry.
@@ -270,11 +277,14 @@ impl Log {
                 last_sync_ms: now,
                 synced_batches: 0,
             }),
+            sync_turn: Mutex::new(SyncTurn::default()),
+            tail: Mutex::new(TailCache::default()),
             checkpoint: Mutex::new(0),
             background_checkpoints: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(false),
             failure: OnceLock::new(),
-            growth: Event::new(),
+            appended: Event::new(),
+            synced: Event::new(),
             recovery: report,
             traffic: LogTraffic::default(),
             timings: LogTimings::default(),
@@ -387,6 +397,9 @@ impl Log {
         if self.failure.set(reason.clone()).is_ok() {
             tracing::error!(dir = %self.dir.display(), %reason, "log stopped: a sync failed");
         }
+        // Waiters for the durable offset must learn that it will not move.
+        self.synced.notify(usize::MAX);
+        self.appended.notify(usize::MAX);
         AppendError::Io {
             op,
             path: path.to_path_buf(),
@@ -482,6 +495,7 @@ impl Log {
             });
         }
         let next = base_offset + u64::from(count);
+        lock(&self.tail).push(base_offset, next, batch);
         if let Some(producer) = &producer {
             let placed = producer.placed(base_offset, next - 1, now);
             lock(&self.producers).record(producer, placed, now);
@@ -493,7 +507,7 @@ impl Log {
         self.timings.append.observe_duration(held);
         self.traffic
             .count_produced(u64::from(count), batch.len() as u64);
-        self.growth.notify(usize::MAX);
+        self.appended.notify(usize::MAX);
         if let FlushPolicy::IntervalMs(_) = self.config.flush {
             self.flush_if_due()?;
         }
@@ -564,9 +578,10 @@ impl Log {
             .unwrap_or_else(|p| p.into_inner())
             .push(next.segment.clone());
         **guard = Some(next);
+        lock(&self.tail).clear();
         // Everything before the new segment is synced now.
         self.durable_offset.fetch_max(base, Ordering::AcqRel);
-        self.growth.notify(usize::MAX);
+        self.synced.notify(usize::MAX);
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         if let Err(e) = self.write_recovery_point(base) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
@@ -574,91 +589,6 @@ impl Log {
         // The producers' state as of `base`: every batch below it is synced.
         self.write_producer_snapshot(base);
         Ok(())
-    }
-
-    /// Returns once every offset below `offset` is synced. Concurrent callers
-    /// share one sync: whoever syncs covers everything published so far.
-    pub fn sync_to(&self, offset: u64) -> Result<(), AppendError> {
-        if self.durable_offset() >= offset {
-            return Ok(());
-        }
-        let mut state = lock(&self.sync);
-        if self.durable_offset() >= offset {
-            return Ok(());
-        }
-        self.sync_locked(&mut state)
-    }
-
-    fn sync_locked(&self, state: &mut SyncState) -> Result<(), AppendError> {
-        self.check_failed()?;
-        // Read the end first: all offsets below it are then in closed segments
-        // (synced when they rolled) or in the active one's published bytes.
-        let end = self.end_offset();
-        // Counted before the end is published, so at least the batches below `end`.
-        let batches = self.timings.batches();
-        let active = {
-            let segments = self.segments.read().unwrap_or_else(|p| p.into_inner());
-            segments.last().cloned()
-        };
-        let Some(active) = active else {
-            return Ok(());
-        };
-        let published = active.log.published();
-        if state.segment_base != active.base_offset {
-            state.segment_base = active.base_offset;
-            state.synced_bytes = 0;
-        }
-        if published > state.synced_bytes {
-            let syncing = Instant::now();
-            if let Err(e) = active.log.sync() {
-                return Err(self.fail("syncing", &active.log_path, e));
-            }
-            self.timings.sync.observe_since(syncing);
-            self.timings
-                .sync_batches
-                .observe(batches.saturating_sub(state.synced_batches));
-            state.synced_bytes = published;
-        }
-        // Batches a roll synced since are not counted in the next sync's.
-        state.synced_batches = batches;
-        let now = self.clock.now_ms();
-        state.last_sync_ms = now;
-        self.durable_offset.fetch_max(end, Ordering::AcqRel);
-        self.growth.notify(usize::MAX);
-        if now.saturating_sub(state.last_checkpoint_ms)
-            >= ms_i64(self.config.checkpoint_interval_ms)
-        {
-            state.last_checkpoint_ms = now;
-            if self.background_checkpoints.load(Ordering::Acquire) {
-                // Off the sync path: its fsyncs and rename would hold up
-                // every produce waiting on this log for about a millisecond.
-                self.checkpoint_due.store(true, Ordering::Release);
-            } else if let Err(e) = self.write_recovery_point(self.durable_offset()) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write recovery checkpoint");
-            }
-        }
-        Ok(())
-    }
-
-    /// Syncs everything appended so far.
-    pub fn flush(&self) -> Result<(), AppendError> {
-        self.sync_to(self.end_offset())
-    }
-
-    /// Under [`FlushPolicy::IntervalMs`], syncs if the interval has passed
-    /// since the last sync and something is unsynced. A no-op otherwise.
-    pub fn flush_if_due(&self) -> Result<(), AppendError> {
-        let FlushPolicy::IntervalMs(interval) = self.config.flush else {
-            return Ok(());
-        };
-        if self.durable_offset() >= self.end_offset() {
-            return Ok(());
-        }
-        let mut state = lock(&self.sync);
-        if self.clock.now_ms().saturating_sub(state.last_sync_ms) < ms_i64(interval) {
-            return Ok(());
-        }
-        self.sync_locked(&mut state)
     }
 
     /// Closes the log cleanly: syncs, seals the active segment, writes the
@@ -674,7 +604,8 @@ impl Log {
         let path = active.segment.log_path.clone();
         active.seal().map_err(|e| self.fail("sealing", &path, e))?;
         self.durable_offset.fetch_max(end, Ordering::AcqRel);
-        self.growth.notify(usize::MAX);
+        self.synced.notify(usize::MAX);
+        self.appended.notify(usize::MAX);
         let io = |source| AppendError::Io {
             op: "writing checkpoint in",
             path: self.dir.clone(),

@@ -145,6 +145,16 @@ impl Log {
         Ok(None)
     }
 
+    /// What a wait for the end (or, with `durable`, the durable offset) to
+    /// move listens on.
+    fn event(&self, durable: bool) -> &event_listener::Event {
+        if durable {
+            &self.synced
+        } else {
+            &self.appended
+        }
+    }
+
     fn passed(&self, offset: u64, durable: bool) -> bool {
         if durable {
             self.durable_offset() > offset
@@ -162,7 +172,7 @@ impl Log {
             if reached() {
                 return true;
             }
-            let listener = self.growth.listen();
+            let listener = self.event(durable).listen();
             if reached() {
                 return true;
             }
@@ -180,7 +190,7 @@ impl Log {
             if reached() {
                 return;
             }
-            let listener = self.growth.listen();
+            let listener = self.event(durable).listen();
             if reached() {
                 return;
             }

@@ -1,8 +1,9 @@
 //! How long a partition's appends and syncs take, and how many appended
 //! batches each sync made durable (the group commit's size). Lock-free
 //! histograms on the partition's own log: an append observes under the
-//! writer lock it already holds, a sync under the sync lock, so no two
-//! partitions ever touch the same counters; the collector adds every
+//! writer lock it already holds, a sync under the sync lock, a durable
+//! acknowledgement once its wait ends, and no two partitions ever touch
+//! the same counters; the collector adds every
 //! partition's up when scraped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,9 @@ pub struct LogTimings {
     pub(crate) sync: DurationHistogram,
     /// Batches appended since the sync before, for each sync.
     pub(crate) sync_batches: CountHistogram,
+    /// Time a durable acknowledgement waited, after its append, for the
+    /// durable offset to pass it ([`super::Log::wait_durable`]).
+    pub(crate) durable_wait: DurationHistogram,
     /// Batches appended since the log was opened.
     pub(crate) appended_batches: AtomicU64,
 }
@@ -32,6 +36,7 @@ impl Default for LogTimings {
             append: DurationHistogram::durations(),
             sync: DurationHistogram::durations(),
             sync_batches: CountHistogram::counts(),
+            durable_wait: DurationHistogram::durations(),
             appended_batches: AtomicU64::new(0),
         }
     }
@@ -46,6 +51,8 @@ pub struct TimingsSnapshot {
     pub sync: HistogramSnapshot,
     /// Batches each sync covered.
     pub sync_batches: HistogramSnapshot,
+    /// Durable acknowledgements' waits for their sync, in ns.
+    pub durable_wait: HistogramSnapshot,
 }
 
 impl Default for TimingsSnapshot {
@@ -54,6 +61,7 @@ impl Default for TimingsSnapshot {
             append: HistogramSnapshot::empty(&DURATION_BOUNDS_NS),
             sync: HistogramSnapshot::empty(&DURATION_BOUNDS_NS),
             sync_batches: HistogramSnapshot::empty(&COUNT_BOUNDS_VALUES),
+            durable_wait: HistogramSnapshot::empty(&DURATION_BOUNDS_NS),
         }
     }
 }
@@ -64,6 +72,7 @@ impl TimingsSnapshot {
         self.append.add(&other.append);
         self.sync.add(&other.sync);
         self.sync_batches.add(&other.sync_batches);
+        self.durable_wait.add(&other.durable_wait);
     }
 }
 
@@ -84,6 +93,7 @@ impl LogTimings {
             append: self.append.snapshot(),
             sync: self.sync.snapshot(),
             sync_batches: self.sync_batches.snapshot(),
+            durable_wait: self.durable_wait.snapshot(),
         }
     }
 }
