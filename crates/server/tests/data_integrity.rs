@@ -208,9 +208,13 @@ async fn a_fetch_serves_the_records_before_damage_and_names_the_damaged_batch() 
     // appended; a batch too large for that copy sends reads to the file,
     // where the damage will be.
     let mut client = broker.broker().await;
-    produce_values(&mut client, "events", &["x".repeat(TAIL_BATCH_BYTES_MAX + 1)])
-        .await
-        .expect("produce");
+    produce_values(
+        &mut client,
+        "events",
+        &["x".repeat(TAIL_BATCH_BYTES_MAX + 1)],
+    )
+    .await
+    .expect("produce");
     produce_batches(&broker, "other", 1, 5).await;
     let raw = raw_bytes(&mut client, "events", 0).await;
     let positions = batch_positions(&raw);

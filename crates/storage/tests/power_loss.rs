@@ -162,6 +162,149 @@ fn power_loss_under_deferred_flush_keeps_every_flushed_batch_and_tears_nothing()
     }
 }
 
+/// Polls a future once: `None` if it is not ready. The durable waits below
+/// are ready by the time they are polled (the sync that moved the durable
+/// offset returned, or `wait_past` saw it move).
+fn ready<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Threads of the durable-path run, and batches each appends.
+const HANDOVER_THREADS: usize = 3;
+const HANDOVER_BATCHES: usize = 12;
+
+/// The broker's durable path under `always`: append without waiting, then
+/// `sync_appended` on the appending thread (it syncs, or leaves the sync to
+/// the thread already syncing), then wait for the durable offset. Several
+/// threads at once, so syncs are handed from one to another. Returns every
+/// batch appended, and those acknowledged (their durable wait succeeded).
+fn run_handover(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let clock = ManualClock::new(0);
+    let Ok(log) = Log::open(DIR, config(FlushPolicy::Always), &options(medium, &clock)) else {
+        return (Vec::new(), Vec::new());
+    };
+    let log = Arc::new(log);
+    let threads: Vec<_> = (0..HANDOVER_THREADS)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let (mut appended, mut acked) = (Vec::new(), Vec::new());
+                for i in 0..HANDOVER_BATCHES {
+                    let b = batch(&format!("t{t}-{i}"), 1 + i % 2, i as i64);
+                    let Ok(info) = log.append_unsynced(&b) else {
+                        break;
+                    };
+                    appended.push(b.clone());
+                    if log.sync_appended().is_err() {
+                        break;
+                    }
+                    let end = info.last_offset + 1;
+                    // Another thread may be the one syncing: wait for it.
+                    log.wait_past(info.last_offset, true, std::time::Duration::from_secs(10));
+                    match ready(log.wait_durable(end)) {
+                        Some(Ok(())) => acked.push(b),
+                        Some(Err(_)) => break,
+                        None => panic!("durable offset passed {end} but wait_durable is pending"),
+                    }
+                }
+                (appended, acked)
+            })
+        })
+        .collect();
+    let (mut appended, mut acked) = (Vec::new(), Vec::new());
+    for thread in threads {
+        let (a, k) = thread.join().expect("thread");
+        appended.extend(a);
+        acked.extend(k);
+    }
+    let _ = log.close();
+    (appended, acked)
+}
+
+#[test]
+fn power_loss_at_every_sync_point_of_the_handed_over_durable_path_keeps_every_acknowledged_batch() {
+    let full = SimulatedMedium::new();
+    let (appended, acked) = run_handover(&full);
+    assert_eq!(acked.len(), HANDOVER_THREADS * HANDOVER_BATCHES);
+    assert_eq!(appended.len(), acked.len());
+    let sync_points = full.syncs();
+    println!(
+        "{HANDOVER_THREADS} threads × {HANDOVER_BATCHES} durable appends pass about {sync_points} sync points; losing power at each in turn"
+    );
+    for n in 0..=sync_points + 2 {
+        let medium = SimulatedMedium::new();
+        medium.fail_after_syncs(n);
+        let (appended, acked) = run_handover(&medium);
+        let rebooted = medium.after_power_loss();
+        let clock = ManualClock::new(1_000);
+        let log = Log::open(
+            DIR,
+            config(FlushPolicy::Always),
+            &options(&rebooted, &clock),
+        )
+        .unwrap_or_else(|e| panic!("power loss after {n} syncs: reopen failed: {e}"));
+        let stored = all_values(&log);
+        let unique: std::collections::HashSet<&Vec<u8>> = stored.iter().collect();
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "after {n} syncs: a record twice"
+        );
+        let appended: std::collections::HashSet<Vec<u8>> =
+            values_of(&appended).into_iter().collect();
+        for value in &stored {
+            assert!(
+                appended.contains(value),
+                "after {n} syncs: a record nobody appended"
+            );
+        }
+        for value in values_of(&acked) {
+            assert!(
+                unique.contains(&value),
+                "power loss after {n} of {sync_points} syncs lost an acknowledged record"
+            );
+        }
+        log.append(&batch("after", 1, 0))
+            .expect("append after recovery");
+    }
+}
+
+#[test]
+fn a_record_acknowledged_as_durable_survives_a_power_loss_right_after_its_acknowledgement() {
+    let medium = SimulatedMedium::new();
+    let clock = ManualClock::new(0);
+    let log = Log::open(DIR, config(FlushPolicy::Always), &options(&medium, &clock)).expect("open");
+    let mut acked = Vec::new();
+    for i in 0..BATCHES {
+        clock.advance(1);
+        let b = batch_number(i);
+        let info = log.append_unsynced(&b).expect("append");
+        log.sync_appended().expect("sync");
+        ready(log.wait_durable(info.last_offset + 1))
+            .expect("the sync on this thread made it durable")
+            .expect("durable");
+        acked.push(b);
+        // The power fails the moment the acknowledgement is given.
+        let rebooted = medium.after_power_loss();
+        let reopened = Log::open(
+            DIR,
+            config(FlushPolicy::Always),
+            &options(&rebooted, &ManualClock::new(1_000)),
+        )
+        .unwrap_or_else(|e| panic!("after acknowledgement {i}: reopen failed: {e}"));
+        assert_eq!(
+            all_values(&reopened),
+            values_of(&acked),
+            "power loss right after acknowledgement {i}"
+        );
+    }
+}
+
 /// Batch `i` of the idempotent run: producers 0, 1 and 2 in turn, each
 /// batch of 1 to 3 records following its producer's last.
 fn producer_batches() -> Vec<((i64, i32), Vec<u8>)> {

@@ -56,27 +56,45 @@ impl Log {
     ///
     /// An error means the log has stopped (a failed sync); waiters see it too.
     pub fn sync_appended(&self) -> Result<(), AppendError> {
-        {
-            let mut turn = lock(&self.sync_turn);
-            if turn.running {
-                turn.requested = true;
-                return Ok(());
-            }
-            turn.running = true;
+        if !self.take_sync_turn() {
+            return Ok(());
         }
         loop {
             let synced = {
                 let mut state = lock(&self.sync);
                 self.sync_locked(&mut state)
             };
-            let mut turn = lock(&self.sync_turn);
-            if synced.is_err() || !turn.requested {
-                turn.running = false;
-                turn.requested = false;
+            if !self.sync_again(synced.is_ok()) {
                 return synced;
             }
-            turn.requested = false;
         }
+    }
+
+    /// True if this thread is now the one syncing; false if another is,
+    /// which will sync again for this thread's appends.
+    fn take_sync_turn(&self) -> bool {
+        let mut turn = lock(&self.sync_turn);
+        if turn.running {
+            turn.requested = true;
+            return false;
+        }
+        turn.running = true;
+        true
+    }
+
+    /// Called by the syncing thread after each sync: true if appends asked
+    /// for another since it began (and the last one succeeded); else the
+    /// turn ends. Under the turn's lock, so no request is missed: one made
+    /// before this check is seen here, one after finds no thread syncing.
+    fn sync_again(&self, succeeded: bool) -> bool {
+        let mut turn = lock(&self.sync_turn);
+        if succeeded && turn.requested {
+            turn.requested = false;
+            return true;
+        }
+        turn.running = false;
+        turn.requested = false;
+        false
     }
 
     /// Resolves once every offset below `end` is durable, or with the
@@ -184,5 +202,78 @@ impl Log {
             return Ok(());
         }
         self.sync_locked(&mut state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::log::LogOptions;
+    use crate::simulated::SimulatedMedium;
+    use std::sync::Arc;
+
+    fn batch() -> Vec<u8> {
+        let mut builder = carteiro::record::RecordBatchBuilder::new();
+        builder
+            .append(&carteiro::record::NewRecord {
+                timestamp: 1,
+                key: None,
+                value: Some(b"v"),
+                headers: &[],
+            })
+            .expect("record");
+        builder.build().expect("batch")
+    }
+
+    #[test]
+    fn an_append_made_while_another_thread_syncs_is_synced_by_that_thread() {
+        let medium = SimulatedMedium::new();
+        let options = LogOptions {
+            medium: Arc::new(medium.clone()),
+            ..LogOptions::default()
+        };
+        let log = Log::open("/data/t-0", LogConfig::default(), &options).expect("open");
+        // Another thread is mid-sync.
+        assert!(log.take_sync_turn());
+        let info = log.append_unsynced(&batch()).expect("append");
+        let syncs = medium.syncs();
+        // This thread leaves its sync to that one and returns at once.
+        log.sync_appended().expect("handed over");
+        assert_eq!(medium.syncs(), syncs, "no sync of its own");
+        assert!(log.durable_offset() <= info.last_offset);
+        // The syncing thread, its sync done, sees the request and syncs again.
+        assert!(log.sync_again(true));
+        let mut state = lock(&log.sync);
+        log.sync_locked(&mut state).expect("sync");
+        drop(state);
+        assert!(log.durable_offset() > info.last_offset);
+        assert_eq!(medium.syncs(), syncs + 1);
+        // Nothing more was asked: its turn ends, and the next append's
+        // thread syncs for itself.
+        assert!(!log.sync_again(true));
+        let next = log.append_unsynced(&batch()).expect("append");
+        log.sync_appended().expect("sync");
+        assert!(log.durable_offset() > next.last_offset);
+    }
+
+    #[test]
+    fn a_failed_sync_ends_the_turn_and_wakes_durable_waiters_with_the_error() {
+        let medium = SimulatedMedium::new();
+        let options = LogOptions {
+            medium: Arc::new(medium.clone()),
+            ..LogOptions::default()
+        };
+        let log = Log::open("/data/t-0", LogConfig::default(), &options).expect("open");
+        let info = log.append_unsynced(&batch()).expect("append");
+        medium.fail_after_syncs(0);
+        assert!(log.sync_appended().is_err());
+        assert!(!lock(&log.sync_turn).running, "the turn ended");
+        let mut wait = std::pin::pin!(log.wait_durable(info.last_offset + 1));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match wait.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(Err(AppendError::Failed { .. })) => {}
+            other => panic!("expected the log's failure, got {other:?}"),
+        }
     }
 }
