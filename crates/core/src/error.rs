@@ -85,6 +85,10 @@ pub enum BrokerError {
     /// The broker is shutting down.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// A pipelined request that was not appended because one sent before
+    /// it failed ([`crate::pipeline`]): send it again after that one.
+    #[error("not appended: a request sent before it on this stream failed; send it again")]
+    NotAppendedAfterFailure,
     /// A failure that is not the client's doing.
     #[error("internal error: {0}")]
     Internal(String),

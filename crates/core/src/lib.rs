@@ -27,6 +27,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fetch;
 pub mod groups;
+pub mod pipeline;
 pub mod produce;
 pub mod producers;
 pub mod topics;

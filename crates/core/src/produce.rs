@@ -84,15 +84,58 @@ pub struct PartitionAppend {
 #[derive(Debug)]
 pub struct Appended {
     acks: Acks,
-    /// Each partition's append, in the order of the reply.
-    appends: Vec<(u32, Arc<Log>, AppendInfo)>,
+    landing: Landing,
+}
+
+/// Where a request's appends stand.
+#[derive(Debug)]
+enum Landing {
+    /// Appended already: each partition's append, in the order of the reply.
+    Appended(Vec<(u32, Arc<Log>, AppendInfo)>),
+    /// Queued to one partition's log ([`crate::pipeline`]); the answer
+    /// comes once the append meets the acks (or failed).
+    Queued {
+        partition: u32,
+        log: Arc<Log>,
+        answer: tokio::sync::oneshot::Receiver<Result<AppendInfo, BrokerError>>,
+    },
 }
 
 impl Appended {
+    /// A request queued to `log`'s appending thread.
+    pub(crate) fn queued(
+        acks: Acks,
+        partition: u32,
+        log: Arc<Log>,
+        answer: tokio::sync::oneshot::Receiver<Result<AppendInfo, BrokerError>>,
+    ) -> Self {
+        Appended {
+            acks,
+            landing: Landing::Queued {
+                partition,
+                log,
+                answer,
+            },
+        }
+    }
+
     /// Waits until every append meets the acks; where each landed.
     pub async fn acknowledged(self) -> Result<Vec<PartitionAppend>, BrokerError> {
-        let mut landed = Vec::with_capacity(self.appends.len());
-        for (partition, log, info) in self.appends {
+        let appends = match self.landing {
+            Landing::Appended(appends) => appends,
+            Landing::Queued {
+                partition,
+                log,
+                answer,
+            } => {
+                let info = answer.await.map_err(|_| {
+                    BrokerError::Internal("a queued append was dropped unanswered".into())
+                })??;
+                vec![(partition, log, info)]
+            }
+        };
+        let mut landed = Vec::with_capacity(appends.len());
+        for (partition, log, info) in appends {
             meet_acks(&log, &info, self.acks).await?;
             landed.push(PartitionAppend {
                 partition,
@@ -138,6 +181,24 @@ fn invalid_batch(field: &'static str, e: carteiro::record::BatchError) -> Broker
         field,
         source: AppendError::InvalidBatch(e),
     }
+}
+
+/// Checks a client's batch as it came: valid (CRC and all), and neither
+/// transactional nor a control batch. Reads all of it: blocking for a
+/// large batch.
+pub(crate) fn check_batch(field: &'static str, bytes: Bytes) -> Result<CheckedBatch, BrokerError> {
+    let batch = CheckedBatch::new(bytes).map_err(|e| invalid_batch(field, e))?;
+    let attributes = batch.header().attributes;
+    if attributes.is_transactional() || attributes.is_control() {
+        return Err(BrokerError::invalid(
+            field,
+            format!(
+                "attributes {:#06x}: transactional and control batches are not supported",
+                attributes.0
+            ),
+        ));
+    }
+    Ok(batch)
 }
 
 /// Encodes records into one batch; timestamps of 0 become `now_ms`.
@@ -250,7 +311,13 @@ impl Broker {
             .collect();
         match failure {
             Some(e) => (Err(e), to_sync),
-            None => (Ok(Appended { acks, appends }), to_sync),
+            None => (
+                Ok(Appended {
+                    acks,
+                    landing: Landing::Appended(appends),
+                }),
+                to_sync,
+            ),
         }
     }
 
@@ -265,17 +332,7 @@ impl Broker {
         let field = request.payload.field();
         let batches: Vec<(u32, CheckedBatch)> = match request.payload {
             Payload::Batch(bytes) => {
-                let batch = CheckedBatch::new(bytes).map_err(|e| invalid_batch(field, e))?;
-                let attributes = batch.header().attributes;
-                if attributes.is_transactional() || attributes.is_control() {
-                    return Err(BrokerError::invalid(
-                        field,
-                        format!(
-                            "attributes {:#06x}: transactional and control batches are not supported",
-                            attributes.0
-                        ),
-                    ));
-                }
+                let batch = check_batch(field, bytes)?;
                 let partition = match (request.partition, batch.first_key()) {
                     (Some(p), _) => p,
                     (None, Some(key)) => partition_for_key(key, partitions),

@@ -43,6 +43,8 @@ pub fn code(e: &BrokerError) -> Code {
         BrokerError::InvalidArgument { .. } => Code::InvalidArgument,
         BrokerError::ResourceExhausted { .. } => Code::ResourceExhausted,
         BrokerError::ShuttingDown => Code::Unavailable,
+        // Transient: the client sends it again, in order.
+        BrokerError::NotAppendedAfterFailure => Code::Aborted,
         BrokerError::Internal(_) => Code::Internal,
         _ => Code::Internal,
     }

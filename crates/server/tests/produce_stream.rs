@@ -167,6 +167,77 @@ async fn a_failed_request_ends_the_stream_and_nothing_after_it_is_appended() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_while_queued_stops_every_later_request_of_the_stream_on_any_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    create_topic(&broker, "two", 2, small_topic(16 * 1024)).await;
+    let mut client = broker.broker().await;
+    let (tx, mut replies) = open(&mut client, 8).await;
+    let one = |v: &str| vec![v.to_string()];
+    // A batch whose CRC no longer matches: refused by the partition's
+    // appending thread, after the stream has gone on reading.
+    let mut damaged = request("two", &one("damaged"));
+    let mut bytes = damaged.record_batch.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    damaged.record_batch = Bytes::from(bytes);
+    let on = |partition: u32, value: &str| proto::ProduceRequest {
+        partition: Some(partition),
+        ..request("two", &one(value))
+    };
+    for request in [
+        on(0, "first"),
+        damaged,
+        on(0, "after-0"),
+        on(1, "after-1"),
+        on(0, "later-0"),
+    ] {
+        tx.send(request).await.expect("send");
+    }
+    let mut seen = BTreeMap::new();
+    while let Some(reply) = next_reply(&mut replies).await {
+        seen.insert(reply.sequence, reply);
+    }
+    assert_eq!(seen[&0].error_code, 0, "{}", seen[&0].error_message);
+    assert_eq!(
+        seen[&1].error_code,
+        tonic::Code::InvalidArgument as i32,
+        "{}",
+        seen[&1].error_message
+    );
+    // Later requests the broker read before it learnt of the failure are
+    // answered ABORTED (sent again by a client), the rest are not read.
+    for (sequence, reply) in seen.range(2..) {
+        assert_eq!(
+            reply.error_code,
+            tonic::Code::Aborted as i32,
+            "request {sequence}: {}",
+            reply.error_message
+        );
+        assert!(
+            reply.error_message.contains("send it again"),
+            "{}",
+            reply.error_message
+        );
+    }
+    assert_eq!(
+        values(&fetch_all(&mut client, "two", 0, 0).await),
+        vec!["first"]
+    );
+    assert!(fetch_all(&mut client, "two", 1, 0).await.is_empty());
+    // A new stream carries on where the log is.
+    let (tx, mut replies) = open(&mut client, 1).await;
+    tx.send(on(0, "again")).await.expect("send");
+    let reply = next_reply(&mut replies).await.expect("reply");
+    assert_eq!(reply.error_code, 0, "{}", reply.error_message);
+    assert_eq!(
+        reply.response.expect("response").partitions[0].base_offset,
+        1
+    );
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_broker_stops_cleanly_with_a_stream_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);

@@ -51,8 +51,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, ConfigError, OpenError, ReadError, StoreError};
 pub use log::{
-    AckWait, Acks, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTimings, LogTraffic,
-    RetentionReport, TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX, TimingsSnapshot, TrafficSnapshot,
+    AckWait, Acks, AfterSync, AppendInfo, Log, LogOptions, LogRead, LogStats, LogTimings,
+    LogTraffic, QueuedAppend, RetentionReport, TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX,
+    TimingsSnapshot, TrafficSnapshot,
 };
 pub use medium::{Medium, OsMedium};
 pub use producers::{

@@ -4,6 +4,7 @@
 
 use carteiro::proto;
 use carteiro_core::BrokerError;
+use carteiro_core::pipeline::Pipeline;
 use carteiro_core::produce::{Appended, PartitionAppend};
 use std::time::Duration;
 
@@ -68,7 +69,10 @@ impl BrokerService {
         &self,
         request: proto::ProduceRequest,
     ) -> Result<proto::ProduceResponse, BrokerError> {
-        self.append_request(request).await?.acknowledged().await
+        self.append_request(request, None)
+            .await?
+            .acknowledged()
+            .await
     }
 
     /// Serves a produce stream: appends its requests one after another in
@@ -85,6 +89,8 @@ impl BrokerService {
         let mut shutdown = self.shared.broker.shutdown_signal();
         tokio::spawn(async move {
             let mut waiting = FuturesUnordered::new();
+            // The stream's appends, in the order sent.
+            let mut pipeline = Pipeline::default();
             let mut sequence = 0u64;
             let mut reading = true;
             // A request that could not be read ends the stream with this
@@ -115,7 +121,7 @@ impl BrokerService {
                         let counted = grpc_metrics::start(PRODUCE_STREAM);
                         let this = sequence;
                         sequence += 1;
-                        match service.append_request(request).await {
+                        match service.append_request(request, Some(&mut pipeline)).await {
                             Ok(pending) => waiting.push(Box::pin(async move {
                                 (this, counted, pending.acknowledged().await)
                             })
@@ -171,13 +177,22 @@ impl BrokerService {
         ReceiverStream::new(stream)
     }
 
-    /// Admits and appends one request (its acks met later: see
-    /// `Broker::append`).
-    async fn append_request(&self, request: proto::ProduceRequest) -> Result<Pending, BrokerError> {
+    /// Admits and appends one request, in `pipeline` when it comes on a
+    /// stream (its acks met later: see `Broker::append` and
+    /// `carteiro_core::pipeline`).
+    async fn append_request(
+        &self,
+        request: proto::ProduceRequest,
+        pipeline: Option<&mut Pipeline>,
+    ) -> Result<Pending, BrokerError> {
         let admitted = self.shared.limits.admit_produce(request.encoded_len())?;
         let topic = request.topic.clone();
         let request = convert::produce_request(request)?;
-        let appended = self.shared.broker.append(request).await?;
+        let broker = &self.shared.broker;
+        let appended = match pipeline {
+            Some(pipeline) => broker.append_in(pipeline, request).await?,
+            None => broker.append(request).await?,
+        };
         Ok(Pending {
             topic,
             appended,

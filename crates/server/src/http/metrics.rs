@@ -308,7 +308,7 @@ fn storage(timings: TimingsSnapshot, scrape: &mut Scrape) {
     batches.push(Vec::new(), timings.sync_batches);
     let mut durable_wait = HistogramFamily::seconds(
         "carteiro_storage_durable_wait",
-        "Time each durable acknowledgement waited after its append for the sync that made it durable (flush always).",
+        "The durable write path: time from a durable append's arrival at its partition (queued, or appended) until the sync that made it durable (flush always).",
     );
     durable_wait.push(Vec::new(), timings.durable_wait);
     scrape

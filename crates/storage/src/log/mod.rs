@@ -45,11 +45,14 @@ pub use traffic::{LogTraffic, TrafficSnapshot};
 mod acks;
 mod checkpoints;
 mod producers;
+mod queue;
 mod read;
 mod retention;
 mod sync;
 mod tail;
 
+use queue::AppendQueue;
+pub use queue::{AfterSync, QueuedAppend};
 use sync::{SyncState, SyncTurn};
 use tail::TailCache;
 pub use tail::{TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX};
@@ -162,6 +165,8 @@ pub struct Log {
     /// Copies of the last small batches, for readers at the tail. Pushed to
     /// under the writer lock (taken after it).
     tail: Mutex<TailCache>,
+    /// Appends waiting for the log's draining thread.
+    queue: Mutex<AppendQueue>,
     /// The last recovery point written; held while one is written, so two
     /// writers never share the temporary file and the point never goes back.
     checkpoint: Mutex<u64>,
@@ -279,6 +284,7 @@ impl Log {
             }),
             sync_turn: Mutex::new(SyncTurn::default()),
             tail: Mutex::new(TailCache::default()),
+            queue: Mutex::new(AppendQueue::default()),
             checkpoint: Mutex::new(0),
             background_checkpoints: AtomicBool::new(false),
             checkpoint_due: AtomicBool::new(false),

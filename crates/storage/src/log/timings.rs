@@ -23,8 +23,11 @@ pub struct LogTimings {
     pub(crate) sync: DurationHistogram,
     /// Batches appended since the sync before, for each sync.
     pub(crate) sync_batches: CountHistogram,
-    /// Time a durable acknowledgement waited, after its append, for the
-    /// durable offset to pass it ([`super::Log::wait_durable`]).
+    /// The durable write path's latency: for an append queued to the log
+    /// ([`super::Log::queue_append`]), from its queueing until the sync
+    /// after it returned; for one waited on with
+    /// [`super::Log::wait_durable`], from the wait's start (just after the
+    /// append) until the durable offset passed it.
     pub(crate) durable_wait: DurationHistogram,
     /// Batches appended since the log was opened.
     pub(crate) appended_batches: AtomicU64,
@@ -51,7 +54,7 @@ pub struct TimingsSnapshot {
     pub sync: HistogramSnapshot,
     /// Batches each sync covered.
     pub sync_batches: HistogramSnapshot,
-    /// Durable acknowledgements' waits for their sync, in ns.
+    /// The durable write path's latency (see [`LogTimings`]), in ns.
     pub durable_wait: HistogramSnapshot,
 }
 
