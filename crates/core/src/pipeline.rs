@@ -93,7 +93,11 @@ impl Broker {
         let append = queued_append(bytes, request.acks, pipeline.failed.clone(), done, answer);
         if log.queue_append(append) {
             let drainer = log.clone();
-            tokio::task::spawn_blocking(move || drainer.drain_appends());
+            tokio::task::spawn_blocking(move || {
+                drainer.drain_appends(&|sync| {
+                    tokio::task::spawn_blocking(sync);
+                })
+            });
         }
         pipeline.queued = Some((log.clone(), settled));
         Ok(Appended::queued(request.acks, partition, log, answered))

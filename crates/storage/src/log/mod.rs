@@ -52,7 +52,7 @@ mod sync;
 mod tail;
 
 use queue::AppendQueue;
-pub use queue::{AfterSync, QueuedAppend};
+pub use queue::{AfterSync, QueuedAppend, SYNC_HAND_OFF_BYTES_MIN};
 use sync::{SyncState, SyncTurn};
 use tail::TailCache;
 pub use tail::{TAIL_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_MAX};
