@@ -4,16 +4,19 @@
 //! failure the log must hold exactly what was acknowledged as durable, an
 //! idempotent batch acknowledged as durable must be answered as a
 //! duplicate (never stored again) when sent again, and no producer id may
-//! be handed out twice. (A process kill cannot show this: the page cache
-//! survives it.)
+//! be handed out twice. The broker's two durable paths are run too: three
+//! threads appending and syncing with the hand-over (`sync_appended`), and
+//! three threads queueing appends to the log's draining thread; and a
+//! power loss is taken right after each acknowledgement on both. (A
+//! process kill cannot show this: the page cache survives it.)
 
 mod common;
 
 use std::sync::Arc;
 
 use carteiro_storage::{
-    AppendError, FlushPolicy, Log, LogConfig, LogOptions, ManualClock, PRODUCER_BATCHES_KEPT,
-    SimulatedMedium, Store, StoreOptions,
+    AfterSync, AppendError, FlushPolicy, Log, LogConfig, LogOptions, ManualClock,
+    PRODUCER_BATCHES_KEPT, QueuedAppend, SimulatedMedium, Store, StoreOptions,
 };
 use common::*;
 
@@ -301,6 +304,134 @@ fn a_record_acknowledged_as_durable_survives_a_power_loss_right_after_its_acknow
             all_values(&reopened),
             values_of(&acked),
             "power loss right after acknowledgement {i}"
+        );
+    }
+}
+
+/// Batches shared between the queueing threads and the answers.
+type Shared = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A queued append of `b` (the produce-stream path): appended by the
+/// log's draining thread, acknowledged once the sync after its round
+/// returned `Ok`.
+fn queued(b: Vec<u8>, appended: &Shared, acked: &Shared) -> QueuedAppend {
+    let (appended, acked) = (appended.clone(), acked.clone());
+    Box::new(move |log: &Log| {
+        log.append_unsynced(&b).ok()?;
+        appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(b.clone());
+        Some(Box::new(move |synced: Result<(), AppendError>| {
+            if synced.is_ok() {
+                acked.lock().unwrap_or_else(|p| p.into_inner()).push(b);
+            }
+        }) as AfterSync)
+    })
+}
+
+/// The produce-stream path under `always`: three threads queue appends to
+/// the log; whichever finds no drainer drains (appending every queued
+/// batch, one sync a round, answers after it). Returns every batch appended
+/// and those acknowledged.
+fn run_queued(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let clock = ManualClock::new(0);
+    let Ok(log) = Log::open(DIR, config(FlushPolicy::Always), &options(medium, &clock)) else {
+        return (Vec::new(), Vec::new());
+    };
+    let log = Arc::new(log);
+    let (appended, acked): (Shared, Shared) = Default::default();
+    let threads: Vec<_> = (0..HANDOVER_THREADS)
+        .map(|t| {
+            let (log, appended, acked) = (log.clone(), appended.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for i in 0..HANDOVER_BATCHES {
+                    let b = batch(&format!("q{t}-{i}"), 1 + i % 2, i as i64);
+                    if log.queue_append(queued(b, &appended, &acked)) {
+                        log.drain_appends(&|sync| sync());
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("thread");
+    }
+    let _ = log.close();
+    let take =
+        |shared: &Shared| std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()));
+    (take(&appended), take(&acked))
+}
+
+#[test]
+fn power_loss_at_every_sync_point_of_the_queued_path_keeps_every_acknowledged_batch() {
+    let full = SimulatedMedium::new();
+    let (appended, acked) = run_queued(&full);
+    assert_eq!(acked.len(), HANDOVER_THREADS * HANDOVER_BATCHES);
+    assert_eq!(appended.len(), acked.len());
+    let sync_points = full.syncs();
+    println!(
+        "queued durable appends pass about {sync_points} sync points; losing power at each in turn"
+    );
+    for n in 0..=sync_points + 2 {
+        let medium = SimulatedMedium::new();
+        medium.fail_after_syncs(n);
+        let (appended, acked) = run_queued(&medium);
+        let rebooted = medium.after_power_loss();
+        let log = Log::open(
+            DIR,
+            config(FlushPolicy::Always),
+            &options(&rebooted, &ManualClock::new(1_000)),
+        )
+        .unwrap_or_else(|e| panic!("power loss after {n} syncs: reopen failed: {e}"));
+        let stored = all_values(&log);
+        let unique: std::collections::HashSet<&Vec<u8>> = stored.iter().collect();
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "after {n} syncs: a record twice"
+        );
+        let appended: std::collections::HashSet<Vec<u8>> =
+            values_of(&appended).into_iter().collect();
+        assert!(
+            stored.iter().all(|v| appended.contains(v)),
+            "after {n} syncs: a record nobody appended"
+        );
+        for value in values_of(&acked) {
+            assert!(
+                unique.contains(&value),
+                "power loss after {n} of {sync_points} syncs lost an acknowledged queued record"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_queued_append_acknowledged_as_durable_survives_a_power_loss_right_after_its_answer() {
+    let medium = SimulatedMedium::new();
+    let clock = ManualClock::new(0);
+    let log = Arc::new(
+        Log::open(DIR, config(FlushPolicy::Always), &options(&medium, &clock)).expect("open"),
+    );
+    let (appended, acked): (Shared, Shared) = Default::default();
+    for i in 0..BATCHES {
+        clock.advance(1);
+        assert!(log.queue_append(queued(batch_number(i), &appended, &acked)));
+        log.drain_appends(&|sync| sync());
+        let acknowledged = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(acknowledged.len(), i + 1, "answered after its sync");
+        // The power fails the moment the answer is given.
+        let rebooted = medium.after_power_loss();
+        let reopened = Log::open(
+            DIR,
+            config(FlushPolicy::Always),
+            &options(&rebooted, &ManualClock::new(1_000)),
+        )
+        .unwrap_or_else(|e| panic!("after answer {i}: reopen failed: {e}"));
+        assert_eq!(
+            all_values(&reopened),
+            values_of(&acknowledged),
+            "power loss right after answer {i}"
         );
     }
 }
