@@ -186,7 +186,7 @@ const HANDOVER_BATCHES: usize = 12;
 /// the thread already syncing), then wait for the durable offset. Several
 /// threads at once, so syncs are handed from one to another. Returns every
 /// batch appended, and those acknowledged (their durable wait succeeded).
-fn run_handover(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn run_handover(medium: &SimulatedMedium) -> Outcome {
     let clock = ManualClock::new(0);
     let Ok(log) = Log::open(DIR, config(FlushPolicy::Always), &options(medium, &clock)) else {
         return (Vec::new(), Vec::new());
@@ -229,52 +229,59 @@ fn run_handover(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (appended, acked)
 }
 
-#[test]
-fn power_loss_at_every_sync_point_of_the_handed_over_durable_path_keeps_every_acknowledged_batch() {
+/// Every batch appended, and those acknowledged.
+type Outcome = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// Loses power at every sync point of `run` (and a little past its last)
+/// in turn, and checks the reopened log: every acknowledged batch is
+/// there, no record twice, none that nobody appended; it takes appends.
+fn lose_power_at_every_sync_point(what: &str, run: fn(&SimulatedMedium) -> Outcome) {
     let full = SimulatedMedium::new();
-    let (appended, acked) = run_handover(&full);
+    let (appended, acked) = run(&full);
     assert_eq!(acked.len(), HANDOVER_THREADS * HANDOVER_BATCHES);
     assert_eq!(appended.len(), acked.len());
     let sync_points = full.syncs();
     println!(
-        "{HANDOVER_THREADS} threads × {HANDOVER_BATCHES} durable appends pass about {sync_points} sync points; losing power at each in turn"
+        "{what}: {HANDOVER_THREADS} threads × {HANDOVER_BATCHES} durable appends pass about {sync_points} sync points; losing power at each in turn"
     );
     for n in 0..=sync_points + 2 {
         let medium = SimulatedMedium::new();
         medium.fail_after_syncs(n);
-        let (appended, acked) = run_handover(&medium);
+        let (appended, acked) = run(&medium);
         let rebooted = medium.after_power_loss();
-        let clock = ManualClock::new(1_000);
         let log = Log::open(
             DIR,
             config(FlushPolicy::Always),
-            &options(&rebooted, &clock),
+            &options(&rebooted, &ManualClock::new(1_000)),
         )
-        .unwrap_or_else(|e| panic!("power loss after {n} syncs: reopen failed: {e}"));
+        .unwrap_or_else(|e| panic!("{what}, power loss after {n} syncs: reopen failed: {e}"));
         let stored = all_values(&log);
         let unique: std::collections::HashSet<&Vec<u8>> = stored.iter().collect();
         assert_eq!(
             unique.len(),
             stored.len(),
-            "after {n} syncs: a record twice"
+            "{what} after {n} syncs: a record twice"
         );
         let appended: std::collections::HashSet<Vec<u8>> =
             values_of(&appended).into_iter().collect();
-        for value in &stored {
-            assert!(
-                appended.contains(value),
-                "after {n} syncs: a record nobody appended"
-            );
-        }
+        assert!(
+            stored.iter().all(|v| appended.contains(v)),
+            "{what} after {n} syncs: a record nobody appended"
+        );
         for value in values_of(&acked) {
             assert!(
                 unique.contains(&value),
-                "power loss after {n} of {sync_points} syncs lost an acknowledged record"
+                "{what}: power loss after {n} of {sync_points} syncs lost an acknowledged record"
             );
         }
         log.append(&batch("after", 1, 0))
             .expect("append after recovery");
     }
+}
+
+#[test]
+fn power_loss_at_every_sync_point_of_the_handed_over_durable_path_keeps_every_acknowledged_batch() {
+    lose_power_at_every_sync_point("hand-over", run_handover);
 }
 
 #[test]
@@ -334,7 +341,7 @@ fn queued(b: Vec<u8>, appended: &Shared, acked: &Shared) -> QueuedAppend {
 /// the log; whichever finds no drainer drains (appending every queued
 /// batch, one sync a round, answers after it). Returns every batch appended
 /// and those acknowledged.
-fn run_queued(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+fn run_queued(medium: &SimulatedMedium) -> Outcome {
     let clock = ManualClock::new(0);
     let Ok(log) = Log::open(DIR, config(FlushPolicy::Always), &options(medium, &clock)) else {
         return (Vec::new(), Vec::new());
@@ -365,45 +372,7 @@ fn run_queued(medium: &SimulatedMedium) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 #[test]
 fn power_loss_at_every_sync_point_of_the_queued_path_keeps_every_acknowledged_batch() {
-    let full = SimulatedMedium::new();
-    let (appended, acked) = run_queued(&full);
-    assert_eq!(acked.len(), HANDOVER_THREADS * HANDOVER_BATCHES);
-    assert_eq!(appended.len(), acked.len());
-    let sync_points = full.syncs();
-    println!(
-        "queued durable appends pass about {sync_points} sync points; losing power at each in turn"
-    );
-    for n in 0..=sync_points + 2 {
-        let medium = SimulatedMedium::new();
-        medium.fail_after_syncs(n);
-        let (appended, acked) = run_queued(&medium);
-        let rebooted = medium.after_power_loss();
-        let log = Log::open(
-            DIR,
-            config(FlushPolicy::Always),
-            &options(&rebooted, &ManualClock::new(1_000)),
-        )
-        .unwrap_or_else(|e| panic!("power loss after {n} syncs: reopen failed: {e}"));
-        let stored = all_values(&log);
-        let unique: std::collections::HashSet<&Vec<u8>> = stored.iter().collect();
-        assert_eq!(
-            unique.len(),
-            stored.len(),
-            "after {n} syncs: a record twice"
-        );
-        let appended: std::collections::HashSet<Vec<u8>> =
-            values_of(&appended).into_iter().collect();
-        assert!(
-            stored.iter().all(|v| appended.contains(v)),
-            "after {n} syncs: a record nobody appended"
-        );
-        for value in values_of(&acked) {
-            assert!(
-                unique.contains(&value),
-                "power loss after {n} of {sync_points} syncs lost an acknowledged queued record"
-            );
-        }
-    }
+    lose_power_at_every_sync_point("queued", run_queued);
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! readers.
 //!
 //! Appends take the writer lock only to write the batch into the segment
-//! file and publish it; syncs happen outside it, and concurrent appends waiting to
-//! be durable share one sync (group commit, in [`sync`]: the appending
-//! thread syncs unless a sync runs, which then syncs again for it). Readers never take the writer
-//! lock: they see batches once published, copied out of the file with
-//! their CRC checked, and keep their segment's file open however the log
-//! changes afterwards.
+//! file and publish it; syncs happen outside it, and concurrent appends
+//! waiting to be durable share one sync (group commit, in `sync.rs`: the
+//! appending thread syncs unless a sync runs, which then syncs again for
+//! it; or a partition's draining thread syncs once for the appends queued
+//! to it, in `queue.rs`). Readers never take the writer lock: they see
+//! batches once published, copied out of the file with their CRC checked
+//! (or, at the tail, from memory: `tail.rs`), and keep their segment's
+//! file open however the log changes afterwards.
 //!
 //! A failed write (a full disk) leaves the log as it was and the next
 //! append may succeed; a failed sync stops the log, because after a failed

@@ -11,6 +11,31 @@ use crate::config::FlushPolicy;
 use crate::error::ReadError;
 use crate::segment_check;
 
+/// A read of nothing at `from` with the log's bounds, or the error for a
+/// `from` outside them.
+pub(super) fn empty_read(
+    from: u64,
+    start: u64,
+    end: u64,
+    durable: u64,
+) -> Result<LogRead, ReadError> {
+    if from < start || from > end {
+        return Err(ReadError::OffsetOutOfRange {
+            requested: from,
+            start,
+            end,
+        });
+    }
+    Ok(LogRead {
+        batches: Bytes::new(),
+        first_offset: from,
+        next_offset: from,
+        log_start_offset: start,
+        log_end_offset: end,
+        durable_offset: durable,
+    })
+}
+
 impl Log {
     /// Reads whole batches from the one holding `from_offset`, up to
     /// `max_bytes` (but always at least one batch, so a reader makes
@@ -67,21 +92,7 @@ impl Log {
                     .collect::<Vec<_>>(),
             )
         };
-        if from < start || from > end {
-            return Err(ReadError::OffsetOutOfRange {
-                requested: from,
-                start,
-                end,
-            });
-        }
-        let empty = LogRead {
-            batches: Bytes::new(),
-            first_offset: from,
-            next_offset: from,
-            log_start_offset: start,
-            log_end_offset: end,
-            durable_offset: durable,
-        };
+        let empty = empty_read(from, start, end, durable)?;
         if from >= limit {
             return Ok(empty);
         }

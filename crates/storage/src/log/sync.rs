@@ -226,14 +226,18 @@ mod tests {
         builder.build().expect("batch")
     }
 
-    #[test]
-    fn an_append_made_while_another_thread_syncs_is_synced_by_that_thread() {
-        let medium = SimulatedMedium::new();
+    fn open(medium: &SimulatedMedium) -> Log {
         let options = LogOptions {
             medium: Arc::new(medium.clone()),
             ..LogOptions::default()
         };
-        let log = Log::open("/data/t-0", LogConfig::default(), &options).expect("open");
+        Log::open("/data/t-0", LogConfig::default(), &options).expect("open")
+    }
+
+    #[test]
+    fn an_append_made_while_another_thread_syncs_is_synced_by_that_thread() {
+        let medium = SimulatedMedium::new();
+        let log = open(&medium);
         // Another thread is mid-sync.
         assert!(log.take_sync_turn());
         let info = log.append_unsynced(&batch()).expect("append");
@@ -260,11 +264,7 @@ mod tests {
     #[test]
     fn a_failed_sync_ends_the_turn_and_wakes_durable_waiters_with_the_error() {
         let medium = SimulatedMedium::new();
-        let options = LogOptions {
-            medium: Arc::new(medium.clone()),
-            ..LogOptions::default()
-        };
-        let log = Log::open("/data/t-0", LogConfig::default(), &options).expect("open");
+        let log = open(&medium);
         let info = log.append_unsynced(&batch()).expect("append");
         medium.fail_after_syncs(0);
         assert!(log.sync_appended().is_err());

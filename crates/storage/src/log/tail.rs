@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use carteiro::record::{BASE_OFFSET_AT, PARTITION_LEADER_EPOCH_AT};
 
+use super::read::empty_read;
 use super::{Log, LogRead, lock};
 use crate::error::ReadError;
 use crate::segment::LEADER_EPOCH;
@@ -128,23 +129,10 @@ impl Log {
         limit: u64,
     ) -> Option<Result<LogRead, ReadError>> {
         let limit = limit.min(self.high_watermark());
-        let end = self.end_offset();
-        let durable = self.durable_offset();
-        let start = self.start_offset();
-        if from < start || from > end {
-            return Some(Err(ReadError::OffsetOutOfRange {
-                requested: from,
-                start,
-                end,
-            }));
-        }
-        let empty = LogRead {
-            batches: Bytes::new(),
-            first_offset: from,
-            next_offset: from,
-            log_start_offset: start,
-            log_end_offset: end,
-            durable_offset: durable,
+        let (end, durable) = (self.end_offset(), self.durable_offset());
+        let empty = match empty_read(from, self.start_offset(), end, durable) {
+            Ok(empty) => empty,
+            Err(e) => return Some(Err(e)),
         };
         if from >= limit {
             return Some(Ok(empty));
