@@ -437,18 +437,46 @@ async fn durable_acks_follow_each_flush_policy() {
                 .await
                 .unwrap_or_else(|e| panic!("{topic} {acks:?}: {e}"));
         }
-        // Appended records become visible too (for ALWAYS, once the background sync lands).
+        // The same on a produce stream, whose batches are queued to the
+        // partition's draining thread.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let mut replies = client
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        for acks in [proto::Acks::Durable, proto::Acks::Appended] {
+            tx.send(proto::ProduceRequest {
+                topic: topic.into(),
+                partition: Some(0),
+                record_batch: bytes::Bytes::from(batch_of(&[format!("{topic} streamed {acks:?}")])),
+                acks: acks as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("send");
+        }
+        drop(tx);
+        let mut acknowledged = 0;
+        while let Some(reply) = replies.message().await.expect("reply") {
+            assert_eq!(reply.error_code, 0, "{topic}: {}", reply.error_message);
+            acknowledged += 1;
+        }
+        assert_eq!(acknowledged, 2, "{topic}");
+        // Appended records become visible too (for ALWAYS, once the sync after them lands).
         let mut poller = broker.broker().await;
         let reply = poller
             .fetch(proto::FetchRequest {
                 min_bytes: 1,
                 max_wait_ms: 30_000,
                 format: proto::FetchFormat::Decoded as i32,
-                ..fetch_one(topic, 0, 1)
+                ..fetch_one(topic, 0, 3)
             })
             .await
             .expect("fetch")
             .into_inner();
+        // The last record, appended without waiting on a stream; the ones
+        // before it are visible once it is.
         assert_eq!(reply.partitions[0].records.len(), 1, "{topic}");
     }
     broker.stop();
