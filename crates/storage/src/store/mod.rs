@@ -12,12 +12,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::config::LogConfig;
 pub use crate::data_dir::partition_dir;
 use crate::data_dir::{
     self, deleted_dir, empty_but_marker, io_err, read_marker, read_topic_list, write_topic_list,
@@ -29,14 +28,13 @@ use crate::metadata::{PARTITION_MARKER_TMP_FILE, PartitionMarker, TopicRecord};
 use crate::producers::PRODUCER_ID_BLOCK;
 use crate::producers::ids::{self, PRODUCER_IDS_FILE, ProducerIds};
 
+mod maintenance;
 mod partitions;
+mod topic;
 
 use partitions::{Opening, open_partitions, open_topic};
+pub use topic::{PARTITIONS_MAX, TOPIC_NAME_MAX_CHARS, Topic, TopicConfig, validate_topic_name};
 
-/// Longest topic name, in characters (Kafka's limit).
-pub const TOPIC_NAME_MAX_CHARS: usize = 249;
-/// Most partitions a topic may have.
-pub const PARTITIONS_MAX: u32 = 1024;
 /// Default period of the background flush and retention thread, in ms.
 pub const MAINTENANCE_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Default period between two retention passes, in ms (Kafka's 5 minutes).
@@ -64,97 +62,6 @@ impl Default for StoreOptions {
             retention_check_interval_ms: RETENTION_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
-}
-
-/// A topic's partition count and the config of each of its logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicConfig {
-    /// Number of partitions, 1 to [`PARTITIONS_MAX`].
-    pub partitions: u32,
-    /// Config of every partition log.
-    pub log: LogConfig,
-}
-
-/// A topic: its name, config and partition logs.
-#[derive(Debug)]
-pub struct Topic {
-    name: String,
-    config: TopicConfig,
-    created_ms: i64,
-    partitions: Vec<Arc<Log>>,
-}
-
-impl Topic {
-    /// The topic's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its config.
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
-    }
-
-    /// When it was created, in ms since the Unix epoch.
-    pub fn created_ms(&self) -> i64 {
-        self.created_ms
-    }
-
-    /// Its partition logs, by partition number.
-    pub fn partitions(&self) -> &[Arc<Log>] {
-        &self.partitions
-    }
-
-    fn record(&self) -> TopicRecord {
-        TopicRecord {
-            name: self.name.clone(),
-            partitions: self.config.partitions,
-            config: self.config.log.clone(),
-            created_ms: self.created_ms,
-        }
-    }
-
-    /// One partition's log.
-    pub fn partition(&self, partition: u32) -> Result<&Arc<Log>, StoreError> {
-        self.partitions
-            .get(partition as usize)
-            .ok_or_else(|| StoreError::UnknownPartition {
-                topic: self.name.clone(),
-                partition,
-                count: self.partitions.len() as u32,
-            })
-    }
-}
-
-/// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), StoreError> {
-    let invalid = |reason: String| {
-        Err(StoreError::InvalidTopicName {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return invalid("must be 1 to 249 characters, got 0".into());
-    }
-    if name.chars().count() > TOPIC_NAME_MAX_CHARS {
-        return invalid(format!(
-            "must be 1 to {TOPIC_NAME_MAX_CHARS} characters, got {}",
-            name.chars().count()
-        ));
-    }
-    if name == "." || name == ".." {
-        return invalid("'.' and '..' are not topic names".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return invalid(format!(
-            "character {c:?} is not allowed: use a-z, A-Z, 0-9, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
 }
 
 /// The topic store. See the module documentation.
@@ -642,67 +549,6 @@ impl Store {
             .values()
             .cloned()
             .collect()
-    }
-
-    /// Syncs every log (what an interval flush would do, now); failures are logged.
-    pub fn flush_all(&self) {
-        for topic in self.topics() {
-            for log in topic.partitions() {
-                if let Err(e) = log.flush() {
-                    tracing::warn!(dir = %log.dir().display(), error = %e, "flush failed");
-                }
-            }
-        }
-    }
-
-    /// One maintenance pass: flushes interval-policy logs that are due,
-    /// writes the recovery checkpoints syncs found due and, with
-    /// `retention`, applies retention to every log and forgets its idle
-    /// producers.
-    pub fn run_maintenance(&self, retention: bool) {
-        for topic in self.topics() {
-            for log in topic.partitions() {
-                if let Err(e) = log.flush_if_due() {
-                    tracing::warn!(dir = %log.dir().display(), error = %e, "interval flush failed");
-                }
-                log.write_due_checkpoint();
-                if retention {
-                    log.apply_retention();
-                    log.remove_expired_producers();
-                }
-            }
-        }
-    }
-
-    fn start_maintenance(self: &Arc<Self>, interval: Duration) {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let store: Weak<Store> = Arc::downgrade(self);
-        let retention_every =
-            Duration::from_millis(self.options.retention_check_interval_ms.max(1));
-        let spawned = std::thread::Builder::new()
-            .name("carteiro-maintenance".into())
-            .spawn(move || {
-                let mut since_retention = Duration::ZERO;
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    let Some(store) = store.upgrade() else { return };
-                    since_retention += interval;
-                    let retention = since_retention >= retention_every;
-                    if retention {
-                        since_retention = Duration::ZERO;
-                    }
-                    store.run_maintenance(retention);
-                }
-            });
-        match spawned {
-            Ok(handle) => {
-                *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, handle))
-            }
-            Err(e) => tracing::error!(error = %e, "could not start the maintenance thread"),
-        }
     }
 
     /// Stops the maintenance thread and closes every log cleanly. Returns the
