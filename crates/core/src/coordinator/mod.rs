@@ -19,6 +19,7 @@
 //! passes, and drops those that did not. A group whose last member leaves
 //! is forgotten.
 
+mod checks;
 mod group;
 mod messages;
 mod pending;
@@ -33,6 +34,7 @@ use carteiro_storage::Store;
 use carteiro_storage::error::quoted;
 use tokio::time::Instant;
 
+use checks::{check_join, check_len, timeout};
 use group::{Group, Member};
 pub use group::{GroupKind, GroupState, Subscription};
 pub use messages::{
@@ -77,26 +79,6 @@ pub(crate) fn fenced(reason: FenceReason, message: String) -> BrokerError {
     BrokerError::Fenced { reason, message }
 }
 
-fn timeout(field: &'static str, ms: u32) -> Result<Duration, BrokerError> {
-    if !(GROUP_TIMEOUT_MS_MIN..=GROUP_TIMEOUT_MS_MAX).contains(&ms) {
-        let message = format!(
-            "{ms} is outside the allowed range {GROUP_TIMEOUT_MS_MIN}..={GROUP_TIMEOUT_MS_MAX}"
-        );
-        return Err(BrokerError::invalid(field, message));
-    }
-    Ok(Duration::from_millis(u64::from(ms)))
-}
-
-fn check_len(field: &'static str, len: usize, max: usize, unit: &str) -> Result<(), BrokerError> {
-    if len > max {
-        return Err(BrokerError::invalid(
-            field,
-            format!("{len} {unit} exceed the limit of {max}"),
-        ));
-    }
-    Ok(())
-}
-
 /// A member's partitions: assigned by the broker, or, in a Kafka consumer
 /// group, read from the assignment its leader sent (none if unreadable:
 /// the bytes are the clients' business).
@@ -107,70 +89,6 @@ fn member_partitions(kind: &GroupKind, member: &Member) -> Vec<(String, u32)> {
         }
         _ => member.partitions.clone(),
     }
-}
-
-/// Checks a join's ids, subscription and sizes against the limits.
-fn check_join(request: &JoinRequest) -> Result<(), BrokerError> {
-    crate::committed::validate_group(&request.group)?;
-    let member_id = request.member_id.as_deref().unwrap_or_default();
-    check_len("member_id", member_id.len(), MEMBER_ID_MAX_BYTES, "bytes")?;
-    check_len(
-        "client_id",
-        request.client_id.len(),
-        MEMBER_ID_MAX_BYTES,
-        "bytes",
-    )?;
-    match &request.subscription {
-        Subscription::Assigned { topics, .. } => {
-            if topics.is_empty() {
-                return Err(BrokerError::invalid(
-                    "topics",
-                    "empty: subscribe to at least one topic",
-                ));
-            }
-            check_len("topics", topics.len(), SUBSCRIBED_TOPICS_MAX, "topics")?;
-            // A subscription names topics as topics are named, so a join
-            // cannot park arbitrary bytes in the coordinator.
-            for topic in topics {
-                carteiro_storage::store::validate_topic_name(topic)
-                    .map_err(|e| BrokerError::invalid("topics", e.to_string()))?;
-            }
-        }
-        Subscription::Classic {
-            protocol_type,
-            protocols,
-        } => {
-            if protocol_type.is_empty() || protocols.is_empty() {
-                return Err(BrokerError::invalid(
-                    "protocols",
-                    "a classic member names a protocol type and at least one protocol",
-                ));
-            }
-            check_len(
-                "protocols",
-                protocols.len(),
-                SUBSCRIBED_TOPICS_MAX,
-                "protocols",
-            )?;
-            check_len(
-                "protocol_type",
-                protocol_type.len(),
-                PROTOCOL_NAME_MAX_BYTES,
-                "bytes",
-            )?;
-            for (name, _) in protocols {
-                check_len(
-                    "protocols.name",
-                    name.len(),
-                    PROTOCOL_NAME_MAX_BYTES,
-                    "bytes",
-                )?;
-            }
-            let metadata: usize = protocols.iter().map(|(_, m)| m.len()).sum();
-            check_len("protocols.metadata", metadata, CLASSIC_BYTES_MAX, "bytes")?;
-        }
-    }
-    Ok(())
 }
 
 impl Coordinator {
