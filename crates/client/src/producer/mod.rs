@@ -40,6 +40,7 @@ use crate::connection::{BROKER_DEFAULT, channel};
 use crate::error::ClientError;
 use crate::record::{ProducerRecord, RecordMetadata};
 
+mod batch;
 mod idempotence;
 mod partitioner;
 mod sender;
