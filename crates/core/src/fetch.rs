@@ -204,10 +204,12 @@ pub struct Fetched {
     pub reservation: FetchReservation,
 }
 
-/// One partition's part, the bytes it holds, and what to wait on if short.
+/// One partition's part, the bytes and records it holds, and what to wait
+/// on if short.
 struct Gathered {
     data: PartitionData,
     bytes: usize,
+    records: u64,
     watch: Option<(Arc<Log>, u64)>,
 }
 
@@ -338,12 +340,23 @@ impl Broker {
             budget: max_bytes,
             watches: Vec::new(),
         };
+        let mut fetched = Vec::with_capacity(request.partitions.len());
         for partition in &request.partitions {
             let gathered = self.gather_partition(partition, round.budget, read)?;
             round.budget = round.budget.saturating_sub(gathered.bytes);
             round.total += gathered.bytes;
+            if let Some((log, _)) = &gathered.watch {
+                fetched.push((log.clone(), gathered.records, gathered.bytes));
+            }
             round.partitions.push(gathered.data);
             round.watches.extend(gathered.watch);
+        }
+        // Counted once the round is whole: a round from memory that gives
+        // up on a later partition is read again from the files.
+        for (log, records, bytes) in fetched {
+            if bytes > 0 {
+                log.traffic().count_fetched(records, bytes as u64);
+            }
         }
         Some(round)
     }
@@ -380,6 +393,7 @@ impl Broker {
             Some(Gathered {
                 data,
                 bytes: 0,
+                records: 0,
                 watch: None,
             })
         };
@@ -399,7 +413,7 @@ impl Broker {
             n => n.min(FETCH_MAX_BYTES_LIMIT),
         } as usize;
         let budget = budget.min(partition_max);
-        let (mut at, mut taken) = (offset, 0usize);
+        let (mut at, mut taken, mut records) = (offset, 0usize, 0u64);
         while taken < budget {
             // No further than the high watermark this reply reports.
             match read(&log, at, budget - taken, hwm)? {
@@ -407,8 +421,7 @@ impl Broker {
                 Ok(read) => {
                     taken += read.batches.len();
                     at = read.next_offset;
-                    log.traffic()
-                        .count_fetched(records_in(&read.batches), read.batches.len() as u64);
+                    records += records_in(&read.batches);
                     data.batches.push(read.batches);
                 }
                 // The batches before the damage are served; the next fetch,
@@ -428,6 +441,7 @@ impl Broker {
         Some(Gathered {
             data,
             bytes: taken,
+            records,
             watch: Some((log, hwm)),
         })
     }

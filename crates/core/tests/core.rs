@@ -148,3 +148,64 @@ fn the_core_holds_no_grpc() {
         "the contract crate without its grpc feature"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_partly_in_memory_and_partly_on_file_counts_each_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path());
+    broker
+        .create_topic("mixed", 2, &settings())
+        .await
+        .expect("create");
+    let produce = |partition: u32, value: Vec<u8>| ProduceRequest {
+        topic: "mixed".into(),
+        partition: Some(partition),
+        payload: Payload::Records(vec![ProducedRecord {
+            value: Some(Bytes::from(value)),
+            ..ProducedRecord::default()
+        }]),
+        acks: Acks::Durable,
+    };
+    // Partition 0 is answered from the tail cache; partition 1 only from
+    // its file (its batch is too large for the cache).
+    broker
+        .produce(produce(0, b"small".to_vec()))
+        .await
+        .expect("produce");
+    broker
+        .produce(produce(
+            1,
+            vec![b'x'; carteiro_storage::TAIL_BATCH_BYTES_MAX + 1],
+        ))
+        .await
+        .expect("produce");
+    let request = FetchRequest {
+        partitions: (0..2)
+            .map(|partition| FetchPartition {
+                topic: "mixed".into(),
+                partition,
+                offset: 0,
+                max_bytes: 0,
+            })
+            .collect(),
+        max_bytes: 0,
+        min_bytes: 1,
+        max_wait_ms: 0,
+    };
+    let fetched = broker.fetch(request).await.expect("fetch");
+    assert!(fetched.partitions.iter().all(|p| !p.batches.is_empty()));
+    let topic = broker.store().topic("mixed").expect("topic");
+    for (partition, log) in topic.partitions().iter().enumerate() {
+        let traffic = log.traffic().snapshot();
+        assert_eq!(traffic.fetched_records, 1, "partition {partition}");
+        let served: usize = fetched.partitions[partition]
+            .batches
+            .iter()
+            .map(|b| b.len())
+            .sum();
+        assert_eq!(
+            traffic.fetched_bytes, served as u64,
+            "partition {partition}"
+        );
+    }
+}
