@@ -32,6 +32,19 @@ pub struct RecordBatchBuilder {
     producer: Option<ProducerStamp>,
 }
 
+/// The sequence number `count` records after `sequence`, wrapping from
+/// `i32::MAX` to 0 as Kafka's `DefaultRecordBatch.incrementSequence` does
+/// (sequences run from 0 to `i32::MAX`). A negative count (never in a
+/// checked batch) counts as 0. The producer and the broker both count by it.
+pub fn sequence_after(sequence: i32, count: i32) -> i32 {
+    let count = count.max(0);
+    if sequence > i32::MAX - count {
+        count - (i32::MAX - sequence) - 1
+    } else {
+        sequence + count
+    }
+}
+
 /// An idempotent producer's marks on a batch (Kafka's KIP-98): the broker
 /// appends a producer's batches to a partition once each, in sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

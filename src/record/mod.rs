@@ -26,7 +26,7 @@ mod header;
 mod reader;
 mod varint;
 
-pub use builder::{NewRecord, ProducerStamp, RecordBatchBuilder, stamp_producer};
+pub use builder::{NewRecord, ProducerStamp, RecordBatchBuilder, sequence_after, stamp_producer};
 pub use compression::{XERIAL_SNAPPY_BLOCK_BYTES, XERIAL_SNAPPY_HEADER_BYTES, XERIAL_SNAPPY_MAGIC};
 pub use error::BatchError;
 pub use header::{Attributes, BatchHeader, Compression, set_base_offset};

@@ -455,3 +455,16 @@ fn stamp_producer_refuses_anything_but_one_whole_undamaged_batch() {
         BatchError::UnsupportedMagic { magic: 1 }
     ));
 }
+
+#[test]
+fn sequences_wrap_from_i32_max_to_zero_as_kafka_counts_them() {
+    assert_eq!(sequence_after(0, 4), 4);
+    assert_eq!(sequence_after(0, 5), 5);
+    assert_eq!(sequence_after(i32::MAX - 5, 5), i32::MAX);
+    assert_eq!(sequence_after(i32::MAX, 1), 0);
+    assert_eq!(sequence_after(i32::MAX - 1, 3), 1);
+    assert_eq!(sequence_after(i32::MAX - 1, 5), 3);
+    assert_eq!(sequence_after(i32::MAX, 0), i32::MAX);
+    assert_eq!(sequence_after(i32::MAX, i32::MAX), i32::MAX - 1);
+    assert_eq!(sequence_after(5, -3), 5, "a negative count counts as 0");
+}

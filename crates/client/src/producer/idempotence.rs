@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use carteiro::record::{BatchError, ProducerStamp, stamp_producer};
+use carteiro::record::{BatchError, ProducerStamp, sequence_after, stamp_producer};
 
 use crate::record::TopicPartition;
 
@@ -33,15 +33,6 @@ pub(crate) struct Identity {
     pub(crate) producer_id: i64,
     /// The epoch; a newer one fences the older.
     pub(crate) epoch: i16,
-}
-
-/// The sequence number after a batch of `records` records starting at
-/// `sequence` (both 0 or more): as in Kafka, sequences run from 0 to
-/// `i32::MAX` and wrap to 0.
-pub fn next_sequence(sequence: i32, records: i32) -> i32 {
-    let span = i64::from(i32::MAX) + 1;
-    let next = (i64::from(sequence) + i64::from(records)).rem_euclid(span);
-    i32::try_from(next).expect("below i32::MAX + 1")
 }
 
 /// The producer's identity and the next sequence number of each partition.
@@ -106,7 +97,7 @@ impl Sequences {
     /// Counts a batch of `records` records stamped for `tp`.
     pub(crate) fn sent(&mut self, tp: &TopicPartition, records: i32) {
         let next = self.next.entry(tp.clone()).or_insert(0);
-        *next = next_sequence(*next, records);
+        *next = sequence_after(*next, records);
     }
 }
 
@@ -124,15 +115,6 @@ mod tests {
 
     fn tp(partition: u32) -> TopicPartition {
         TopicPartition::new("t", partition)
-    }
-
-    #[test]
-    fn sequences_wrap_to_zero_past_i32_max_as_kafka_counts_them() {
-        assert_eq!(next_sequence(0, 5), 5);
-        assert_eq!(next_sequence(i32::MAX - 5, 5), i32::MAX);
-        assert_eq!(next_sequence(i32::MAX, 1), 0);
-        assert_eq!(next_sequence(i32::MAX - 1, 5), 3);
-        assert_eq!(next_sequence(i32::MAX, i32::MAX), i32::MAX - 1);
     }
 
     #[test]

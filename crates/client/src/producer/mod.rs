@@ -45,7 +45,7 @@ mod idempotence;
 mod partitioner;
 mod sender;
 
-pub use idempotence::{IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX, next_sequence};
+pub use idempotence::IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX;
 
 use sender::Sender;
 

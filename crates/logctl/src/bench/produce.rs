@@ -25,7 +25,6 @@ use bytes::{Bytes, BytesMut};
 use carteiro::proto::{self, broker_client::BrokerClient};
 use carteiro::record::{NewRecord, ProducerStamp, RecordBatchBuilder, stamp_producer};
 use carteiro_client::connection::{REQUEST_BYTES_MAX, call_error, channel};
-use carteiro_client::producer::next_sequence;
 use carteiro_client::{Admin, ClientError, Delivery, Producer, ProducerConfig, ProducerRecord};
 use clap::Args;
 use futures_util::StreamExt;
@@ -225,7 +224,7 @@ pub(super) async fn produce(
                             };
                             stamp_producer(&mut stamped, stamp)
                                 .map_err(|e| ClientError::Invalid(e.to_string()))?;
-                            *next = next_sequence(*next, batch_records);
+                            *next = carteiro::record::sequence_after(*next, batch_records);
                             stamping += stamp_started.elapsed();
                             stamped.freeze()
                         }

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use carteiro::record::BatchHeader;
+use carteiro::record::{BatchHeader, sequence_after};
 
 use crate::config::ms_i64;
 use crate::error::AppendError;
@@ -51,18 +51,6 @@ pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
 /// (`producer-ids.meta` records the end of the current block).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// `sequence + increment`, wrapping from `i32::MAX` to 0 as Kafka's
-/// `DefaultRecordBatch.incrementSequence` does. A negative increment (never
-/// in a checked batch) counts as 0.
-pub(crate) fn sequence_plus(sequence: i32, increment: i32) -> i32 {
-    let increment = increment.max(0);
-    if sequence > i32::MAX - increment {
-        increment - (i32::MAX - sequence) - 1
-    } else {
-        sequence + increment
-    }
-}
-
 /// The producer fields of a batch that has a producer id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProducerBatch {
@@ -86,7 +74,7 @@ impl ProducerBatch {
             producer_id: header.producer_id,
             epoch: header.producer_epoch,
             first_seq: header.base_sequence,
-            last_seq: sequence_plus(header.base_sequence, header.last_offset_delta),
+            last_seq: sequence_after(header.base_sequence, header.last_offset_delta),
         })
     }
 
@@ -252,7 +240,7 @@ impl ProducerStates {
         {
             return Ok(Some(*original));
         }
-        let expected = entry.last_seq().map_or(0, |last| sequence_plus(last, 1));
+        let expected = entry.last_seq().map_or(0, |last| sequence_after(last, 1));
         if batch.first_seq != expected {
             return Err(AppendError::OutOfOrderSequence {
                 producer_id,
