@@ -226,13 +226,9 @@ impl RecordBatchBuilder {
             epoch: -1,
             base_sequence: -1,
         });
-        h[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&stamp.producer_id.to_be_bytes());
-        h[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&stamp.epoch.to_be_bytes());
-        h[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
-            .copy_from_slice(&stamp.base_sequence.to_be_bytes());
+        write_stamp(h, stamp);
         h[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32c::crc32c(&self.buf[ATTRIBUTES_AT..]);
-        self.buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        write_crc(&mut self.buf);
         Ok(self.buf)
     }
 }
@@ -241,43 +237,32 @@ impl RecordBatchBuilder {
 /// in `batch` and its CRC-32C: an idempotent producer stamps a batch it
 /// built before (or restamps it with a new epoch) without encoding it again.
 ///
-/// `batch` must hold exactly one RecordBatch v2 whose CRC is right: the
-/// CRC is checked and rewritten in one pass over the records (CRC-32C
-/// combines), so damage is refused, never covered by a fresh CRC. On an
-/// error `batch` is unchanged.
+/// `batch` must hold exactly one RecordBatch v2 whose CRC is right
+/// ([`RecordBatch::parse_exact`] checks it), so damage is refused, never
+/// covered by a fresh CRC; then the stamp is written and the CRC computed
+/// again. Two plain CRC passes over the covered bytes: at about 40 GB/s far
+/// cheaper than `crc32c_combine`'s bit-matrix method (14 µs a call,
+/// measured). On an error `batch` is unchanged.
 pub fn stamp_producer(batch: &mut [u8], stamp: ProducerStamp) -> Result<(), BatchError> {
-    let header = BatchHeader::parse(batch)?;
-    let total = header.total_bytes();
-    if batch.len() < total {
-        return Err(BatchError::Truncated {
-            field: "batch",
-            needed: total,
-            available: batch.len(),
-        });
-    }
-    if batch.len() > total {
-        return Err(BatchError::TrailingBytes {
-            extra: batch.len() - total,
-            count: i64::from(header.record_count),
-        });
-    }
-    // Two plain CRC passes over the covered bytes (attributes..end): at
-    // about 40 GB/s that is far cheaper than crc32c_combine's bit-matrix
-    // method (14 µs a call, measured), which a stamp per request paid twice.
-    let actual = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-    if actual != header.crc {
-        return Err(BatchError::ChecksumMismatch {
-            expected: header.crc,
-            actual,
-        });
-    }
-    batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&stamp.producer_id.to_be_bytes());
-    batch[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&stamp.epoch.to_be_bytes());
-    batch[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+    RecordBatch::parse_exact(batch)?;
+    write_stamp(batch, stamp);
+    write_crc(batch);
+    Ok(())
+}
+
+/// Writes a producer stamp into a batch header (`header` starts at the
+/// batch's first byte).
+fn write_stamp(header: &mut [u8], stamp: ProducerStamp) {
+    header[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&stamp.producer_id.to_be_bytes());
+    header[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2].copy_from_slice(&stamp.epoch.to_be_bytes());
+    header[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
         .copy_from_slice(&stamp.base_sequence.to_be_bytes());
+}
+
+/// Sets a whole batch's CRC-32C over the bytes it covers (attributes on).
+fn write_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
 }
 
 fn nullable_len(bytes: Option<&[u8]>) -> usize {
