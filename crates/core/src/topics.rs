@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use carteiro_storage::error::quoted;
-use carteiro_storage::store::{PARTITIONS_MAX, TOPIC_NAME_MAX_CHARS, validate_topic_name};
+use carteiro_storage::store::{TOPIC_NAME_MAX_CHARS, validate_topic_name};
 use carteiro_storage::{FlushPolicy, LOG_HEADER_BYTES, LogConfig, StoreError, Topic, TopicConfig};
 
 use crate::broker::{Broker, INTERNAL_TOPIC_PREFIX};
@@ -120,28 +119,15 @@ pub fn describe(topic: &Topic) -> TopicDescription {
     }
 }
 
-/// Refuses a new partition count for `topic`, which has `current`, unless
-/// it is more than that and at most [`PARTITIONS_MAX`].
-fn check_partition_increase(topic: &str, current: u32, count: u32) -> Result<(), BrokerError> {
-    let why = if count <= current {
-        "partitions can only be added"
-    } else if count > PARTITIONS_MAX {
-        "that is over the limit"
-    } else {
-        return Ok(());
-    };
-    let allowed = if current < PARTITIONS_MAX {
-        format!("a new count is {} to {PARTITIONS_MAX}", current + 1)
-    } else {
-        format!("it has the most a topic may have, {PARTITIONS_MAX}")
-    };
-    Err(BrokerError::invalid(
-        "partitions",
-        format!(
-            "topic {} has {current} partitions and {count} were asked: {why} ({allowed})",
-            quoted(topic)
-        ),
-    ))
+/// A growth the store refused (the count is not more than the topic has,
+/// or over the limit), as the field `partitions`.
+fn partitions_refused(e: StoreError) -> BrokerError {
+    match e {
+        e @ StoreError::InvalidPartitionIncrease { .. } => {
+            BrokerError::invalid("partitions", e.to_string())
+        }
+        e => e.into(),
+    }
 }
 
 fn check_name(name: &str) -> Result<(), BrokerError> {
@@ -184,31 +170,18 @@ impl Broker {
         self.check_running()?;
         check_name(name)?;
         self.check_user_topic("name", name)?;
-        if partitions == 0 || partitions > PARTITIONS_MAX {
-            return Err(StoreError::InvalidPartitionCount {
-                partitions,
-                max: PARTITIONS_MAX,
-            }
-            .into());
-        }
-        settings
-            .log_config(&LogConfig::default())
-            .validate()
-            .map_err(StoreError::from)?;
-        if self.store.topic(name).is_ok() {
-            return Err(StoreError::TopicExists {
-                name: name.to_string(),
-            }
-            .into());
-        }
-        Ok(())
+        let config = TopicConfig {
+            partitions,
+            log: settings.log_config(&LogConfig::default()),
+        };
+        Ok(self.store.check_new_topic(name, &config)?)
     }
 
     /// Grows a user topic to `count` partitions (Kafka's CreatePartitions);
     /// durable when it returns. The partitions it has keep their data; the
     /// new ones start empty, and groups subscribed to it rebalance onto
     /// them. A count not above the current one, or above
-    /// [`PARTITIONS_MAX`], is refused (field `partitions`). With
+    /// [`PARTITIONS_MAX`](carteiro_storage::store::PARTITIONS_MAX), is refused (field `partitions`). With
     /// `validate_only`, checks and changes nothing, answering the topic as
     /// it is.
     pub async fn create_partitions(
@@ -220,29 +193,16 @@ impl Broker {
         self.check_running()?;
         self.check_user_topic("name", name)?;
         let topic = self.store.topic(name)?;
-        check_partition_increase(name, topic.config().partitions, count)?;
+        topic.check_increase(count).map_err(partitions_refused)?;
         if validate_only {
             return Ok(describe(&topic));
         }
         let (store, owned) = (self.store.clone(), name.to_string());
+        // Another growth may win a race: the same refusal as above.
         let grown = tokio::task::spawn_blocking(move || store.add_partitions(&owned, count))
             .await
             .map_err(join_error)?
-            .map_err(|e| match e {
-                // Another growth won a race: the same refusal as above.
-                StoreError::InvalidPartitionIncrease {
-                    topic,
-                    current,
-                    asked,
-                    ..
-                } => match check_partition_increase(&topic, current, asked) {
-                    Err(refused) => refused,
-                    Ok(()) => BrokerError::Internal(format!(
-                        "topic {topic:?}: growth from {current} to {asked} partitions refused by the store"
-                    )),
-                },
-                e => e.into(),
-            })?;
+            .map_err(partitions_refused)?;
         self.coordinator.topic_changed(name);
         Ok(describe(&grown))
     }

@@ -203,10 +203,7 @@ pub enum StoreError {
     },
     /// A topic's new partition count is not more than it has, or over the
     /// limit: partitions can only be added, up to the limit.
-    #[error(
-        "topic {} has {current} partitions: a new count must be more than {current} and at most {max}, got {asked}",
-        quoted(topic)
-    )]
+    #[error("{}", increase_refusal(topic, *current, *asked, *max))]
     InvalidPartitionIncrease {
         /// The topic.
         topic: String,
@@ -307,6 +304,25 @@ pub enum StoreError {
         /// The end of the id space (`i64::MAX`, never handed out).
         limit: i64,
     },
+}
+
+/// Why a topic with `current` partitions cannot grow to `asked` (at most
+/// `max`), and what it could grow to.
+fn increase_refusal(topic: &str, current: u32, asked: u32, max: u32) -> String {
+    let why = if asked <= current {
+        "partitions can only be added"
+    } else {
+        "that is over the limit"
+    };
+    let allowed = if current < max {
+        format!("a new count is {} to {max}", current + 1)
+    } else {
+        format!("it has the most a topic may have, {max}")
+    };
+    format!(
+        "topic {} has {current} partitions and {asked} were asked: {why} ({allowed})",
+        quoted(topic)
+    )
 }
 
 /// True if `e` says the disk (or the user's quota) is full: the storage

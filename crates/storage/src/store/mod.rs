@@ -33,6 +33,7 @@ mod partitions;
 mod topic;
 
 use partitions::{Opening, open_partitions, open_topic};
+use topic::check_topic_config;
 pub use topic::{PARTITIONS_MAX, TOPIC_NAME_MAX_CHARS, Topic, TopicConfig, validate_topic_name};
 
 /// Default period of the background flush and retention thread, in ms.
@@ -272,25 +273,9 @@ impl Store {
     /// directory in the way that is not a leftover of ours is an error, and
     /// left alone.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, StoreError> {
-        validate_topic_name(name)?;
-        if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
-            return Err(StoreError::InvalidPartitionCount {
-                partitions: config.partitions,
-                max: PARTITIONS_MAX,
-            });
-        }
-        config.log.validate()?;
+        check_topic_config(name, &config)?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        if self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
-        {
-            return Err(StoreError::TopicExists {
-                name: name.to_string(),
-            });
-        }
+        self.check_name_free(name)?;
         for partition in 0..config.partitions {
             self.clear_the_way(&partition_dir(&self.dir, name, partition))?;
         }
@@ -346,15 +331,8 @@ impl Store {
     pub fn add_partitions(&self, name: &str, count: u32) -> Result<Arc<Topic>, StoreError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.topic(name)?;
+        old.check_increase(count)?;
         let current = old.config.partitions;
-        if count <= current || count > PARTITIONS_MAX {
-            return Err(StoreError::InvalidPartitionIncrease {
-                topic: name.to_string(),
-                current,
-                asked: count,
-                max: PARTITIONS_MAX,
-            });
-        }
         for partition in current..count {
             self.clear_the_way(&partition_dir(&self.dir, name, partition))?;
         }
@@ -522,6 +500,28 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .allocate(self.medium())
+    }
+
+    /// Checks what [`create_topic`](Self::create_topic) would check (the
+    /// name, the partition count, the log config, a name not taken) and
+    /// creates nothing: a client's `validate_only`.
+    pub fn check_new_topic(&self, name: &str, config: &TopicConfig) -> Result<(), StoreError> {
+        check_topic_config(name, config)?;
+        self.check_name_free(name)
+    }
+
+    fn check_name_free(&self, name: &str) -> Result<(), StoreError> {
+        if self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+        {
+            return Err(StoreError::TopicExists {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// One topic.

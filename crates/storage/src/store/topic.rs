@@ -62,6 +62,24 @@ impl Topic {
         }
     }
 
+    /// Refuses a new partition count unless it is more than the topic has
+    /// and at most [`PARTITIONS_MAX`] (what [`Store::add_partitions`]
+    /// checks, for a caller that only validates).
+    ///
+    /// [`Store::add_partitions`]: super::Store::add_partitions
+    pub fn check_increase(&self, count: u32) -> Result<(), StoreError> {
+        let current = self.config.partitions;
+        if count <= current || count > PARTITIONS_MAX {
+            return Err(StoreError::InvalidPartitionIncrease {
+                topic: self.name.clone(),
+                current,
+                asked: count,
+                max: PARTITIONS_MAX,
+            });
+        }
+        Ok(())
+    }
+
     /// One partition's log.
     pub fn partition(&self, partition: u32) -> Result<&Arc<Log>, StoreError> {
         self.partitions
@@ -72,6 +90,19 @@ impl Topic {
                 count: self.partitions.len() as u32,
             })
     }
+}
+
+/// Checks a new topic's name, partition count and log config.
+pub(super) fn check_topic_config(name: &str, config: &TopicConfig) -> Result<(), StoreError> {
+    validate_topic_name(name)?;
+    if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
+        return Err(StoreError::InvalidPartitionCount {
+            partitions: config.partitions,
+            max: PARTITIONS_MAX,
+        });
+    }
+    config.log.validate()?;
+    Ok(())
 }
 
 /// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.
