@@ -12,8 +12,8 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use carteiro_core::BrokerError;
-use carteiro_storage::{ReadError, StoreError};
 use serde::Serialize;
+use tonic::Code;
 
 /// Characters of a client's value repeated in an error; the rest is cut.
 pub const ERROR_VALUE_CHARS_MAX: usize = 64;
@@ -118,37 +118,22 @@ impl ApiError {
     }
 }
 
-/// The HTTP status of a core error. Every core error maps here, nowhere else.
+/// The HTTP status of a core error: its gRPC code (`crate::error::code`,
+/// where every core error is mapped) as an HTTP status and short name.
 fn core_status(e: &BrokerError) -> (StatusCode, &'static str) {
-    if e.is_out_of_resources() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted");
-    }
-    match e {
-        BrokerError::Store(e) => match e {
-            StoreError::UnknownTopic { .. } | StoreError::UnknownPartition { .. } => {
-                (StatusCode::NOT_FOUND, "not_found")
-            }
-            StoreError::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
-            StoreError::InvalidTopicName { .. }
-            | StoreError::InvalidPartitionCount { .. }
-            | StoreError::InvalidPartitionIncrease { .. }
-            | StoreError::Config(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        },
-        BrokerError::Read(ReadError::OffsetOutOfRange { .. })
-        | BrokerError::PartitionRead {
-            source: ReadError::OffsetOutOfRange { .. },
-            ..
-        } => (StatusCode::BAD_REQUEST, "out_of_range"),
-        BrokerError::Read(_) | BrokerError::PartitionRead { .. } | BrokerError::DataLoss(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "data_loss")
+    match crate::error::code(e) {
+        Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        Code::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
+        Code::OutOfRange => (StatusCode::BAD_REQUEST, "out_of_range"),
+        Code::ResourceExhausted => (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted"),
+        Code::Unavailable if matches!(e, BrokerError::ShuttingDown) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
         }
-        BrokerError::UnknownGroup { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        BrokerError::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
-        BrokerError::ResourceExhausted { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "resource_exhausted")
-        }
-        BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        Code::FailedPrecondition => (StatusCode::CONFLICT, "failed_precondition"),
+        Code::Aborted => (StatusCode::CONFLICT, "aborted"),
+        Code::DataLoss => (StatusCode::INTERNAL_SERVER_ERROR, "data_loss"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -213,6 +198,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carteiro_storage::StoreError;
 
     #[test]
     fn long_values_are_cut_in_errors() {
