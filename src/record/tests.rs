@@ -345,7 +345,11 @@ fn a_producer_stamp_lands_in_the_header_under_the_crc() {
 }
 
 fn two_record_batch(codec: Compression) -> Vec<u8> {
-    let mut builder = RecordBatchBuilder::new().with_compression(codec);
+    two_records_in(RecordBatchBuilder::new().with_compression(codec))
+}
+
+/// Two records (the same each time) built by `builder`.
+fn two_records_in(mut builder: RecordBatchBuilder) -> Vec<u8> {
     for value in [b"first".repeat(40), b"second".repeat(40)] {
         builder
             .append(&NewRecord {
@@ -381,20 +385,12 @@ fn stamp_producer_rewrites_the_stamp_and_the_crc_as_the_builder_would_write_them
         );
         assert_eq!(parsed.validate().expect("records intact").iter().count(), 2);
         // The same bytes as a batch built stamped.
-        let mut builder = RecordBatchBuilder::new()
-            .with_compression(codec)
-            .with_producer(stamp);
-        for value in [b"first".repeat(40), b"second".repeat(40)] {
-            builder
-                .append(&NewRecord {
-                    timestamp: 1_700_000_000_000,
-                    key: Some(b"k"),
-                    value: Some(&value),
-                    headers: &[],
-                })
-                .expect("fits");
-        }
-        assert_eq!(batch, builder.build().expect("built"), "{codec:?}");
+        let built = two_records_in(
+            RecordBatchBuilder::new()
+                .with_compression(codec)
+                .with_producer(stamp),
+        );
+        assert_eq!(batch, built, "{codec:?}");
         // Stamped again (a new epoch): still valid, the new stamp.
         let bumped = ProducerStamp {
             epoch: 4,
