@@ -49,22 +49,19 @@ impl Pending {
         sequences: Option<&mut Sequences>,
     ) -> Result<Bytes, BatchError> {
         let records = i32::try_from(self.waiters.len()).expect("a batch holds below 2^31 records");
-        match (self.encoded.take(), sequences) {
-            (Some(bytes), None) => {
-                self.encoded = Some(bytes.clone());
-                Ok(bytes)
+        let bytes = match (self.encoded.take(), sequences) {
+            (Some(bytes), None) => bytes,
+            (Some(bytes), Some(sequences))
+                if self.stamp.is_none_or(|s| sequences.is_current(&s)) =>
+            {
+                bytes
             }
             (Some(bytes), Some(sequences)) => {
-                if self.stamp.is_none_or(|s| sequences.is_current(&s)) {
-                    self.encoded = Some(bytes.clone());
-                    return Ok(bytes);
-                }
                 let stamp = sequences.stamp_for(tp);
                 let bytes = restamp(bytes, stamp)?;
                 sequences.sent(tp, records);
                 self.stamp = Some(stamp);
-                self.encoded = Some(bytes.clone());
-                Ok(bytes)
+                bytes
             }
             (None, sequences) => {
                 let mut builder = std::mem::take(&mut self.builder);
@@ -77,10 +74,11 @@ impl Pending {
                     sequences.sent(tp, records);
                 }
                 self.stamp = stamp;
-                self.encoded = Some(bytes.clone());
-                Ok(bytes)
+                bytes
             }
-        }
+        };
+        self.encoded = Some(bytes.clone());
+        Ok(bytes)
     }
 
     /// Tells every record's sender that it failed.
