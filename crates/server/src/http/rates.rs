@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use carteiro_core::Broker;
 use carteiro_core::broker::INTERNAL_TOPIC_PREFIX;
@@ -174,18 +174,11 @@ fn totals(broker: &Broker) -> Vec<TopicTotals> {
     topics
 }
 
-/// Milliseconds since the Unix epoch by the wall clock.
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Takes the first sample, when the broker has just opened: before any
 /// client is served, so that what clients do before the first tick of
 /// [`sample_forever`] counts in its first points.
 pub fn first_sample(rates: &Rates, broker: &Broker) {
-    rates.record(Instant::now(), wall_ms(), totals(broker));
+    rates.record(Instant::now(), broker.now_ms(), totals(broker));
 }
 
 /// Samples every [`RATE_INTERVAL`] once `broker` yields the core (after
@@ -196,7 +189,7 @@ pub async fn sample_forever(rates: &Rates, broker: impl Fn() -> Option<Arc<Broke
     loop {
         ticks.tick().await;
         if let Some(broker) = broker() {
-            rates.record(Instant::now(), wall_ms(), totals(&broker));
+            rates.record(Instant::now(), broker.now_ms(), totals(&broker));
         }
     }
 }
