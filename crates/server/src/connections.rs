@@ -157,6 +157,42 @@ impl AsyncWrite for LimitedStream {
     }
 }
 
+/// Accepts the next connection `places` has a place for, with its place.
+/// One past the limit is closed at once (`refused` is told its peer, to
+/// log and count it); a failing accept (out of file descriptors and the
+/// like) waits, longer each time up to a second, with one warning each,
+/// instead of spinning. `backoff` carries the wait from call to call.
+pub(crate) async fn accept_within(
+    listener: &TcpListener,
+    places: &Arc<Semaphore>,
+    backoff: &mut Duration,
+    refused: impl Fn(std::net::SocketAddr),
+) -> (TcpStream, std::net::SocketAddr, OwnedSemaphorePermit) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                *backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                *backoff = (*backoff * 2)
+                    .max(Duration::from_millis(ACCEPT_BACKOFF_MIN_MS))
+                    .min(Duration::from_millis(ACCEPT_BACKOFF_MAX_MS));
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::time::sleep(*backoff).await;
+                continue;
+            }
+        };
+        match places.clone().try_acquire_owned() {
+            Ok(permit) => return (stream, peer, permit),
+            Err(_) => {
+                refused(peer);
+                drop(stream);
+            }
+        }
+    }
+}
+
 /// Accepts connections while fewer than `max_connections` are open; closes
 /// the others at once. The stream ends when the server stops.
 pub fn limited_incoming(
@@ -169,28 +205,12 @@ pub fn limited_incoming(
     tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => {
-                    backoff = Duration::ZERO;
-                    accepted
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like pass: wait (longer
-                    // each time, one warning each) instead of spinning.
-                    backoff = (backoff * 2)
-                        .max(Duration::from_millis(ACCEPT_BACKOFF_MIN_MS))
-                        .min(Duration::from_millis(ACCEPT_BACKOFF_MAX_MS));
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = places.clone().try_acquire_owned() else {
-                grpc_metrics::refused(Limit::Connections);
-                tracing::warn!(%peer, max_connections, "connection refused: max_connections reached");
-                drop(stream);
-                continue;
-            };
+            let (stream, peer, permit) =
+                accept_within(&listener, &places, &mut backoff, |peer| {
+                    grpc_metrics::refused(Limit::Connections);
+                    tracing::warn!(%peer, max_connections, "connection refused: max_connections reached");
+                })
+                .await;
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "set_nodelay failed");
             }

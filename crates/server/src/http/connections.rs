@@ -13,11 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::connections::accept_within;
+
 /// A listener that hands out at most `limit` connections at once.
 pub(crate) struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
     limit: u32,
+    /// The wait after failed accepts (see `accept_within`).
+    backoff: Duration,
 }
 
 impl LimitedListener {
@@ -26,6 +30,7 @@ impl LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(limit as usize)),
             limit,
+            backoff: Duration::ZERO,
         }
     }
 }
@@ -41,32 +46,19 @@ impl axum::serve::Listener for LimitedListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Counted, std::net::SocketAddr) {
-        loop {
-            let (stream, peer) = match self.inner.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "http listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    return (
-                        Counted {
-                            stream,
-                            _permit: permit,
-                        },
-                        peer,
-                    );
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, limit = self.limit, "http connection refused: the limit of open connections is reached");
-                    drop(stream);
-                }
-            }
-        }
+        let limit = self.limit;
+        let (stream, peer, permit) =
+            accept_within(&self.inner, &self.permits, &mut self.backoff, |peer| {
+                tracing::warn!(%peer, limit, "http connection refused: the limit of open connections is reached");
+            })
+            .await;
+        (
+            Counted {
+                stream,
+                _permit: permit,
+            },
+            peer,
+        )
     }
 
     fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
