@@ -461,21 +461,10 @@ fn run_producers(
 /// Every `(producer, base sequence)` stored in the log, in order.
 fn stored_sequences(log: &Log) -> Vec<(i64, i32)> {
     let mut out = Vec::new();
-    let mut offset = log.start_offset();
-    loop {
-        let read = log.read(offset, 64 * 1024).expect("readable");
-        if read.batches.is_empty() {
-            return out;
-        }
-        let mut rest = &read.batches[..];
-        while !rest.is_empty() {
-            let (batch, tail) =
-                carteiro::record::RecordBatch::parse(rest).expect("stored batches are valid");
-            out.push((batch.header().producer_id, batch.header().base_sequence));
-            rest = tail;
-        }
-        offset = read.next_offset;
-    }
+    for_each_batch(log, |batch| {
+        out.push((batch.header().producer_id, batch.header().base_sequence));
+    });
+    out
 }
 
 #[test]

@@ -98,30 +98,38 @@ pub fn os_options_with_clock(clock: Arc<dyn Clock>) -> LogOptions {
     }
 }
 
-/// Every record in the log as `(offset, value, timestamp)`, read batch by batch from the start.
-pub fn all_records(log: &Log) -> Vec<(u64, Vec<u8>, i64)> {
-    let mut out = Vec::new();
+/// Calls `each` with every batch in the log, in order, read from the start.
+pub fn for_each_batch(log: &Log, mut each: impl FnMut(&RecordBatch<'_>)) {
     let mut offset = log.start_offset();
     loop {
         let read = log.read(offset, 64 * 1024).expect("readable");
         if read.batches.is_empty() {
-            return out;
+            return;
         }
         let mut rest = &read.batches[..];
         while !rest.is_empty() {
             let (batch, tail) = RecordBatch::parse(rest).expect("stored batches are valid");
-            for record in batch.records().expect("decodable").iter() {
-                let record = record.expect("valid record");
-                out.push((
-                    record.offset as u64,
-                    record.value.unwrap_or_default().to_vec(),
-                    record.timestamp,
-                ));
-            }
+            each(&batch);
             rest = tail;
         }
         offset = read.next_offset;
     }
+}
+
+/// Every record in the log as `(offset, value, timestamp)`, read batch by batch from the start.
+pub fn all_records(log: &Log) -> Vec<(u64, Vec<u8>, i64)> {
+    let mut out = Vec::new();
+    for_each_batch(log, |batch| {
+        for record in batch.records().expect("decodable").iter() {
+            let record = record.expect("valid record");
+            out.push((
+                record.offset as u64,
+                record.value.unwrap_or_default().to_vec(),
+                record.timestamp,
+            ));
+        }
+    });
+    out
 }
 
 /// Values only.
