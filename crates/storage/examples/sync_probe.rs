@@ -6,14 +6,20 @@
 //! percentiles in µs. Used to choose the durable write path (issue #16,
 //! docs/performance.md).
 //!
-//! `cargo run --release -p carteiro-storage --example sync_probe -- FILE`
+//! With STALL_SECONDS, it then counts the disk's slow syncs: 200-byte
+//! appends, each synced, for that many seconds flat out and again paced at
+//! 1,000 a second. If slow syncs per second stay the same at both rates,
+//! they are the disk's own stalls in time, not a cost of each sync, and no
+//! grouping of syncs takes them away (docs/performance.md).
+//!
+//! `cargo run --release -p carteiro-storage --example sync_probe -- FILE [STALL_SECONDS]`
 //! (FILE is created, 64 MiB, and removed; put it on the disk to measure).
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::io::ReadWriteFlags;
 
@@ -23,6 +29,12 @@ const APPENDS: usize = 3_000;
 const APPEND_BYTES: usize = 2_200;
 /// Bytes reserved or written ahead.
 const FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes of each append while counting stalls: about one durable record.
+const STALL_APPEND_BYTES: usize = 200;
+/// Syncs a second of the paced stall count.
+const STALL_PACED_PER_SECOND: u32 = 1_000;
+/// Sync durations counted as slow, in milliseconds.
+const SLOW_SYNC_MS: [f64; 3] = [1.0, 2.5, 5.0];
 
 fn prepared(path: &str, zeroed: bool) -> std::io::Result<File> {
     let file = OpenOptions::new()
@@ -93,7 +105,7 @@ fn two_threads(path: &str) -> std::io::Result<Vec<f64>> {
                     }
                     file.sync_data()?;
                     micros.push(started.elapsed().as_secs_f64() * 1e6);
-                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    std::thread::sleep(Duration::from_micros(50));
                 }
                 Ok(micros)
             })
@@ -109,10 +121,59 @@ fn two_threads(path: &str) -> std::io::Result<Vec<f64>> {
     Ok(all)
 }
 
+/// Appends and syncs for `seconds`, flat out or paced, and prints how many
+/// syncs a second took longer than each of [`SLOW_SYNC_MS`].
+fn count_stalls(path: &str, seconds: u64, paced_per_second: Option<u32>) -> std::io::Result<()> {
+    let file = prepared(path, true)?;
+    let record = vec![7u8; STALL_APPEND_BYTES];
+    let interval = paced_per_second.map(|rate| Duration::from_secs(1) / rate);
+    let (started, mut at, mut syncs) = (Instant::now(), 0u64, 0u64);
+    let mut slow = [0u64; SLOW_SYNC_MS.len()];
+    while started.elapsed() < Duration::from_secs(seconds)
+        && at + (STALL_APPEND_BYTES as u64) <= FILE_BYTES
+    {
+        if let Some(interval) = interval {
+            let due = started + interval * u32::try_from(syncs).unwrap_or(u32::MAX);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let began = Instant::now();
+        file.write_all_at(&record, at)?;
+        file.sync_data()?;
+        let millis = began.elapsed().as_secs_f64() * 1e3;
+        for (count, limit) in slow.iter_mut().zip(SLOW_SYNC_MS) {
+            *count += u64::from(millis > limit);
+        }
+        at += STALL_APPEND_BYTES as u64;
+        syncs += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let pace = paced_per_second.map_or("flat out".to_string(), |rate| format!("paced {rate}/s"));
+    let per_second: Vec<String> = slow
+        .iter()
+        .zip(SLOW_SYNC_MS)
+        .map(|(count, limit)| format!(">{limit} ms {:.2}/s", *count as f64 / elapsed))
+        .collect();
+    println!(
+        "stalls, {pace:<14} {:>6.0} syncs/s  {}",
+        syncs as f64 / elapsed,
+        per_second.join("  ")
+    );
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: sync_probe FILE (created, 64 MiB, then removed)");
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: sync_probe FILE [STALL_SECONDS] (FILE is created, 64 MiB, then removed)");
         std::process::exit(2);
+    };
+    let stall_seconds = match args.next().map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(seconds)) => Some(seconds),
+        Some(Err(_)) => {
+            eprintln!("STALL_SECONDS must be a whole number of seconds");
+            std::process::exit(2);
+        }
     };
     report(
         "reserved, pwrite + fdatasync",
@@ -131,5 +192,9 @@ fn main() -> std::io::Result<()> {
         one_thread(&path, true, true)?,
     );
     report("written, 2 threads each syncing", two_threads(&path)?);
+    if let Some(seconds) = stall_seconds {
+        count_stalls(&path, seconds, None)?;
+        count_stalls(&path, seconds, Some(STALL_PACED_PER_SECOND))?;
+    }
     std::fs::remove_file(&path)
 }
