@@ -102,3 +102,13 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect()
 }
+
+/// `(producer id, epoch, base sequence, record count)` of each batch stored
+/// in a partition.
+pub fn batch_stamps(broker: &Broker, topic: &str, partition: u32) -> Vec<(i64, i16, i32, i32)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(crate::common::stored_stamps(broker, topic, partition))
+}
