@@ -1,11 +1,13 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use carteiro::record::{Compression, NewRecord, ProducerStamp, RecordBatch, RecordBatchBuilder};
-use carteiro_storage::{Clock, FlushPolicy, Log, LogConfig, LogOptions, Medium, SimulatedMedium};
+use carteiro_storage::{
+    Clock, FlushPolicy, Log, LogConfig, LogOptions, Medium, OpenError, SimulatedMedium,
+};
 
 /// A batch of `count` records whose values are `"{tag}-{i}"`, all at `timestamp`.
 pub fn batch(tag: &str, count: usize, timestamp: i64) -> Vec<u8> {
@@ -178,5 +180,17 @@ pub fn small_topic(partitions: u32) -> carteiro_storage::TopicConfig {
     carteiro_storage::TopicConfig {
         partitions,
         log: small_config(4096),
+    }
+}
+
+/// The file, byte and reason of a refusal to open for damaged data.
+pub fn refusal(opened: Result<Log, OpenError>) -> (PathBuf, u64, String) {
+    match opened {
+        Err(OpenError::CorruptDurableData {
+            file,
+            position,
+            reason,
+        }) => (file, position, reason),
+        other => panic!("expected CorruptDurableData, got {:?}", other.map(|_| ())),
     }
 }
