@@ -194,3 +194,11 @@ pub fn refusal(opened: Result<Log, OpenError>) -> (PathBuf, u64, String) {
         other => panic!("expected CorruptDurableData, got {:?}", other.map(|_| ())),
     }
 }
+
+/// Flips one byte of a file, as a failing disk would.
+pub fn damage(medium: &SimulatedMedium, path: &Path, at: usize) {
+    let bytes = read_file(medium, path);
+    medium
+        .corrupt(path, at, &[bytes[at] ^ 0x5a])
+        .expect("in the file");
+}
