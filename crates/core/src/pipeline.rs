@@ -12,7 +12,10 @@
 //!
 //! Once one of its appends fails, the later ones are refused
 //! ([`BrokerError::NotAppendedAfterFailure`]) and not appended, so that a
-//! client's retry cannot reorder a partition.
+//! client's retry cannot reorder a partition. A [`Pipeline::standalone`]
+//! pipeline (a Kafka connection's) refuses nothing after a failure: Kafka
+//! answers each produce request on its own, and an idempotent client's
+//! sequence numbers keep its retries in order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +28,36 @@ use crate::error::BrokerError;
 use crate::produce::{Appended, Payload, ProduceRequest, check_batch};
 
 /// See the module documentation. One per sender; not shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipeline {
-    /// Set when one of its appends fails.
-    failed: Arc<AtomicBool>,
+    /// Set when one of its appends fails; `None` when its appends stand
+    /// alone ([`Pipeline::standalone`]).
+    failed: Option<Arc<AtomicBool>>,
     /// The log its queued appends went to, and the signal that the last
     /// of them (so all: a log's queue is in order) is appended or refused.
     queued: Option<(Arc<Log>, oneshot::Receiver<()>)>,
 }
 
+impl Default for Pipeline {
+    /// A pipeline that refuses every append after one fails.
+    fn default() -> Pipeline {
+        Pipeline {
+            failed: Some(Arc::default()),
+            queued: None,
+        }
+    }
+}
+
 impl Pipeline {
+    /// A pipeline whose appends stand alone: one failing refuses none of
+    /// the later ones (they are still appended in the order sent).
+    pub fn standalone() -> Pipeline {
+        Pipeline {
+            failed: None,
+            queued: None,
+        }
+    }
+
     /// Waits until every append it queued is appended or refused.
     async fn settle(&mut self) {
         if let Some((_, done)) = self.queued.take() {
@@ -44,7 +67,15 @@ impl Pipeline {
     }
 
     fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.failed
+            .as_ref()
+            .is_some_and(|failed| failed.load(Ordering::Acquire))
+    }
+
+    fn mark_failed(&self) {
+        if let Some(failed) = &self.failed {
+            failed.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -71,7 +102,7 @@ impl Broker {
                 }
                 let appended = self.append(request).await;
                 if appended.is_err() {
-                    pipeline.failed.store(true, Ordering::Release);
+                    pipeline.mark_failed();
                 }
                 return appended;
             }
@@ -106,16 +137,17 @@ impl Broker {
 
 /// The append that runs on the log's draining thread: checks the batch
 /// (it reads all of it), appends it unless an earlier append of the
-/// pipeline failed, and answers once the acks are met.
+/// pipeline failed (`failed`, when the pipeline refuses after a failure),
+/// and answers once the acks are met.
 fn queued_append(
     bytes: bytes::Bytes,
     acks: carteiro_storage::Acks,
-    failed: Arc<AtomicBool>,
+    failed: Option<Arc<AtomicBool>>,
     done: oneshot::Sender<()>,
     answer: oneshot::Sender<Result<carteiro_storage::AppendInfo, BrokerError>>,
 ) -> QueuedAppend {
     Box::new(move |log: &Log| {
-        let appended = if failed.load(Ordering::Acquire) {
+        let appended = if failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) {
             Err(BrokerError::NotAppendedAfterFailure)
         } else {
             check_batch("record_batch", bytes).and_then(|batch| {
@@ -126,7 +158,7 @@ fn queued_append(
                     })
             })
         };
-        if appended.is_err() {
+        if let (Err(_), Some(failed)) = (&appended, &failed) {
             failed.store(true, Ordering::Release);
         }
         let _ = done.send(());

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
+use carteiro_core::pipeline::Pipeline;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -74,6 +75,8 @@ async fn read_requests(
 ) -> Stop {
     let mut shutdown = edge.broker.shutdown_signal();
     let limit = edge.options.request_bytes_max;
+    // The connection's produces, appended in the order they came.
+    let mut pipeline = Pipeline::standalone();
     loop {
         let mut prefix = [0u8; 4];
         let read = tokio::select! {
@@ -125,7 +128,7 @@ async fn read_requests(
         let (correlation_id, version) = (frame.correlation_id, frame.version);
         let api = frame.key.and_then(metrics::api_index);
         let timer = api.and_then(|api| Some((api, metrics::start(api)?)));
-        let reply = match route(edge, frame).await {
+        let reply = match route(edge, &mut pipeline, frame).await {
             Outcome::Reply(reply) => tokio::spawn(async move { Some(*reply) }),
             Outcome::Later(reply) => reply,
             Outcome::NoReply => continue,

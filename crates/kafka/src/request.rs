@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use carteiro_core::fetch::FetchReservation;
+use carteiro_core::pipeline::Pipeline;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Decodable;
@@ -137,9 +138,10 @@ pub(crate) enum Outcome {
 }
 
 /// Decodes a frame's body and runs its handler. Produce requests are
-/// appended here, in the order they came; everything else runs in its own
-/// task so that a long poll does not hold up the requests behind it.
-pub(crate) async fn route(edge: &Arc<Edge>, frame: Frame) -> Outcome {
+/// appended here, in the order they came (queued through the connection's
+/// `pipeline`); everything else runs in its own task so that a long poll
+/// does not hold up the requests behind it.
+pub(crate) async fn route(edge: &Arc<Edge>, pipeline: &mut Pipeline, frame: Frame) -> Outcome {
     let Some(key) = frame.key else {
         return Outcome::Close(format!("unknown API key {}", frame.raw_key));
     };
@@ -179,7 +181,7 @@ pub(crate) async fn route(edge: &Arc<Edge>, frame: Frame) -> Outcome {
         }
     };
     if let RequestKind::Produce(produce) = request {
-        return handlers::produce::append(edge, produce, version).await;
+        return handlers::produce::append(edge, pipeline, produce, version).await;
     }
     let edge = edge.clone();
     Outcome::Later(tokio::spawn(async move {

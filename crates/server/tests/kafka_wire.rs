@@ -467,3 +467,46 @@ fn connections_past_the_limit_are_closed_and_the_others_served_in_parallel() {
         );
     }
 }
+
+#[test]
+fn acks_0_produces_are_appended_in_order_and_a_failed_one_closes_only_its_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path(), &[]);
+    let address = kafka_address(&broker);
+    let mut kafka = KafkaConnection::open(&address);
+    create_topic(&mut kafka, "quiet", 1);
+    let first = Bytes::from(common::batch_of(&["first"]));
+    let second = Bytes::from(common::batch_of(&["second"]));
+    // acks=0 gets no reply; the acks=all produce after it lands after it.
+    kafka.send(&produce("quiet", 0, first.clone(), 0), 9);
+    let reply = kafka.call(&produce("quiet", 0, second.clone(), -1), 9);
+    let partition = &reply.responses[0].partition_responses[0];
+    assert_eq!((partition.error_code, partition.base_offset), (0, 1));
+    // A refused batch with acks=all is answered and the connection goes on:
+    // the next batch on it is appended (each produce stands alone).
+    let mut bad_crc = common::batch_of(&["damaged"]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    let bad_crc = Bytes::from(bad_crc);
+    let reply = kafka.call(&produce("quiet", 0, bad_crc.clone(), -1), 9);
+    assert_eq!(first_produce_error(&reply), 2, "CORRUPT_MESSAGE");
+    let third = Bytes::from(common::batch_of(&["third"]));
+    let reply = kafka.call(&produce("quiet", 0, third.clone(), -1), 9);
+    let partition = &reply.responses[0].partition_responses[0];
+    assert_eq!((partition.error_code, partition.base_offset), (0, 2));
+    // The same refusal with acks=0 has no reply to carry it: the broker
+    // closes the connection, as Kafka does.
+    kafka.send(&produce("quiet", 0, bad_crc, 0), 9);
+    assert!(kafka.is_closed_by_broker());
+    let mut other = KafkaConnection::open(&address);
+    for (offset, batch) in [first, second, third].iter().enumerate() {
+        let stored = records_of(&other.call(&fetch("quiet", offset as i64, 0), 12));
+        let length = 12 + i32::from_be_bytes(stored[8..12].try_into().expect("4 bytes")) as usize;
+        assert_same_batch(&stored[..length], batch, offset as i64);
+    }
+    let reply = other.call(&fetch("quiet", 3, 0), 12);
+    assert_eq!(
+        reply.responses[0].partitions[0].high_watermark, 3,
+        "nothing after the third batch"
+    );
+}

@@ -1,7 +1,9 @@
 //! Produce: each partition's record batch goes to the core as it came (the
 //! broker rewrites only its base offset, outside the CRC). A connection's
-//! produce requests are appended in the order they came; the reply waits
-//! for the request's acks while later requests are read.
+//! produce requests are appended in the order they came, queued to each
+//! partition's draining thread through the connection's standalone
+//! [`Pipeline`] (one failing refuses none after it, as in Kafka); the
+//! reply waits for the request's acks while later requests are read.
 //!
 //! acks 0 and 1 wait for the append; acks -1 (all) waits until the append
 //! is durable under the topic's flush policy. A produce with acks 0 gets
@@ -11,6 +13,7 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use carteiro_core::pipeline::Pipeline;
 use carteiro_core::produce::{Appended, Payload, ProduceRequest as CoreProduce};
 use carteiro_core::{Acks, BrokerError};
 use kafka_protocol::ResponseError;
@@ -40,8 +43,14 @@ fn acks_of(acks: i16) -> Result<Acks, KafkaError> {
     }
 }
 
-/// Appends every partition's batch in order, and returns the reply to come.
-pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i16) -> Outcome {
+/// Appends every partition's batch in order, after the connection's
+/// earlier ones (`pipeline`), and returns the reply to come.
+pub(crate) async fn append(
+    edge: &Arc<Edge>,
+    pipeline: &mut Pipeline,
+    request: ProduceRequest,
+    version: i16,
+) -> Outcome {
     let acks = acks_of(request.acks);
     let transactional = request
         .transactional_id
@@ -81,7 +90,7 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
                     payload: Payload::Batch(records),
                     acks: acks.clone().unwrap_or(Acks::Appended),
                 };
-                match edge.broker.append(produce).await {
+                match edge.broker.append_in(pipeline, produce).await {
                     Ok(appended) => (data.index, PartitionAppend::Appended(appended)),
                     Err(e) => failed(produce_error(&e)),
                 }
@@ -99,27 +108,32 @@ pub(crate) async fn append(edge: &Arc<Edge>, request: ProduceRequest, version: i
         topics.push((topic.name, partitions));
     }
     if request.acks == 0 {
-        let failed = topics
-            .iter()
-            .flat_map(|(_, p)| p)
-            .find_map(|(_, p)| match p {
-                PartitionAppend::Failed(e) => Some(e.message.clone()),
-                PartitionAppend::Appended(_) => None,
-            });
-        if let Some(reason) = failed {
-            // No reply carries the codes: they are counted here.
-            let api = crate::metrics::api_index(kafka_protocol::messages::ApiKey::Produce);
-            for (_, partition) in topics.iter().flat_map(|(_, p)| p) {
-                if let (Some(api), PartitionAppend::Failed(e)) = (api, partition) {
-                    crate::metrics::count_error(api, e.code());
+        // No reply: wait for the appends (acks 0 waits for nothing more),
+        // so that a failure closes the connection. A flush-`always` log
+        // syncs them anyway, for its readers.
+        let mut failures = Vec::new();
+        for (_, partitions) in topics {
+            for (_, partition) in partitions {
+                match partition {
+                    PartitionAppend::Failed(e) => failures.push(e),
+                    PartitionAppend::Appended(appended) => {
+                        if let Err(e) = appended.acknowledged().await {
+                            failures.push(produce_error(&e));
+                        }
+                    }
                 }
             }
-            return Outcome::Close(format!("a produce with acks=0 failed: {reason}"));
         }
-        // No reply, but the appends still become visible: on a flush-always
-        // topic that takes the sync an acknowledgement starts.
-        tokio::spawn(acknowledge(topics, version));
-        return Outcome::NoReply;
+        let Some(first) = failures.first() else {
+            return Outcome::NoReply;
+        };
+        // No reply carries the codes: they are counted here.
+        if let Some(api) = crate::metrics::api_index(kafka_protocol::messages::ApiKey::Produce) {
+            for e in &failures {
+                crate::metrics::count_error(api, e.code());
+            }
+        }
+        return Outcome::Close(format!("a produce with acks=0 failed: {}", first.message));
     }
     Outcome::Later(tokio::spawn(async move {
         Some(Reply::new(ResponseKind::Produce(
