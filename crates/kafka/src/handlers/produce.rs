@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use carteiro_core::pipeline::Pipeline;
-use carteiro_core::produce::{Appended, Payload, ProduceRequest as CoreProduce};
+use carteiro_core::produce::{
+    Appended, PartitionAppend as Landed, Payload, ProduceRequest as CoreProduce,
+};
 use carteiro_core::{Acks, BrokerError};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -30,6 +32,18 @@ use crate::request::{Body, Frame, Outcome, Reply};
 enum PartitionAppend {
     Appended(Appended),
     Failed(KafkaError),
+}
+
+impl PartitionAppend {
+    /// Waits for its acks: where it landed, or why it did not.
+    async fn acknowledged(self) -> Result<Vec<Landed>, KafkaError> {
+        match self {
+            PartitionAppend::Appended(appended) => {
+                appended.acknowledged().await.map_err(|e| produce_error(&e))
+            }
+            PartitionAppend::Failed(e) => Err(e),
+        }
+    }
 }
 
 fn acks_of(acks: i16) -> Result<Acks, KafkaError> {
@@ -112,16 +126,9 @@ pub(crate) async fn append(
         // so that a failure closes the connection. A flush-`always` log
         // syncs them anyway, for its readers.
         let mut failures = Vec::new();
-        for (_, partitions) in topics {
-            for (_, partition) in partitions {
-                match partition {
-                    PartitionAppend::Failed(e) => failures.push(e),
-                    PartitionAppend::Appended(appended) => {
-                        if let Err(e) = appended.acknowledged().await {
-                            failures.push(produce_error(&e));
-                        }
-                    }
-                }
+        for (_, partition) in topics.into_iter().flat_map(|(_, p)| p) {
+            if let Err(e) = partition.acknowledged().await {
+                failures.push(e);
             }
         }
         let Some(first) = failures.first() else {
@@ -158,13 +165,7 @@ async fn acknowledge(
             let answer = PartitionProduceResponse::default()
                 .with_index(index)
                 .with_log_append_time_ms(-1);
-            let result = match outcome {
-                PartitionAppend::Appended(appended) => {
-                    appended.acknowledged().await.map_err(|e| produce_error(&e))
-                }
-                PartitionAppend::Failed(e) => Err(e),
-            };
-            answers.push(match result {
+            answers.push(match outcome.acknowledged().await {
                 Ok(landed) => {
                     let base = landed.first().map_or(-1, |l| l.base_offset as i64);
                     answer.with_base_offset(base)
