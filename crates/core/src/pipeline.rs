@@ -58,18 +58,25 @@ impl Pipeline {
         }
     }
 
-    /// Waits until every append it queued is appended or refused.
-    async fn settle(&mut self) {
+    /// Waits until every append it queued is appended or refused; refuses
+    /// what comes next if one of them failed.
+    async fn settle(&mut self) -> Result<(), BrokerError> {
         if let Some((_, done)) = self.queued.take() {
             // A dropped sender means the append ran (or the log went away).
             let _ = done.await;
         }
+        self.refuse_after_failure()
     }
 
-    fn has_failed(&self) -> bool {
-        self.failed
-            .as_ref()
-            .is_some_and(|failed| failed.load(Ordering::Acquire))
+    /// [`BrokerError::NotAppendedAfterFailure`] once one of its appends
+    /// failed (never for a standalone pipeline).
+    fn refuse_after_failure(&self) -> Result<(), BrokerError> {
+        match &self.failed {
+            Some(failed) if failed.load(Ordering::Acquire) => {
+                Err(BrokerError::NotAppendedAfterFailure)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn mark_failed(&self) {
@@ -90,16 +97,11 @@ impl Broker {
         request: ProduceRequest,
     ) -> Result<Appended, BrokerError> {
         self.check_running()?;
-        if pipeline.has_failed() {
-            return Err(BrokerError::NotAppendedAfterFailure);
-        }
+        pipeline.refuse_after_failure()?;
         let (partition, bytes) = match (&request.payload, request.partition) {
             (Payload::Batch(bytes), Some(partition)) => (partition, bytes.clone()),
             _ => {
-                pipeline.settle().await;
-                if pipeline.has_failed() {
-                    return Err(BrokerError::NotAppendedAfterFailure);
-                }
+                pipeline.settle().await?;
                 let appended = self.append(request).await;
                 if appended.is_err() {
                     pipeline.mark_failed();
@@ -114,10 +116,7 @@ impl Broker {
             .as_ref()
             .is_some_and(|(queued, _)| !Arc::ptr_eq(queued, &log))
         {
-            pipeline.settle().await;
-            if pipeline.has_failed() {
-                return Err(BrokerError::NotAppendedAfterFailure);
-            }
+            pipeline.settle().await?;
         }
         let (done, settled) = oneshot::channel();
         let (answer, answered) = oneshot::channel();
