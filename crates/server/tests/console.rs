@@ -48,10 +48,7 @@ fn the_console_shows_topics_messages_groups_and_rates_and_creates_and_deletes_to
     let modules = node_modules();
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on");
+    let http = broker.http();
     let created = Command::new(logctl_binary())
         .args(["--broker", &broker.address])
         .args(["topics", "create", "console-orders", "--partitions", "2"])

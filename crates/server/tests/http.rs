@@ -42,10 +42,7 @@ fn sample(scrape: &str, name_and_labels: &str) -> Option<u64> {
 async fn metrics_count_what_was_produced_and_the_group_lag_that_logctl_shows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on");
+    let http = broker.http();
     common::create_topic(&broker, "metered", 1, common::small_topic(1 << 20)).await;
     let mut client = broker.broker().await;
     let values: Vec<String> = (0..10).map(|i| format!("record {i}")).collect();
@@ -161,10 +158,7 @@ fn readyz_waits_for_recovery_while_livez_answers() {
 fn bad_requests_get_a_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on");
+    let http = broker.http();
     let unknown = http_get(&http, "/nope").expect("answered");
     assert_eq!(unknown.0, 404);
     assert!(unknown.1.contains("/metrics"), "{unknown:?}");
@@ -207,14 +201,8 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Two connections per edge: a third Kafka one is refused at accept.
     let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
-    let http = broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on");
-    let kafka = broker
-        .kafka_address
-        .clone()
-        .expect("the Kafka listener is on");
+    let http = broker.http();
+    let kafka = broker.kafka();
     // One gRPC connection for every call.
     let channel = tonic::transport::Channel::from_shared(broker.url())
         .expect("url")
@@ -416,10 +404,7 @@ async fn request_metrics_count_both_edges_their_errors_limits_and_syncs() {
 fn http_connections_past_the_limit_are_closed_and_the_others_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
-    let http = broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on");
+    let http = broker.http();
     // Two idle connections take both places.
     let first = TcpStream::connect(&http).expect("connect");
     let second = TcpStream::connect(&http).expect("connect");

@@ -109,13 +109,6 @@ fn post_json(address: &str, target: &str, body: &str) -> Answer {
     )
 }
 
-fn http(broker: &Broker) -> String {
-    broker
-        .http_address
-        .clone()
-        .expect("the HTTP listener is on")
-}
-
 /// Runs `logctl` against `broker` with `input`, expecting success.
 fn logctl(broker: &Broker, args: &[&str], input: &str) -> String {
     let mut child = Command::new(logctl_binary())
@@ -177,7 +170,7 @@ fn tree(dir: &Path) -> Vec<String> {
 async fn topics_and_messages_agree_with_what_was_produced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     logctl(
         &broker,
         &["topics", "create", "shop", "--partitions", "2"],
@@ -289,7 +282,7 @@ async fn topics_and_messages_agree_with_what_was_produced() {
 async fn groups_show_members_commits_and_lag_of_grpc_and_kafka_groups() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     logctl(
         &broker,
         &["topics", "create", "work", "--partitions", "2"],
@@ -335,7 +328,7 @@ async fn groups_show_members_commits_and_lag_of_grpc_and_kafka_groups() {
     assert_eq!(get_json(&http, "/api/groups/workers")["lag"], 0);
 
     // A Kafka consumer group (kcat's librdkafka), while its member is in it.
-    let kafka = broker.kafka_address.clone().expect("Kafka listener");
+    let kafka = broker.kafka();
     let mut consumer = Command::new("kcat")
         .args(["-b", &kafka, "-G", "kafka-workers", "work", "-q"])
         .args(["-X", "auto.offset.reset=earliest"])
@@ -386,7 +379,7 @@ async fn groups_show_members_commits_and_lag_of_grpc_and_kafka_groups() {
 async fn rates_follow_what_is_produced_and_fetched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     logctl(&broker, &["topics", "create", "busy"], "");
     let lines: String = (0..50).map(|i| format!("r{i}\n")).collect();
     logctl(&broker, &["produce", "busy"], &lines);
@@ -435,7 +428,7 @@ async fn rates_follow_what_is_produced_and_fetched() {
 fn topics_are_created_and_deleted_through_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     let created = post_json(&http, "/api/topics", r#"{"name": "made", "partitions": 3}"#);
     assert_eq!(created.status, 201, "{created:?}");
     assert_eq!(created.json()["partition_count"], 3);
@@ -469,7 +462,7 @@ fn topics_are_created_and_deleted_through_the_api() {
 fn bad_inputs_get_a_json_4xx_naming_the_field_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     logctl(
         &broker,
         &["topics", "create", "kept", "--partitions", "2"],
@@ -606,7 +599,7 @@ fn bad_inputs_get_a_json_4xx_naming_the_field_and_change_nothing() {
 fn the_console_page_is_served_with_its_script_and_style() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let http = http(&broker);
+    let http = broker.http();
     let page = get(&http, "/");
     assert_eq!(page.status, 200);
     assert!(

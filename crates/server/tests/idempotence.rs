@@ -97,7 +97,7 @@ async fn values_of(broker: &Broker, topic: &str) -> Vec<String> {
 async fn over_kafka_a_resent_batch_is_stored_once_and_gaps_and_old_epochs_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let kafka_address = broker.kafka_address.clone().expect("kafka on");
+    let kafka_address = broker.kafka();
     let mut kafka = KafkaConnection::open(&kafka_address);
     let init = kafka.call(
         &InitProducerIdRequest::default()

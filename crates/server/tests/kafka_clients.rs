@@ -67,10 +67,7 @@ fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
 /// A broker on ephemeral ports with a fresh data directory.
 fn broker(dir: &tempfile::TempDir) -> (Broker, String) {
     let broker = Broker::start(dir.path(), &[]);
-    let kafka = broker
-        .kafka_address
-        .clone()
-        .expect("the broker's first line names its Kafka listener");
+    let kafka = broker.kafka();
     (broker, kafka)
 }
 

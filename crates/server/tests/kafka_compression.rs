@@ -49,7 +49,7 @@ fn kcat(args: &[&str], input: &str) -> String {
 async fn kcat_batches_of_every_codec_are_stored_as_sent_and_read_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let kafka = broker.kafka_address.clone().expect("a Kafka listener");
+    let kafka = broker.kafka();
     let mut client = broker.broker().await;
     for codec in &Compression::ALL[1..] {
         let topic = format!("kcat-{}", codec.name());

@@ -36,10 +36,7 @@ async fn a_sigkill_keeps_every_record_librdkafka_was_told_is_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let partitions = PARTITIONS.to_string();
     let broker = Broker::start(dir.path(), &["--default-partitions", &partitions]);
-    let kafka = broker
-        .kafka_address
-        .clone()
-        .expect("the Kafka listener is on");
+    let kafka = broker.kafka();
     let mut producer = Command::new(tools::python())
         .arg(tools::scripts().join("acked_producer.py"))
         .args([&kafka, "ledger", "100000000"])

@@ -32,13 +32,6 @@ fn lines(prefix: &str) -> String {
     (0..LINES).map(|i| format!("{prefix} line {i}\n")).collect()
 }
 
-fn kafka_address(broker: &Broker) -> String {
-    broker
-        .kafka_address
-        .clone()
-        .expect("the Kafka listener is on")
-}
-
 /// kcat's output of every record of `topic`, from the start to the end.
 fn kcat_read(address: &str, topic: &str) -> String {
     run("kcat", &["-b", address, "-C", "-t", topic, "-e", "-q"], b"").stdout
@@ -89,7 +82,7 @@ fn kcat_lists_the_broker_at_its_advertised_address_and_the_topics() {
 fn kcat_lines_come_back_identical_through_kcat_and_grpc_with_every_codec() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("lines-{codec}");
         let sent = lines(codec);
@@ -120,14 +113,14 @@ fn records_produced_over_grpc_come_back_identical_through_kcat() {
         &["--broker", &broker.address, "produce", "from-grpc"],
         sent.as_bytes(),
     );
-    assert_eq!(kcat_read(&kafka_address(&broker), "from-grpc"), sent);
+    assert_eq!(kcat_read(&broker.kafka(), "from-grpc"), sent);
 }
 
 #[test]
 fn logctl_shows_a_kafka_group_with_its_members_partitions_commits_and_lag() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &["--default-partitions", "2"]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     let sent: String = (0..10).map(|i| format!("{i}\n")).collect();
     run(
         "kcat",

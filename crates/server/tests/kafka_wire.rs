@@ -106,18 +106,11 @@ fn partition_files(data_dir: &Path, topic: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn kafka_address(broker: &Broker) -> String {
-    broker
-        .kafka_address
-        .clone()
-        .expect("the Kafka listener is on")
-}
-
 #[test]
 fn api_versions_lists_the_ranges_and_a_too_new_request_gets_a_v0_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let mut kafka = KafkaConnection::open(&broker.kafka());
     let reply = kafka.call(&ApiVersionsRequest::default(), 3);
     assert_eq!(reply.error_code, 0);
     let range = |key: i16| {
@@ -147,7 +140,7 @@ fn api_versions_lists_the_ranges_and_a_too_new_request_gets_a_v0_answer() {
 fn a_produced_batch_is_fetched_byte_for_byte_and_a_long_poll_waits_then_wakes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     let mut kafka = KafkaConnection::open(&address);
     create_topic(&mut kafka, "events", 1);
     let batch = Bytes::from(common::batch_of(&["one", "two", "three"]));
@@ -190,7 +183,7 @@ fn a_produced_batch_is_fetched_byte_for_byte_and_a_long_poll_waits_then_wakes() 
 fn hostile_frames_close_the_connection_or_get_error_codes_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     let mut kafka = KafkaConnection::open(&address);
     create_topic(&mut kafka, "safe", 1);
     let good = Bytes::from(common::batch_of(&["kept"]));
@@ -276,7 +269,7 @@ fn hostile_frames_close_the_connection_or_get_error_codes_and_change_nothing() {
 fn a_fetch_serves_the_first_batch_over_its_limit_and_answers_out_of_range_with_the_log_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let mut kafka = KafkaConnection::open(&broker.kafka());
     create_topic(&mut kafka, "wide", 1);
     let big_value = "x".repeat(64 * 1024);
     let batch = Bytes::from(common::batch_of(&[big_value.as_str(), "after"]));
@@ -315,7 +308,7 @@ fn group_joins_ask_for_a_member_id_first_and_static_membership_is_refused() {
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let mut kafka = KafkaConnection::open(&broker.kafka());
     let join = |member_id: &str| {
         JoinGroupRequest::default()
             .with_group_id(kafka_protocol::messages::GroupId(
@@ -349,7 +342,7 @@ fn group_joins_ask_for_a_member_id_first_and_static_membership_is_refused() {
         Bytes::from_static(b"subscription")
     );
     // v3 has no KIP-394 step: an id at once.
-    let mut old = KafkaConnection::open(&kafka_address(&broker));
+    let mut old = KafkaConnection::open(&broker.kafka());
     let v3 = old.call(
         &join("").with_group_id(kafka_protocol::messages::GroupId(
             StrBytes::from_static_str("h"),
@@ -367,7 +360,7 @@ fn init_producer_id_gives_ids_and_epochs_and_refuses_transactions() {
     use kafka_protocol::messages::{InitProducerIdRequest, ProducerId, TransactionalId};
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let mut kafka = KafkaConnection::open(&broker.kafka());
     let fresh = || {
         InitProducerIdRequest::default()
             .with_transactional_id(None)
@@ -409,7 +402,7 @@ fn init_producer_id_gives_ids_and_epochs_and_refuses_transactions() {
 fn with_auto_creation_off_a_missing_topic_is_unknown_and_the_listener_can_be_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &["--auto-create-topics", "false"]);
-    let mut kafka = KafkaConnection::open(&kafka_address(&broker));
+    let mut kafka = KafkaConnection::open(&broker.kafka());
     let metadata = kafka.call(
         &MetadataRequest::default()
             .with_topics(Some(vec![
@@ -440,7 +433,7 @@ fn with_auto_creation_off_a_missing_topic_is_unknown_and_the_listener_can_be_off
 fn connections_past_the_limit_are_closed_and_the_others_served_in_parallel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &["--max-connections", "2"]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     let mut first = KafkaConnection::open(&address);
     let mut second = KafkaConnection::open(&address);
     // Both are served, a long poll on one not holding up the other.
@@ -472,7 +465,7 @@ fn connections_past_the_limit_are_closed_and_the_others_served_in_parallel() {
 fn acks_0_produces_are_appended_in_order_and_a_failed_one_closes_only_its_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path(), &[]);
-    let address = kafka_address(&broker);
+    let address = broker.kafka();
     let mut kafka = KafkaConnection::open(&address);
     create_topic(&mut kafka, "quiet", 1);
     let first = Bytes::from(common::batch_of(&["first"]));

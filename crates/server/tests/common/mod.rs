@@ -93,6 +93,18 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// `host:port` of its Kafka listener; panics if it is off.
+    pub fn kafka(&self) -> String {
+        self.kafka_address
+            .clone()
+            .expect("the Kafka listener is on")
+    }
+
+    /// `host:port` of its HTTP listener; panics if it is off.
+    pub fn http(&self) -> String {
+        self.http_address.clone().expect("the HTTP listener is on")
+    }
+
     /// Starts a broker on 127.0.0.1:0 with `data_dir` and any `extra` flags,
     /// and waits (bounded) for the line that says where it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
